@@ -1,0 +1,225 @@
+package auth
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/uptrace/bun"
+
+	"github.com/example/sessionauth/models"
+)
+
+// Identity is who is calling: the session an access token belongs to and its
+// user, as read from the database at Now (the database's clock).
+type Identity struct {
+	Session *models.Session
+	User    *models.User
+	Now     time.Time
+}
+
+// touchInterval bounds how stale lastUsedAt may get: it is written at most
+// once per interval per session, not on every request.
+const touchInterval = 30 * time.Second
+
+type identityRow struct {
+	sessionRow `bun:",extend"`
+	User       *models.User `bun:"rel:belongs-to,join:user_id=id"`
+}
+
+func isNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }
+
+// authenticateAccess resolves an access token to its identity with one
+// indexed query (plus a throttled lastUsedAt write).
+// Errors: UNAUTHENTICATED (malformed, unknown, revoked), TOKEN_EXPIRED,
+// SERVICE_UNAVAILABLE.
+func (s *Service) authenticateAccess(ctx context.Context, token string) (*Identity, error) {
+	if !wellFormed(token) {
+		return nil, errUnauthenticated
+	}
+	row := new(identityRow)
+	err := s.db.NewSelect().Model(row).
+		ColumnExpr("session.*").ColumnExpr(sqlNow+" AS db_now").
+		Relation("User").
+		Where("session.access_hash = ?", hashToken(token)).
+		Scan(ctx)
+	if isNoRows(err) {
+		return nil, errUnauthenticated
+	}
+	if err != nil {
+		return nil, dbError(err)
+	}
+	sess := &row.Session
+	if sess.RevokedAt != nil {
+		return nil, errUnauthenticated
+	}
+	if !row.DBNow.Before(sess.AccessExpiresAt) {
+		return nil, errAccessExpired
+	}
+	// The first use of a rotated pair also marks it used, which ends the
+	// grace for its predecessor refresh token (see Refresh).
+	if row.DBNow.Sub(sess.LastUsedAt) >= touchInterval || (sess.PrevRefreshHash != nil && !sess.SuccessorUsed) {
+		if err := s.touch(ctx, sess); err != nil {
+			return nil, dbError(err)
+		}
+	}
+	return &Identity{Session: sess, User: row.User, Now: row.DBNow}, nil
+}
+
+func (s *Service) touch(ctx context.Context, sess *models.Session) error {
+	_, err := s.db.NewUpdate().Model(sess).
+		Set("last_used_at = "+sqlNow).
+		Set("successor_used = true").
+		WherePK().
+		Returning("last_used_at, successor_used").
+		Exec(ctx)
+	return err
+}
+
+// Logout ends the session that token (its access or its refresh token)
+// belongs to.
+// Errors: UNAUTHENTICATED, TOKEN_EXPIRED, SERVICE_UNAVAILABLE.
+func (s *Service) Logout(ctx context.Context, token string) error {
+	if !wellFormed(token) {
+		return errUnauthenticated
+	}
+	h := hashToken(token)
+	var outcome error
+	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		row := new(sessionRow)
+		err := tx.NewSelect().Model(row).
+			ColumnExpr("session.*").ColumnExpr(sqlNow+" AS db_now").
+			Where("access_hash = ? OR refresh_hash = ?", h, h).
+			For("UPDATE").Scan(ctx)
+		if isNoRows(err) {
+			outcome = errUnauthenticated
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		sess := &row.Session
+		isAccess := string(sess.AccessHash) == string(h)
+		switch {
+		case sess.RevokedAt != nil:
+			outcome = errUnauthenticated
+		case isAccess && !row.DBNow.Before(sess.AccessExpiresAt):
+			outcome = errAccessExpired
+		case !isAccess && !row.DBNow.Before(sess.RefreshExpiresAt):
+			outcome = errRefreshExpired
+		default:
+			return revokeSession(ctx, tx, sess.ID)
+		}
+		return nil
+	})
+	if err != nil {
+		return dbError(err)
+	}
+	return outcome
+}
+
+// liveSessions restricts a session query to sessions that still work.
+func liveSessions(q *bun.SelectQuery) *bun.SelectQuery {
+	return q.Where("revoked_at IS NULL").Where("refresh_expires_at > " + sqlNow)
+}
+
+// Sessions lists the live sessions of who's user, most recently used first.
+// Errors: SERVICE_UNAVAILABLE.
+func (s *Service) Sessions(ctx context.Context, who *Identity) ([]*models.Session, error) {
+	var sessions []*models.Session
+	err := s.db.NewSelect().Model(&sessions).
+		Where("user_id = ?", who.User.ID).
+		Apply(liveSessions).
+		Order("last_used_at DESC", "created_at DESC", "id").
+		Scan(ctx)
+	if err != nil {
+		return nil, dbError(err)
+	}
+	return sessions, nil
+}
+
+// RevokeSession ends one of who's user's live sessions (the current one too).
+// Errors: NOT_FOUND when id is not one of them, SERVICE_UNAVAILABLE.
+func (s *Service) RevokeSession(ctx context.Context, who *Identity, id string) error {
+	if uuid.Validate(id) != nil {
+		return errSessionNotFound
+	}
+	res, err := s.db.NewUpdate().Model((*models.Session)(nil)).
+		Set("revoked_at = "+sqlNow).
+		Where("id = ? AND user_id = ?", id, who.User.ID).
+		Where("revoked_at IS NULL AND refresh_expires_at > " + sqlNow).
+		Exec(ctx)
+	if err != nil {
+		return dbError(err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return errSessionNotFound
+	}
+	return nil
+}
+
+// RevokeOtherSessions ends every live session of who's user but the current
+// one and returns how many it ended.
+// Errors: SERVICE_UNAVAILABLE.
+func (s *Service) RevokeOtherSessions(ctx context.Context, who *Identity) (int, error) {
+	n, err := revokeOthers(ctx, s.db, who)
+	return n, dbError(err)
+}
+
+func revokeOthers(ctx context.Context, db bun.IDB, who *Identity) (int, error) {
+	res, err := db.NewUpdate().Model((*models.Session)(nil)).
+		Set("revoked_at = "+sqlNow).
+		Where("user_id = ? AND id <> ?", who.User.ID, who.Session.ID).
+		Where("revoked_at IS NULL AND refresh_expires_at > " + sqlNow).
+		Exec(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
+}
+
+// ChangePassword replaces who's password and ends all their other sessions,
+// in one transaction.
+// Errors: INVALID_CREDENTIALS (wrong current password), BAD_USER_INPUT,
+// SERVICE_UNAVAILABLE.
+func (s *Service) ChangePassword(ctx context.Context, who *Identity, current, next string) error {
+	if utf8.RuneCountInString(current) > maxPasswordLen {
+		return errInvalidCredentials
+	}
+	if err := checkPassword(next); err != nil {
+		return err
+	}
+	ok, err := s.hasher.verify(ctx, current, who.User.PasswordHash)
+	if err != nil {
+		return dbError(err)
+	}
+	if !ok {
+		return errInvalidCredentials
+	}
+	hash, err := s.hasher.hash(ctx, next)
+	if err != nil {
+		return dbError(err)
+	}
+	err = s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		// Compare-and-set on the old hash: of two concurrent changes made
+		// with the same current password, one wins and the other is told
+		// its current password is wrong (it is, by then).
+		res, err := tx.NewUpdate().Model((*models.User)(nil)).
+			Set("password_hash = ?", hash).
+			Where("id = ? AND password_hash = ?", who.User.ID, who.User.PasswordHash).
+			Exec(ctx)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return errInvalidCredentials
+		}
+		_, err = revokeOthers(ctx, tx, who)
+		return err
+	})
+	return dbError(err)
+}

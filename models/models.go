@@ -1,0 +1,66 @@
+// Package models holds the bun models of the database tables. It has no
+// queries: those live in the auth package.
+package models
+
+import (
+	"time"
+
+	"github.com/uptrace/bun"
+)
+
+// User is an account.
+type User struct {
+	bun.BaseModel `bun:"table:users"`
+
+	ID string `bun:"id,pk"`
+	// Email is the address as the user typed it; EmailKey is its canonical
+	// (trimmed, lower-cased) form, unique, used for every comparison.
+	Email        string    `bun:"email,notnull"`
+	EmailKey     string    `bun:"email_key,notnull,unique"`
+	PasswordHash string    `bun:"password_hash,notnull"`
+	CreatedAt    time.Time `bun:"created_at,notnull"`
+}
+
+// Session is one signed-in device. Its ID and CreatedAt never change; its
+// token hashes and expiries change on every refresh.
+type Session struct {
+	bun.BaseModel `bun:"table:sessions"`
+
+	ID         string    `bun:"id,pk"`
+	UserID     string    `bun:"user_id,notnull"`
+	DeviceName *string   `bun:"device_name"`
+	UserAgent  *string   `bun:"user_agent"`
+	IPAddress  *string   `bun:"ip_address"`
+	CreatedAt  time.Time `bun:"created_at,notnull"`
+	LastUsedAt time.Time `bun:"last_used_at,notnull"`
+
+	// SHA-256 of the current tokens; the tokens themselves are never stored.
+	AccessHash       []byte    `bun:"access_hash,notnull"`
+	AccessExpiresAt  time.Time `bun:"access_expires_at,notnull"`
+	RefreshHash      []byte    `bun:"refresh_hash,notnull"`
+	RefreshExpiresAt time.Time `bun:"refresh_expires_at,notnull"`
+
+	// The refresh token that the current pair replaced, kept so that a
+	// retried refresh gets the same pair back. PrevSealed is the current pair
+	// encrypted under a key derived from that previous refresh token.
+	PrevRefreshHash []byte     `bun:"prev_refresh_hash"`
+	PrevRotatedAt   *time.Time `bun:"prev_rotated_at"`
+	PrevSealed      []byte     `bun:"prev_sealed"`
+	// SuccessorUsed is set once the current pair has been used (an access
+	// token authenticated a request, or the refresh token was refreshed).
+	SuccessorUsed bool `bun:"successor_used,notnull"`
+
+	RevokedAt *time.Time `bun:"revoked_at"`
+
+	User *User `bun:"rel:belongs-to,join:user_id=id"`
+}
+
+// RetiredRefreshToken records a refresh token that was rotated away more than
+// one generation ago. Presenting it again is a replay.
+type RetiredRefreshToken struct {
+	bun.BaseModel `bun:"table:retired_refresh_tokens"`
+
+	TokenHash []byte    `bun:"token_hash,pk"`
+	SessionID string    `bun:"session_id,notnull"`
+	RetiredAt time.Time `bun:"retired_at,notnull"`
+}

@@ -1,0 +1,52 @@
+package resolvers
+
+import (
+	"github.com/example/sessionauth/auth"
+	"github.com/example/sessionauth/graph"
+	"github.com/example/sessionauth/models"
+)
+
+// Generated GraphQL types are not bun models: converting here keeps token
+// hashes and bun tags out of the API.
+
+func toUser(u *models.User) *graph.User {
+	return &graph.User{ID: u.ID, Email: u.Email, CreatedAt: u.CreatedAt.UTC()}
+}
+
+func toSession(s *models.Session, current bool) *graph.Session {
+	return &graph.Session{
+		ID:                    s.ID,
+		DeviceName:            s.DeviceName,
+		UserAgent:             s.UserAgent,
+		IPAddress:             s.IPAddress,
+		CreatedAt:             s.CreatedAt.UTC(),
+		LastUsedAt:            s.LastUsedAt.UTC(),
+		AccessTokenExpiresAt:  s.AccessExpiresAt.UTC(),
+		RefreshTokenExpiresAt: s.RefreshExpiresAt.UTC(),
+		Current:               current,
+	}
+}
+
+// toPayload converts an issued pair. The session it describes is the one the
+// new tokens belong to, so it is "current" from the client's point of view.
+func toPayload(i *auth.Issued) *graph.AuthPayload {
+	refresh := i.RefreshToken
+	return &graph.AuthPayload{
+		AccessToken:           i.AccessToken,
+		RefreshToken:          &refresh,
+		AccessTokenExpiresAt:  i.Session.AccessExpiresAt.UTC(),
+		RefreshTokenExpiresAt: i.Session.RefreshExpiresAt.UTC(),
+		AccessTokenExpiresIn:  secondsUntil(i, i.Session.AccessExpiresAt),
+		RefreshTokenExpiresIn: secondsUntil(i, i.Session.RefreshExpiresAt),
+		User:                  toUser(i.User),
+		Session:               toSession(i.Session, true),
+	}
+}
+
+func secondsUntil(i *auth.Issued, t interface{ Unix() int64 }) int {
+	n := t.Unix() - i.Now.Unix()
+	if n < 0 {
+		return 0
+	}
+	return int(n)
+}
