@@ -312,7 +312,7 @@ func (s *Service) rotate(ctx context.Context, tx bun.Tx, row *sessionRow, refres
 		Set("prev_rotated_at = "+sqlNow).
 		Set("prev_sealed = ?", sealPair(refreshToken, sess.ID, pair)).
 		Set("successor_used = false").
-		Set("last_used_at = "+sqlNow).
+		Set("last_used_at = " + sqlNow).
 		WherePK().
 		Returning("*, " + sqlNow + " AS db_now").
 		Exec(ctx)

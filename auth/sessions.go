@@ -71,7 +71,7 @@ func (s *Service) authenticateAccess(ctx context.Context, token string) (*Identi
 
 func (s *Service) touch(ctx context.Context, sess *models.Session) error {
 	_, err := s.db.NewUpdate().Model(sess).
-		Set("last_used_at = "+sqlNow).
+		Set("last_used_at = " + sqlNow).
 		Set("successor_used = true").
 		WherePK().
 		Returning("last_used_at, successor_used").

@@ -1,0 +1,242 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/example/sessionauth/auth"
+	"github.com/example/sessionauth/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// testServer is the real handler of newServer, over its own database.
+type testServer struct {
+	*httptest.Server
+	db *bun.DB
+}
+
+func testConfig(url string) config {
+	cfg, err := loadConfig(func(string) string { return "" })
+	if err != nil {
+		panic(err)
+	}
+	cfg.DatabaseURL = url
+	return cfg
+}
+
+// newTestServer starts the handler over a fresh database; edit adjusts the
+// configuration.
+func newTestServer(t *testing.T, edit func(*config)) *testServer {
+	t.Helper()
+	return newTestServerOn(t, pgtest.New(t), edit)
+}
+
+// newTestServerOn starts another instance over the database at url.
+func newTestServerOn(t *testing.T, url string, edit func(*config)) *testServer {
+	t.Helper()
+	cfg := testConfig(url)
+	if edit != nil {
+		edit(&cfg)
+	}
+	db, err := openDB(cfg.DatabaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv := httptest.NewServer(newServer(cfg, db, auth.NewService(db, cfg.Auth, logger), logger))
+	t.Cleanup(func() {
+		srv.Close()
+		db.Close()
+	})
+	return &testServer{Server: srv, db: db}
+}
+
+type gqlError struct {
+	Message    string         `json:"message"`
+	Extensions map[string]any `json:"extensions"`
+}
+
+type gqlResponse struct {
+	Data   map[string]json.RawMessage `json:"data"`
+	Errors []gqlError                 `json:"errors"`
+	Status int                        `json:"-"`
+}
+
+// code returns the extensions.code of the first error, or "" when none.
+func (r gqlResponse) code() string {
+	if len(r.Errors) == 0 {
+		return ""
+	}
+	c, _ := r.Errors[0].Extensions["code"].(string)
+	return c
+}
+
+// field decodes data.name into v.
+func (r gqlResponse) field(t *testing.T, name string, v any) {
+	t.Helper()
+	raw, ok := r.Data[name]
+	if !ok || string(raw) == "null" {
+		t.Fatalf("no data.%s in response; errors: %+v", name, r.Errors)
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		t.Fatalf("data.%s: %v", name, err)
+	}
+}
+
+// post sends one GraphQL request with token as its bearer ("" for none).
+func (s *testServer) post(t *testing.T, token, query string, vars map[string]any) gqlResponse {
+	t.Helper()
+	return s.postHeader(t, http.Header{"Authorization": bearer(token)}, query, vars)
+}
+
+func bearer(token string) []string {
+	if token == "" {
+		return nil
+	}
+	return []string{"Bearer " + token}
+}
+
+func (s *testServer) postHeader(t *testing.T, h http.Header, query string, vars map[string]any) gqlResponse {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"query": query, "variables": vars})
+	req, err := http.NewRequest(http.MethodPost, s.URL+"/graphql", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range h {
+		req.Header[k] = v
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := s.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out gqlResponse
+	raw, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(raw, &out); err != nil {
+		t.Fatalf("status %d, body %q: %v", resp.StatusCode, raw, err)
+	}
+	out.Status = resp.StatusCode
+	for _, e := range out.Errors {
+		if _, ok := e.Extensions["code"]; !ok {
+			t.Errorf("error without extensions.code: %+v", e)
+		}
+	}
+	return out
+}
+
+type session struct {
+	ID                    string    `json:"id"`
+	DeviceName            *string   `json:"deviceName"`
+	UserAgent             *string   `json:"userAgent"`
+	IPAddress             *string   `json:"ipAddress"`
+	CreatedAt             time.Time `json:"createdAt"`
+	LastUsedAt            time.Time `json:"lastUsedAt"`
+	AccessTokenExpiresAt  time.Time `json:"accessTokenExpiresAt"`
+	RefreshTokenExpiresAt time.Time `json:"refreshTokenExpiresAt"`
+	Current               bool      `json:"current"`
+}
+
+type user struct {
+	ID        string    `json:"id"`
+	Email     string    `json:"email"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+type payload struct {
+	AccessToken           string    `json:"accessToken"`
+	RefreshToken          *string   `json:"refreshToken"`
+	AccessTokenExpiresAt  time.Time `json:"accessTokenExpiresAt"`
+	RefreshTokenExpiresAt time.Time `json:"refreshTokenExpiresAt"`
+	AccessTokenExpiresIn  int       `json:"accessTokenExpiresIn"`
+	RefreshTokenExpiresIn int       `json:"refreshTokenExpiresIn"`
+	User                  user      `json:"user"`
+	Session               session   `json:"session"`
+}
+
+func (p payload) refresh() string {
+	if p.RefreshToken == nil {
+		return ""
+	}
+	return *p.RefreshToken
+}
+
+const sessionFields = `id deviceName userAgent ipAddress createdAt lastUsedAt accessTokenExpiresAt refreshTokenExpiresAt current`
+
+const payloadFields = `accessToken refreshToken accessTokenExpiresAt refreshTokenExpiresAt accessTokenExpiresIn refreshTokenExpiresIn
+	user { id email createdAt } session { ` + sessionFields + ` }`
+
+const (
+	signUpMutation = `mutation($email: String!, $password: String!, $device: String) {
+		signUp(input: {email: $email, password: $password, deviceName: $device}) { ` + payloadFields + ` } }`
+	loginMutation = `mutation($email: String!, $password: String!, $device: String) {
+		login(input: {email: $email, password: $password, deviceName: $device}) { ` + payloadFields + ` } }`
+	refreshMutation     = `mutation { refresh { ` + payloadFields + ` } }`
+	logoutMutation      = `mutation { logout }`
+	meQuery             = `{ me { id email createdAt } }`
+	mySessionsQuery     = `{ mySessions { ` + sessionFields + ` } }`
+	revokeMutation      = `mutation($id: ID!) { revokeSession(id: $id) }`
+	revokeOthersMutaion = `mutation { revokeOtherSessions }`
+	changePassword      = `mutation($cur: String!, $new: String!) { changePassword(currentPassword: $cur, newPassword: $new) }`
+)
+
+const testPassword = "correct horse battery"
+
+// signUp registers a new user and returns the payload.
+func (s *testServer) signUp(t *testing.T, email string) payload {
+	t.Helper()
+	r := s.post(t, "", signUpMutation, map[string]any{"email": email, "password": testPassword, "device": "test device"})
+	var p payload
+	r.field(t, "signUp", &p)
+	return p
+}
+
+func (s *testServer) login(t *testing.T, email string) payload {
+	t.Helper()
+	r := s.post(t, "", loginMutation, map[string]any{"email": email, "password": testPassword})
+	var p payload
+	r.field(t, "login", &p)
+	return p
+}
+
+func (s *testServer) refresh(t *testing.T, refreshToken string) payload {
+	t.Helper()
+	r := s.post(t, refreshToken, refreshMutation, nil)
+	var p payload
+	r.field(t, "refresh", &p)
+	return p
+}
+
+// wantCode fails unless r carries the error code want.
+func wantCode(t *testing.T, r gqlResponse, want string) {
+	t.Helper()
+	if got := r.code(); got != want {
+		t.Fatalf("code = %q, want %q (errors %+v)", got, want, r.Errors)
+	}
+}
+
+// wantOK fails if r carries any error.
+func wantOK(t *testing.T, r gqlResponse) {
+	t.Helper()
+	if len(r.Errors) > 0 {
+		t.Fatalf("unexpected errors: %+v", r.Errors)
+	}
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
