@@ -9,7 +9,6 @@ import (
 	"context"
 
 	"github.com/example/sessionauth/auth"
-
 	"github.com/example/sessionauth/graph"
 )
 

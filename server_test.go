@@ -1,0 +1,264 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/example/sessionauth/internal/pgtest"
+	"github.com/example/sessionauth/migrations"
+)
+
+// TestRun starts the real program with run() on a free port and walks a
+// client's whole life over HTTP, then stops it as SIGTERM would.
+func TestRun(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewURL(t) // empty: run must migrate it
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	env := map[string]string{"ADDR": addr, "DATABASE_URL": url}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var logs bytes.Buffer
+	go func() { done <- run(ctx, nil, func(k string) string { return env[k] }, &syncWriter{w: &logs}, io.Discard) }()
+
+	base := "http://" + addr
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(base + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("server did not come up: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	client := &testServer{URL: base}
+
+	p := client.signUp(t, "run@example.com")
+	wantOK(t, client.post(t, p.AccessToken, meQuery, nil))
+	n := client.refresh(t, p.refresh())
+	wantOK(t, client.post(t, n.AccessToken, logoutMutation, nil))
+	wantCode(t, client.post(t, n.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+
+	for path, want := range map[string]int{"/readyz": 200, "/": 200, "/healthz": 200, "/nope": 404} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s = %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run returned %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not stop")
+	}
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+func TestRunRefusesBadConfig(t *testing.T) {
+	t.Parallel()
+	for _, kv := range [][2]string{{"ACCESS_TOKEN_TTL", "soon"}, {"REFRESH_TOKEN_TTL", "-1h"}, {"ALLOW_SIGNUP", "maybe"}} {
+		env := map[string]string{kv[0]: kv[1]}
+		err := run(context.Background(), nil, func(k string) string { return env[k] }, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), kv[0]) {
+			t.Errorf("%s=%s: run returned %v, want an error naming the variable", kv[0], kv[1], err)
+		}
+	}
+}
+
+// TestTwoInstancesAgree runs two handlers over one database, as two servers
+// behind a load balancer: every token works, and dies, on both.
+func TestTwoInstancesAgree(t *testing.T) {
+	t.Parallel()
+	url := pgtest.New(t)
+	a := newTestServerOn(t, url, nil)
+	b := newTestServerOn(t, url, nil)
+
+	p := a.signUp(t, "lb@example.com")
+	wantOK(t, b.post(t, p.AccessToken, meQuery, nil))
+	n := b.refresh(t, p.refresh())
+	wantCode(t, a.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+	wantOK(t, a.post(t, n.AccessToken, meQuery, nil))
+	// A retry on the other instance gets the same pair.
+	again := a.refresh(t, p.refresh())
+	if again.AccessToken != n.AccessToken {
+		t.Fatal("instances disagree on the refreshed pair")
+	}
+	q := b.login(t, "lb@example.com")
+	wantOK(t, a.post(t, q.AccessToken, revokeMutation, map[string]any{"id": n.Session.ID}))
+	wantCode(t, b.post(t, n.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+	wantOK(t, a.post(t, q.AccessToken, logoutMutation, nil))
+	wantCode(t, b.post(t, q.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+	wantCode(t, b.post(t, q.refresh(), refreshMutation, nil), "UNAUTHENTICATED")
+}
+
+// TestTokensNeverStoredInPlainText dumps every table as text and looks for
+// any token a client was given, raw or in any encoding PostgreSQL might use.
+func TestTokensNeverStoredInPlainText(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, nil)
+	p := s.signUp(t, "vault@example.com")
+	n := s.refresh(t, p.refresh())
+	m := s.refresh(t, n.refresh())
+	q := s.login(t, "vault@example.com")
+	tokens := []string{p.AccessToken, p.refresh(), n.AccessToken, n.refresh(), m.AccessToken, m.refresh(), q.AccessToken, q.refresh()}
+
+	var tables []string
+	err := s.db.NewRaw("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'").Scan(ctxT(t), &tables)
+	if err != nil || len(tables) < 3 {
+		t.Fatalf("tables %v: %v", tables, err)
+	}
+	var dump strings.Builder
+	for _, table := range tables {
+		var rows []string
+		if err := s.db.NewRaw(fmt.Sprintf("SELECT t::text FROM %q t", table)).Scan(ctxT(t), &rows); err != nil && err != sql.ErrNoRows {
+			t.Fatal(err)
+		}
+		for _, r := range rows {
+			dump.WriteString(r)
+		}
+	}
+	if !strings.Contains(dump.String(), "vault@example.com") {
+		t.Fatal("dump is missing the data it should contain")
+	}
+	for _, tok := range tokens {
+		raw, _ := base64.RawURLEncoding.DecodeString(tok)
+		for _, form := range []string{tok, tok[:32], hex.EncodeToString(raw)[:32], hex.EncodeToString([]byte(tok))[:32]} {
+			if strings.Contains(dump.String(), form) {
+				t.Fatalf("a token (or its raw bytes) is stored in the database: %.16s…", form)
+			}
+		}
+	}
+	for _, pw := range []string{testPassword} {
+		if strings.Contains(dump.String(), pw) {
+			t.Fatal("a password is stored in plain text")
+		}
+	}
+}
+
+// TestDatabaseUnreachable points the server at a port where nothing listens:
+// every operation answers SERVICE_UNAVAILABLE, /readyz 503, nothing leaks.
+func TestDatabaseUnreachable(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	url := fmt.Sprintf("postgres://postgres@127.0.0.1:%d/none?sslmode=disable&connect_timeout=2", port)
+	s := newTestServerOn(t, url, nil)
+
+	token := strings.Repeat("A", 256)
+	for name, r := range map[string]gqlResponse{
+		"me":      s.post(t, token, meQuery, nil),
+		"refresh": s.post(t, token, refreshMutation, nil),
+		"logout":  s.post(t, token, logoutMutation, nil),
+		"login":   s.post(t, "", loginMutation, map[string]any{"email": "a@example.com", "password": testPassword}),
+		"signUp":  s.post(t, "", signUpMutation, map[string]any{"email": "a@example.com", "password": testPassword}),
+	} {
+		t.Run(name, func(t *testing.T) {
+			wantCode(t, r, "SERVICE_UNAVAILABLE")
+			if strings.Contains(r.Errors[0].Message, "127.0.0.1") || strings.Contains(r.Errors[0].Message, "dial") {
+				t.Fatalf("message leaks internals: %q", r.Errors[0].Message)
+			}
+		})
+	}
+	// Anonymous requests that need no database still work.
+	wantOK(t, s.post(t, "", `{ __typename }`, nil))
+	resp, err := http.Get(s.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz = %d, want 503", resp.StatusCode)
+	}
+}
+
+// TestConcurrentMigrations starts several migrators on one empty database at
+// once: all succeed and each migration is recorded once.
+func TestConcurrentMigrations(t *testing.T) {
+	t.Parallel()
+	url := pgtest.NewURL(t)
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Go(func() {
+			db := pgtest.Open(url)
+			defer db.Close()
+			errs[i] = migrations.Apply(context.Background(), db)
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	db := pgtest.Open(url)
+	defer db.Close()
+	var applied, distinct int
+	err := db.NewRaw("SELECT count(*), count(DISTINCT name) FROM bun_migrations").Scan(ctxT(t), &applied, &distinct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if applied != len(migrations.Migrations.Sorted()) || distinct != applied {
+		t.Fatalf("bun_migrations has %d rows (%d distinct) for %d migrations", applied, distinct, len(migrations.Migrations.Sorted()))
+	}
+}
+
+func TestMutationOverGETRefused(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, nil)
+	p := s.signUp(t, "get@example.com")
+	req, _ := http.NewRequest(http.MethodGet, s.URL+"/graphql?query="+strings.ReplaceAll(logoutMutation, " ", "%20"), nil)
+	req.Header.Set("Authorization", "Bearer "+p.AccessToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusOK {
+		t.Fatalf("GET mutation answered 200")
+	}
+	wantOK(t, s.post(t, p.AccessToken, meQuery, nil))
+}
