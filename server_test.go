@@ -80,6 +80,15 @@ func TestRun(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("run did not stop")
 	}
+	out := logs.String()
+	if !strings.Contains(out, `"msg":"listening"`) || !strings.Contains(out, `"msg":"request"`) {
+		t.Fatalf("missing start-up or request log lines:\n%s", out)
+	}
+	for _, secret := range []string{p.AccessToken, p.refresh(), n.AccessToken, n.refresh(), testPassword} {
+		if strings.Contains(out, secret) {
+			t.Fatalf("a token or password reached the log")
+		}
+	}
 }
 
 type syncWriter struct {
