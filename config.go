@@ -2,7 +2,9 @@ package main
 
 import (
 	"fmt"
+	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/example/sessionauth/auth"
@@ -33,6 +35,15 @@ func loadConfig(getenv func(string) string) (config, error) {
 			RefreshTTL:  l.duration("REFRESH_TOKEN_TTL", 168*time.Hour, false),
 			ReuseWindow: l.duration("REFRESH_REUSE_WINDOW", 30*time.Second, true),
 			AllowSignUp: l.boolean("ALLOW_SIGNUP", true),
+			Throttle: auth.ThrottleConfig{
+				MaxFailures:      l.integer("LOGIN_MAX_FAILURES", 5),
+				MaxFailuresPerIP: l.integer("LOGIN_MAX_FAILURES_PER_IP", 100),
+				Window:           l.duration("LOGIN_FAILURE_WINDOW", 15*time.Minute, false),
+			},
+			SessionMaxLifetime: l.duration("SESSION_MAX_LIFETIME", 0, true),
+			MaxSessionsPerUser: l.integer("MAX_SESSIONS_PER_USER", 0),
+			TrustedProxies:     l.prefixes("TRUSTED_PROXIES"),
+			AllowedOrigins:     l.list("ALLOWED_ORIGINS"),
 		},
 	}
 	return cfg, l.err
@@ -56,10 +67,60 @@ func (l *loader) boolean(name string, def bool) bool {
 		return def
 	}
 	b, err := strconv.ParseBool(v)
-	if err != nil && l.err == nil {
-		l.err = fmt.Errorf("%s=%q: want true or false", name, v)
+	if err != nil {
+		l.fail("%s=%q: want true or false", name, v)
 	}
 	return b
+}
+
+func (l *loader) fail(format string, args ...any) {
+	if l.err == nil {
+		l.err = fmt.Errorf(format, args...)
+	}
+}
+
+// integer reads a non-negative integer; 0 means "no limit" where the
+// variable allows it.
+func (l *loader) integer(name string, def int) int {
+	v := l.getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		l.fail("%s=%q: want a whole number, 0 or more", name, v)
+	}
+	return n
+}
+
+// list reads a comma-separated list, ignoring blanks.
+func (l *loader) list(name string) []string {
+	var out []string
+	for _, item := range strings.Split(l.getenv(name), ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+// prefixes reads a comma-separated list of CIDRs; a bare address means
+// just that address.
+func (l *loader) prefixes(name string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, item := range l.list(name) {
+		p, err := netip.ParsePrefix(item)
+		if err != nil {
+			addr, aerr := netip.ParseAddr(item)
+			if aerr != nil {
+				l.fail("%s: %q is not a CIDR such as 10.0.0.0/8", name, item)
+				continue
+			}
+			p = netip.PrefixFrom(addr, addr.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out
 }
 
 func (l *loader) duration(name string, def time.Duration, zeroOK bool) time.Duration {
@@ -68,8 +129,8 @@ func (l *loader) duration(name string, def time.Duration, zeroOK bool) time.Dura
 		return def
 	}
 	d, err := time.ParseDuration(v)
-	if (err != nil || d < 0 || d == 0 && !zeroOK) && l.err == nil {
-		l.err = fmt.Errorf("%s=%q: want a positive Go duration such as 15m", name, v)
+	if err != nil || d < 0 || d == 0 && !zeroOK {
+		l.fail("%s=%q: want a positive Go duration such as 15m", name, v)
 	}
 	return d
 }

@@ -24,6 +24,7 @@ func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 type testServer struct {
 	URL string
 	db  *bun.DB
+	svc *auth.Service
 }
 
 func testConfig(url string) config {
@@ -54,12 +55,13 @@ func newTestServerOn(t *testing.T, url string, edit func(*config)) *testServer {
 		t.Fatal(err)
 	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv := httptest.NewServer(newServer(cfg, db, auth.NewService(db, cfg.Auth, logger), logger))
+	svc := auth.NewService(db, cfg.Auth, logger)
+	srv := httptest.NewServer(newServer(cfg, db, svc, logger))
 	t.Cleanup(func() {
 		srv.Close()
 		db.Close()
 	})
-	return &testServer{URL: srv.URL, db: db}
+	return &testServer{URL: srv.URL, db: db, svc: svc}
 }
 
 type gqlError struct {

@@ -114,17 +114,28 @@ func TestRefresh(t *testing.T) {
 
 func TestRefreshReuseWindow(t *testing.T) {
 	t.Parallel()
-	s := newTestServer(t, func(c *config) { c.Auth.ReuseWindow = time.Second })
+	const window = 2 * time.Second
+	s := newTestServer(t, func(c *config) { c.Auth.ReuseWindow = window })
 	p := s.signUp(t, "window@example.com")
 	n := s.refresh(t, p.refresh())
 	wantOK(t, s.post(t, n.AccessToken, meQuery, nil))
 
-	// Within the window a retry still gets the same pair, used or not.
+	// Within the window a retry still gets the same pair, used or not...
 	again := s.refresh(t, p.refresh())
-	if again.AccessToken != n.AccessToken || again.refresh() != n.refresh() {
+	if again.AccessToken != n.AccessToken || again.refresh() != n.refresh() ||
+		!again.RefreshTokenExpiresAt.Equal(n.RefreshTokenExpiresAt) || !again.AccessTokenExpiresAt.Equal(n.AccessTokenExpiresAt) {
 		t.Fatal("retry within the window returned a different pair")
 	}
-	time.Sleep(1200 * time.Millisecond)
+	// ...even after the successor itself was rotated (two quick refreshes).
+	m := s.refresh(t, n.refresh())
+	again = s.refresh(t, p.refresh())
+	if again.refresh() != n.refresh() || !again.RefreshTokenExpiresAt.Equal(n.RefreshTokenExpiresAt) {
+		t.Fatal("retry of a twice-rotated token within the window returned a different pair")
+	}
+	wantOK(t, s.post(t, m.AccessToken, meQuery, nil))
+
+	time.Sleep(time.Until(n.Session.LastUsedAt.Add(window)) + 300*time.Millisecond)
 	wantCode(t, s.post(t, p.refresh(), refreshMutation, nil), "REFRESH_TOKEN_REUSED")
-	wantCode(t, s.post(t, n.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+	wantCode(t, s.post(t, m.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+	wantCode(t, s.post(t, m.refresh(), refreshMutation, nil), "UNAUTHENTICATED")
 }

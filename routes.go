@@ -2,9 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
+	"mime"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -12,7 +16,6 @@ import (
 	"github.com/99designs/gqlgen/graphql/handler/extension"
 	"github.com/99designs/gqlgen/graphql/handler/lru"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
-	"github.com/99designs/gqlgen/graphql/playground"
 	"github.com/uptrace/bun"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
@@ -28,13 +31,15 @@ func newServer(cfg config, db *bun.DB, svc *auth.Service, logger *slog.Logger) h
 	resolver := &resolvers.Resolver{Auth: svc}
 	gql := handler.New(graph.NewExecutableSchema(resolver.Config()))
 	gql.AddTransport(transport.Options{})
-	gql.AddTransport(transport.GET{})
+	gql.AddTransport(getQueriesOnly{})
 	gql.AddTransport(transport.POST{})
 	gql.SetQueryCache(lru.New[*ast.QueryDocument](1000))
 	if cfg.Playground {
 		gql.Use(extension.Introspection{})
 	}
 	gql.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](100)})
+	gql.Use(defaultQueryLimits())
+	gql.Use(extension.FixedComplexityLimit(1000))
 	gql.SetErrorPresenter(presentError(logger))
 	gql.SetRecoverFunc(func(ctx context.Context, v any) error {
 		logger.ErrorContext(ctx, "panic in resolver", "panic", v, "request_id", requestID(ctx))
@@ -42,7 +47,7 @@ func newServer(cfg config, db *bun.DB, svc *auth.Service, logger *slog.Logger) h
 	})
 
 	mux := http.NewServeMux()
-	mux.Handle("/graphql", svc.Middleware(gql))
+	mux.Handle("/graphql", withCORS(cfg.Auth.AllowedOrigins, limitBody(maxBodyBytes, svc.Middleware(gql))))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
@@ -56,7 +61,7 @@ func newServer(cfg config, db *bun.DB, svc *auth.Service, logger *slog.Logger) h
 		w.Write([]byte("ok\n"))
 	})
 	if cfg.Playground {
-		mux.Handle("GET /{$}", playground.Handler("Session auth", "/graphql"))
+		mux.Handle("GET /{$}", playgroundHandler())
 	}
 	return withRequestID(logger, mux)
 }
@@ -75,9 +80,16 @@ func presentError(logger *slog.Logger) graphql.ErrorPresenterFunc {
 			}
 			gqlErr.Message = domain.Message
 			setCode(gqlErr, domain.Code)
+			if domain.RetryAfter > 0 {
+				gqlErr.Extensions["retryAfterSeconds"] = domain.RetryAfter
+			}
 		case gqlErr.Unwrap() == nil:
 			// gqlgen's and gqlparser's own errors describe the request,
-			// never our internals; keep their message and code.
+			// never our internals; keep their message and code, but not
+			// the echo of the request body (it may hold a password).
+			if msg, _, cut := strings.Cut(gqlErr.Message, " body:"); cut {
+				gqlErr.Message = msg
+			}
 			if _, ok := gqlErr.Extensions["code"]; !ok {
 				setCode(gqlErr, auth.CodeBadUserInput)
 			}
@@ -95,4 +107,63 @@ func setCode(e *gqlerror.Error, code string) {
 		e.Extensions = map[string]any{}
 	}
 	e.Extensions["code"] = code
+}
+
+// maxBodyBytes bounds a GraphQL request body (1 MiB).
+const maxBodyBytes = 1 << 20
+
+// limitBody refuses bodies over n bytes (at once when Content-Length says so,
+// while reading otherwise) and POST bodies that are not JSON.
+func limitBody(n int64, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > n {
+			writeError(w, http.StatusRequestEntityTooLarge, auth.CodeBadUserInput, "the request body is larger than 1 MiB")
+			return
+		}
+		if r.Method == http.MethodPost {
+			if mediaType, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mediaType != "application/json" {
+				writeError(w, http.StatusUnsupportedMediaType, auth.CodeBadUserInput, "POST a JSON body with Content-Type: application/json")
+				return
+			}
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, n)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// withCORS lets the allowed origins call the API from a browser, with
+// credentials (the refresh-token cookie); other origins get no CORS headers,
+// so browsers keep their pages from reading any answer.
+func withCORS(allowed []string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		origin := r.Header.Get("Origin")
+		h := w.Header()
+		if len(allowed) > 0 {
+			h.Add("Vary", "Origin")
+		}
+		if origin == "" || !slices.Contains(allowed, origin) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		h.Set("Access-Control-Allow-Origin", origin)
+		h.Set("Access-Control-Allow-Credentials", "true")
+		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
+			h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, "+auth.TransportHeader)
+			h.Set("Access-Control-Max-Age", "600")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		h.Set("Access-Control-Expose-Headers", "X-Request-Id")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// writeError answers with a GraphQL error document outside gqlgen.
+func writeError(w http.ResponseWriter, status int, code, message string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]any{"errors": []map[string]any{
+		{"message": message, "extensions": map[string]any{"code": code}},
+	}})
 }

@@ -56,6 +56,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 	}
 
 	svc := auth.NewService(db, cfg.Auth, logger)
+	go svc.RunHousekeeping(ctx, time.Minute)
 	srv := &http.Server{
 		Addr:              cfg.Addr,
 		Handler:           newServer(cfg, db, svc, logger),
@@ -63,6 +64,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)

@@ -34,7 +34,9 @@ func TestRun(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	var logs bytes.Buffer
-	go func() { done <- run(ctx, nil, func(k string) string { return env[k] }, &syncWriter{w: &logs}, io.Discard) }()
+	go func() {
+		done <- run(ctx, nil, func(k string) string { return env[k] }, &syncWriter{w: &logs}, io.Discard)
+	}()
 
 	base := "http://" + addr
 	deadline := time.Now().Add(20 * time.Second)

@@ -120,6 +120,7 @@ func TestRevokeSession(t *testing.T) {
 	t.Run("MalformedIDIsNotFound", func(t *testing.T) {
 		wantCode(t, s.post(t, a.AccessToken, revokeMutation, map[string]any{"id": "'; DROP TABLE sessions; --"}), "NOT_FOUND")
 		wantCode(t, s.post(t, a.AccessToken, revokeMutation, map[string]any{"id": "00000000-0000-0000-0000-000000000000"}), "NOT_FOUND")
+		wantCode(t, s.post(t, a.AccessToken, revokeMutation, map[string]any{"id": "urn:uuid:00000000-0000-0000-0000-000000000000"}), "NOT_FOUND")
 	})
 	t.Run("NeedsAccessToken", func(t *testing.T) {
 		wantCode(t, s.post(t, "", revokeMutation, map[string]any{"id": b.Session.ID}), "UNAUTHENTICATED")

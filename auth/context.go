@@ -2,8 +2,8 @@ package auth
 
 import (
 	"context"
-	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -19,6 +19,7 @@ type request struct {
 	bearer    string // the raw token after "Bearer ", "" when absent
 	hasBearer bool   // an Authorization header was sent
 	client    clientInfo
+	cookie    cookieState
 
 	once     sync.Once
 	identity *Identity
@@ -72,7 +73,12 @@ func clientFromContext(ctx context.Context) clientInfo {
 func (s *Service) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		header, has := r.Header["Authorization"]
-		req := &request{svc: s, hasBearer: has, client: clientInfo{UserAgent: r.UserAgent(), IP: remoteIP(r)}}
+		req := &request{
+			svc:       s,
+			hasBearer: has,
+			client:    clientInfo{UserAgent: r.UserAgent(), IP: clientIP(r, s.cfg.TrustedProxies)},
+			cookie:    s.cookieState(w, r),
+		}
 		if has && len(header) == 1 {
 			req.bearer = ParseBearer(header[0])
 		}
@@ -95,12 +101,43 @@ func ParseBearer(header string) string {
 	return token
 }
 
-func remoteIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
+// clientIP returns the client's address: the peer's, unless the peer is a
+// trusted proxy, in which case the nearest X-Forwarded-For entry that is not
+// itself a trusted proxy. A header from anyone else is ignored, so it cannot
+// be spoofed to dodge the per-address login limit.
+func clientIP(r *http.Request, trusted []netip.Prefix) string {
+	peer, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
 		return r.RemoteAddr
 	}
-	return host
+	addr := peer.Addr().Unmap()
+	if !isTrusted(addr, trusted) {
+		return addr.String()
+	}
+	var hops []string
+	for _, h := range r.Header.Values("X-Forwarded-For") {
+		hops = append(hops, strings.Split(h, ",")...)
+	}
+	for i := len(hops) - 1; i >= 0; i-- {
+		hop, err := netip.ParseAddr(strings.TrimSpace(hops[i]))
+		if err != nil {
+			break // garbage from here leftwards is not to be believed
+		}
+		addr = hop.Unmap()
+		if !isTrusted(addr, trusted) {
+			break
+		}
+	}
+	return addr.String()
+}
+
+func isTrusted(addr netip.Addr, trusted []netip.Prefix) bool {
+	for _, p := range trusted {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
 }
 
 // CurrentIdentity returns who is calling: the session and user of the request's
@@ -126,12 +163,21 @@ func IdentityFromContext(ctx context.Context) *Identity {
 	return id
 }
 
-// BearerToken returns the request's bearer token, whichever kind it is, or
-// UNAUTHENTICATED when there is none.
-func BearerToken(ctx context.Context) (string, error) {
+// SessionToken returns the token that refresh and logout act on: the bearer
+// token when an Authorization header was sent, else the refresh-token cookie
+// of a browser client, if that request passes the CSRF checks.
+// Errors: UNAUTHENTICATED.
+func SessionToken(ctx context.Context) (string, error) {
 	r := requestFromContext(ctx)
-	if r == nil || r.bearer == "" {
+	switch {
+	case r == nil:
 		return "", errUnauthenticated
+	case r.hasBearer:
+		if r.bearer == "" {
+			return "", errUnauthenticated
+		}
+		return r.bearer, nil
+	default:
+		return r.cookie.token()
 	}
-	return r.bearer, nil
 }

@@ -26,6 +26,9 @@ const (
 type Error struct {
 	Code    string
 	Message string
+	// RetryAfter, when positive, tells the client how many seconds to wait
+	// (RATE_LIMITED).
+	RetryAfter int
 	// Err is the underlying cause, for the server log only.
 	Err error
 }

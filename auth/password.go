@@ -5,9 +5,9 @@ import (
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"runtime"
+	"strconv"
 	"strings"
 
 	"golang.org/x/crypto/argon2"
@@ -95,25 +95,45 @@ type argon2Params struct {
 	salt, key    []byte
 }
 
+// Bounds on the parameters a stored hash may ask for, so that a corrupt or
+// planted row cannot make verify panic or allocate without limit.
+const maxArgonMemoryKiB = 1 << 20 // 1 GiB
+
 func parseArgon2id(encoded string) (argon2Params, error) {
-	var p argon2Params
+	bad := func(what string) (argon2Params, error) {
+		return argon2Params{}, fmt.Errorf("password hash: %s", what)
+	}
 	parts := strings.Split(encoded, "$")
-	if len(parts) != 6 || parts[1] != "argon2id" {
-		return p, errors.New("password hash: not an argon2id PHC string")
+	if len(parts) != 6 || parts[0] != "" || parts[1] != "argon2id" {
+		return bad("not an argon2id PHC string")
 	}
-	var version int
-	if _, err := fmt.Sscanf(parts[2], "v=%d", &version); err != nil || version != argon2.Version {
-		return p, fmt.Errorf("password hash: unsupported version %q", parts[2])
+	if parts[2] != fmt.Sprintf("v=%d", argon2.Version) {
+		return bad("unsupported version")
 	}
-	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &p.memory, &p.time, &p.threads); err != nil {
-		return p, fmt.Errorf("password hash: bad parameters: %w", err)
+	params := strings.Split(parts[3], ",")
+	if len(params) != 3 {
+		return bad("bad parameters")
 	}
+	var values [3]uint64
+	for i, name := range [...]string{"m", "t", "p"} {
+		key, value, ok := strings.Cut(params[i], "=")
+		n, err := strconv.ParseUint(value, 10, 32)
+		if !ok || key != name || err != nil || n == 0 {
+			return bad("bad parameters")
+		}
+		values[i] = n
+	}
+	m, t, threads := values[0], values[1], values[2]
+	if threads > 255 || m > maxArgonMemoryKiB || m < 8*threads {
+		return bad("parameters out of range")
+	}
+	p := argon2Params{memory: uint32(m), time: uint32(t), threads: uint8(threads)}
 	var err error
-	if p.salt, err = base64.RawStdEncoding.DecodeString(parts[4]); err != nil {
-		return p, fmt.Errorf("password hash: bad salt: %w", err)
+	if p.salt, err = base64.RawStdEncoding.DecodeString(parts[4]); err != nil || len(p.salt) < 8 {
+		return bad("bad salt")
 	}
-	if p.key, err = base64.RawStdEncoding.DecodeString(parts[5]); err != nil || len(p.key) == 0 {
-		return p, errors.New("password hash: bad key")
+	if p.key, err = base64.RawStdEncoding.DecodeString(parts[5]); err != nil || len(p.key) < 16 {
+		return bad("bad key")
 	}
 	return p, nil
 }

@@ -8,8 +8,10 @@ import (
 	"context"
 	"log/slog"
 	"net/mail"
+	"net/netip"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -24,6 +26,20 @@ type Config struct {
 	RefreshTTL  time.Duration // REFRESH_TOKEN_TTL
 	ReuseWindow time.Duration // REFRESH_REUSE_WINDOW
 	AllowSignUp bool          // ALLOW_SIGNUP
+	// SessionMaxLifetime caps a session's life from sign-in; no refresh
+	// extends it further. Zero means no cap (SESSION_MAX_LIFETIME).
+	SessionMaxLifetime time.Duration
+	// MaxSessionsPerUser, when positive, ends a user's least recently used
+	// sessions at sign-in so that at most this many stay live
+	// (MAX_SESSIONS_PER_USER).
+	MaxSessionsPerUser int
+	Throttle           ThrottleConfig
+	// TrustedProxies are the addresses whose X-Forwarded-For is believed
+	// (TRUSTED_PROXIES).
+	TrustedProxies []netip.Prefix
+	// AllowedOrigins may send cookie-authenticated mutations and get CORS
+	// with credentials (ALLOWED_ORIGINS).
+	AllowedOrigins []string
 }
 
 // Service carries out every session-auth operation against the database.
@@ -65,6 +81,9 @@ type Issued struct {
 	// Now is the database's clock when the pair was read, for the
 	// expires-in fields.
 	Now time.Time
+	// RefreshInCookie is set when the refresh token went to the client as
+	// an HttpOnly cookie and must not appear in the response body.
+	RefreshInCookie bool
 }
 
 // sessionRow is a session read together with the database's clock.
@@ -101,14 +120,39 @@ func checkDeviceName(name *string) (*string, error) {
 	if name == nil {
 		return nil, nil
 	}
-	if utf8.RuneCountInString(*name) > maxDeviceNameLen {
+	trimmed := strings.TrimSpace(*name)
+	if utf8.RuneCountInString(trimmed) > maxDeviceNameLen {
 		return nil, badInput("the device name must be at most 100 characters long")
 	}
-	trimmed := strings.TrimSpace(*name)
+	if strings.ContainsFunc(trimmed, unicode.IsControl) {
+		return nil, badInput("the device name must not contain control characters")
+	}
 	if trimmed == "" {
 		return nil, nil
 	}
 	return &trimmed, nil
+}
+
+// validate checks c's input limits before any hashing and returns the
+// trimmed email and device name. Sign-up also enforces the password length;
+// a login with a short password is merely wrong (INVALID_CREDENTIALS), but
+// an overlong one is refused before it reaches argon2.
+// Errors: BAD_USER_INPUT.
+func (c Credentials) validate(signUp bool) (email string, device *string, err error) {
+	email = strings.TrimSpace(c.Email)
+	if !validEmail(email) {
+		return "", nil, badInput("the email address is not valid")
+	}
+	if signUp {
+		err = checkPassword(c.Password)
+	} else if utf8.RuneCountInString(c.Password) > maxPasswordLen {
+		err = badInput("the password must be 8 to 128 characters long")
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	device, err = checkDeviceName(c.DeviceName)
+	return email, device, err
 }
 
 // SignUp creates an account and its first session.
@@ -118,14 +162,7 @@ func (s *Service) SignUp(ctx context.Context, c Credentials) (*Issued, error) {
 	if !s.cfg.AllowSignUp {
 		return nil, errSignUpDisabled
 	}
-	email := strings.TrimSpace(c.Email)
-	if !validEmail(email) {
-		return nil, badInput("the email address is not valid")
-	}
-	if err := checkPassword(c.Password); err != nil {
-		return nil, err
-	}
-	device, err := checkDeviceName(c.DeviceName)
+	email, device, err := c.validate(true)
 	if err != nil {
 		return nil, err
 	}
@@ -149,28 +186,25 @@ func (s *Service) SignUp(ctx context.Context, c Credentials) (*Issued, error) {
 	if err != nil {
 		return nil, dbError(err)
 	}
+	issued.RefreshInCookie = deliverRefreshCookie(ctx, issued)
 	return issued, nil
 }
 
 // Login signs a device in with email and password.
-// Errors: BAD_USER_INPUT (malformed email, overlong input), INVALID_CREDENTIALS,
-// SERVICE_UNAVAILABLE.
+// Errors: BAD_USER_INPUT (malformed email, overlong input), RATE_LIMITED,
+// INVALID_CREDENTIALS, SERVICE_UNAVAILABLE.
 func (s *Service) Login(ctx context.Context, c Credentials) (*Issued, error) {
-	email := strings.TrimSpace(c.Email)
-	if !validEmail(email) {
-		return nil, badInput("the email address is not valid")
-	}
-	// Too long is refused before any hashing; too short cannot match any
-	// password and is simply wrong.
-	if utf8.RuneCountInString(c.Password) > maxPasswordLen {
-		return nil, badInput("the password must be 8 to 128 characters long")
-	}
-	device, err := checkDeviceName(c.DeviceName)
+	email, device, err := c.validate(false)
 	if err != nil {
 		return nil, err
 	}
+	key := emailKey(email)
+	ip := clientFromContext(ctx).IP
+	if err := s.checkThrottle(ctx, key, ip); err != nil {
+		return nil, err
+	}
 	user := new(models.User)
-	err = s.db.NewSelect().Model(user).Where("email_key = ?", emailKey(email)).Scan(ctx)
+	err = s.db.NewSelect().Model(user).Where("email_key = ?", key).Scan(ctx)
 	if err != nil && !isNoRows(err) {
 		return nil, dbError(err)
 	}
@@ -180,10 +214,64 @@ func (s *Service) Login(ctx context.Context, c Credentials) (*Issued, error) {
 		return nil, dbError(err)
 	}
 	if !ok {
+		if err := s.recordFailure(ctx, key, ip); err != nil {
+			return nil, dbError(err)
+		}
 		return nil, errInvalidCredentials
 	}
-	issued, err := s.createSession(ctx, s.db, user, device)
-	return issued, dbError(err)
+	var issued *Issued
+	err = s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if s.cfg.MaxSessionsPerUser > 0 {
+			// Serialise this user's sign-ins, so concurrent logins cannot
+			// each see room for one more session.
+			if _, err := tx.NewSelect().Model(user).Column("id").WherePK().For("UPDATE").Exec(ctx); err != nil {
+				return err
+			}
+		}
+		var err error
+		if issued, err = s.createSession(ctx, tx, user, device); err != nil {
+			return err
+		}
+		if s.cfg.MaxSessionsPerUser > 0 {
+			return s.endLeastRecentlyUsed(ctx, tx, user.ID, issued.Session.ID)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, dbError(err)
+	}
+	if err := s.clearFailures(ctx, key); err != nil {
+		// The sign-in stands; a stale counter only closes its window later.
+		s.log.WarnContext(ctx, "clearing login failures", "err", err)
+	}
+	issued.RefreshInCookie = deliverRefreshCookie(ctx, issued)
+	return issued, nil
+}
+
+// endLeastRecentlyUsed ends the user's live sessions beyond the newest
+// MaxSessionsPerUser - 1 others, keeping the session just created.
+func (s *Service) endLeastRecentlyUsed(ctx context.Context, tx bun.Tx, userID, keep string) error {
+	surplus := tx.NewSelect().Model((*models.Session)(nil)).Column("id").
+		Where("user_id = ? AND id <> ?", userID, keep).
+		Where(isLive).
+		Order("last_used_at DESC", "created_at DESC", "id DESC").
+		Offset(int64(s.cfg.MaxSessionsPerUser - 1))
+	_, err := tx.NewUpdate().Model((*models.Session)(nil)).
+		Set("revoked_at = "+sqlNow).
+		Where("id IN (?)", surplus).
+		Exec(ctx)
+	return err
+}
+
+// lifetimes returns how long a new pair lives: the refresh token for
+// RefreshTTL, capped by the session's maximum lifetime, and the access token
+// never longer than its refresh token.
+func (s *Service) lifetimes() (access, refresh time.Duration) {
+	refresh = s.cfg.RefreshTTL
+	if m := s.cfg.SessionMaxLifetime; m > 0 && m < refresh {
+		refresh = m
+	}
+	return min(s.cfg.AccessTTL, refresh), refresh
 }
 
 // createSession inserts a new session for user with a fresh token pair whose
@@ -200,151 +288,20 @@ func (s *Service) createSession(ctx context.Context, db bun.IDB, user *models.Us
 		AccessHash:  hashToken(pair.Access),
 		RefreshHash: hashToken(pair.Refresh),
 	}}
-	accessExpr, accessArg := sqlNowPlus(s.cfg.AccessTTL)
-	refreshExpr, refreshArg := sqlNowPlus(s.cfg.RefreshTTL)
+	accessTTL, refreshTTL := s.lifetimes()
+	accessExpr, accessArg := sqlNowPlus(accessTTL)
+	refreshExpr, refreshArg := sqlNowPlus(refreshTTL)
 	_, err := db.NewInsert().Model(row).
 		Value("created_at", sqlNow).
 		Value("last_used_at", sqlNow).
+		Value("access_expires_at", accessExpr, accessArg).
 		Value("refresh_expires_at", refreshExpr, refreshArg).
-		// An access token never outlives its session.
-		Value("access_expires_at", "least("+accessExpr+", "+refreshExpr+")", accessArg, refreshArg).
 		Returning("*, " + sqlNow + " AS db_now").
 		Exec(ctx)
 	if err != nil {
 		return nil, err
 	}
 	return &Issued{AccessToken: pair.Access, RefreshToken: pair.Refresh, Session: &row.Session, User: user, Now: row.DBNow}, nil
-}
-
-// Refresh rotates the token pair of the session that refreshToken belongs to.
-// The session keeps its id and createdAt; the old access token dies at once.
-//
-// Presenting the refresh token that the current pair replaced returns that
-// same pair while it is unused or within the reuse window (a client retrying
-// after a lost response is not logged out); after that it is a replay and
-// revokes the session. The session row is locked for the whole decision, so
-// concurrent refreshes and replays are serialised and can never leave two
-// live pairs.
-//
-// Errors: UNAUTHENTICATED (unknown token, revoked session), TOKEN_EXPIRED,
-// REFRESH_TOKEN_REUSED, SERVICE_UNAVAILABLE.
-func (s *Service) Refresh(ctx context.Context, refreshToken string) (*Issued, error) {
-	if !wellFormed(refreshToken) {
-		return nil, errUnauthenticated
-	}
-	h := hashToken(refreshToken)
-	var issued *Issued
-	var outcome error
-	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		row := new(sessionRow)
-		err := tx.NewSelect().Model(row).
-			ColumnExpr("session.*").ColumnExpr(sqlNow+" AS db_now").
-			Where("refresh_hash = ? OR prev_refresh_hash = ?", h, h).
-			For("UPDATE").Scan(ctx)
-		if isNoRows(err) {
-			var e *Error
-			e, err = s.retiredReplay(ctx, tx, h)
-			if e != nil {
-				outcome = e
-			}
-			return err
-		}
-		if err != nil {
-			return err
-		}
-		sess := &row.Session
-		switch {
-		case sess.RevokedAt != nil:
-			outcome = errUnauthenticated
-			return nil
-		case !row.DBNow.Before(sess.RefreshExpiresAt):
-			outcome = errRefreshExpired
-			return nil
-		case string(sess.RefreshHash) == string(h):
-			issued, err = s.rotate(ctx, tx, row, refreshToken)
-			return err
-		case !sess.SuccessorUsed || row.DBNow.Before(sess.PrevRotatedAt.Add(s.cfg.ReuseWindow)):
-			pair, err := openPair(refreshToken, sess.ID, sess.PrevSealed)
-			if err != nil {
-				return err
-			}
-			issued = &Issued{AccessToken: pair.Access, RefreshToken: pair.Refresh, Session: sess, Now: row.DBNow}
-			return nil
-		default:
-			s.log.WarnContext(ctx, "refresh token replayed; session revoked", "session_id", sess.ID, "user_id", sess.UserID)
-			outcome = errRefreshReused
-			return revokeSession(ctx, tx, sess.ID)
-		}
-	})
-	if err != nil {
-		return nil, dbError(err)
-	}
-	if outcome != nil {
-		return nil, outcome
-	}
-	issued.User = new(models.User)
-	err = s.db.NewSelect().Model(issued.User).Where("id = ?", issued.Session.UserID).Scan(ctx)
-	if err != nil {
-		return nil, dbError(err)
-	}
-	return issued, nil
-}
-
-// rotate replaces the session's pair, keeps the replaced refresh token's hash
-// and the new pair sealed under it, and retires the generation before.
-func (s *Service) rotate(ctx context.Context, tx bun.Tx, row *sessionRow, refreshToken string) (*Issued, error) {
-	sess := &row.Session
-	if sess.PrevRefreshHash != nil {
-		retired := &models.RetiredRefreshToken{TokenHash: sess.PrevRefreshHash, SessionID: sess.ID}
-		if _, err := tx.NewInsert().Model(retired).Value("retired_at", sqlNow).Exec(ctx); err != nil {
-			return nil, err
-		}
-	}
-	pair := tokenPair{Access: newToken(), Refresh: newToken()}
-	accessExpr, accessArg := sqlNowPlus(s.cfg.AccessTTL)
-	refreshExpr, refreshArg := sqlNowPlus(s.cfg.RefreshTTL)
-	_, err := tx.NewUpdate().Model(row).
-		Set("access_hash = ?", hashToken(pair.Access)).
-		Set("refresh_hash = ?", hashToken(pair.Refresh)).
-		Set("refresh_expires_at = "+refreshExpr, refreshArg).
-		Set("access_expires_at = least("+accessExpr+", "+refreshExpr+")", accessArg, refreshArg).
-		Set("prev_refresh_hash = refresh_hash").
-		Set("prev_rotated_at = "+sqlNow).
-		Set("prev_sealed = ?", sealPair(refreshToken, sess.ID, pair)).
-		Set("successor_used = false").
-		Set("last_used_at = " + sqlNow).
-		WherePK().
-		Returning("*, " + sqlNow + " AS db_now").
-		Exec(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return &Issued{AccessToken: pair.Access, RefreshToken: pair.Refresh, Session: sess, Now: row.DBNow}, nil
-}
-
-// retiredReplay handles a refresh token that is not on any session row: if it
-// was retired, this is a replay and its session is revoked.
-func (s *Service) retiredReplay(ctx context.Context, tx bun.Tx, h []byte) (*Error, error) {
-	var sessionID string
-	err := tx.NewSelect().Model((*models.RetiredRefreshToken)(nil)).Column("session_id").
-		Where("token_hash = ?", h).Scan(ctx, &sessionID)
-	if isNoRows(err) {
-		return errUnauthenticated, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	res, err := tx.NewUpdate().Model((*models.Session)(nil)).
-		Set("revoked_at = "+sqlNow).
-		Where("id = ? AND revoked_at IS NULL", sessionID).Exec(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return errUnauthenticated, nil
-	}
-	s.log.WarnContext(ctx, "retired refresh token replayed; session revoked", "session_id", sessionID)
-	return errRefreshReused, nil
 }
 
 func revokeSession(ctx context.Context, db bun.IDB, id string) error {

@@ -7,7 +7,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/google/uuid"
 	"github.com/uptrace/bun"
 
 	"github.com/example/sessionauth/models"
@@ -69,13 +68,20 @@ func (s *Service) authenticateAccess(ctx context.Context, token string) (*Identi
 	return &Identity{Session: sess, User: row.User, Now: row.DBNow}, nil
 }
 
+// touch records a use of sess's current access token. It matches the token's
+// hash too: if a refresh rotated the pair meanwhile, the new pair has not been
+// used and must not be marked so.
 func (s *Service) touch(ctx context.Context, sess *models.Session) error {
 	_, err := s.db.NewUpdate().Model(sess).
-		Set("last_used_at = " + sqlNow).
+		Set("last_used_at = "+sqlNow).
 		Set("successor_used = true").
 		WherePK().
+		Where("access_hash = ?", sess.AccessHash).
 		Returning("last_used_at, successor_used").
 		Exec(ctx)
+	if isNoRows(err) {
+		return nil // rotated meanwhile; this request still saw a valid token
+	}
 	return err
 }
 
@@ -118,13 +124,15 @@ func (s *Service) Logout(ctx context.Context, token string) error {
 	if err != nil {
 		return dbError(err)
 	}
+	if outcome == nil {
+		clearRefreshCookie(ctx)
+	}
 	return outcome
 }
 
-// liveSessions restricts a session query to sessions that still work.
-func liveSessions(q *bun.SelectQuery) *bun.SelectQuery {
-	return q.Where("revoked_at IS NULL").Where("refresh_expires_at > " + sqlNow)
-}
+// isLive is the condition for a session that still works: not ended and its
+// refresh token not expired.
+const isLive = "revoked_at IS NULL AND refresh_expires_at > " + sqlNow
 
 // Sessions lists the live sessions of who's user, most recently used first.
 // Errors: SERVICE_UNAVAILABLE.
@@ -132,7 +140,7 @@ func (s *Service) Sessions(ctx context.Context, who *Identity) ([]*models.Sessio
 	var sessions []*models.Session
 	err := s.db.NewSelect().Model(&sessions).
 		Where("user_id = ?", who.User.ID).
-		Apply(liveSessions).
+		Where(isLive).
 		Order("last_used_at DESC", "created_at DESC", "id").
 		Scan(ctx)
 	if err != nil {
@@ -144,13 +152,14 @@ func (s *Service) Sessions(ctx context.Context, who *Identity) ([]*models.Sessio
 // RevokeSession ends one of who's user's live sessions (the current one too).
 // Errors: NOT_FOUND when id is not one of them, SERVICE_UNAVAILABLE.
 func (s *Service) RevokeSession(ctx context.Context, who *Identity, id string) error {
-	if uuid.Validate(id) != nil {
+	id, ok := canonicalID(id)
+	if !ok {
 		return errSessionNotFound
 	}
 	res, err := s.db.NewUpdate().Model((*models.Session)(nil)).
 		Set("revoked_at = "+sqlNow).
 		Where("id = ? AND user_id = ?", id, who.User.ID).
-		Where("revoked_at IS NULL AND refresh_expires_at > " + sqlNow).
+		Where(isLive).
 		Exec(ctx)
 	if err != nil {
 		return dbError(err)
@@ -173,7 +182,7 @@ func revokeOthers(ctx context.Context, db bun.IDB, who *Identity) (int, error) {
 	res, err := db.NewUpdate().Model((*models.Session)(nil)).
 		Set("revoked_at = "+sqlNow).
 		Where("user_id = ? AND id <> ?", who.User.ID, who.Session.ID).
-		Where("revoked_at IS NULL AND refresh_expires_at > " + sqlNow).
+		Where(isLive).
 		Exec(ctx)
 	if err != nil {
 		return 0, err

@@ -6,7 +6,9 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
+	"time"
 )
 
 // TokenLength is the length of every access and refresh token: 256 characters
@@ -48,8 +50,10 @@ func wellFormed(s string) bool {
 // tokenPair is an access and a refresh token in plain text, as handed to a
 // client.
 type tokenPair struct {
-	Access  string
-	Refresh string
+	Access           string
+	Refresh          string
+	AccessExpiresAt  time.Time
+	RefreshExpiresAt time.Time
 }
 
 // Idempotent refresh needs to hand the same successor pair to every retry of
@@ -86,16 +90,21 @@ func newAEAD(parentRefresh string) cipher.AEAD {
 	return aead
 }
 
-// sealPair encrypts p under parentRefresh, bound to the session id.
+// sealPair encrypts p (tokens and expiries) under parentRefresh, bound to
+// the session id.
 func sealPair(parentRefresh, sessionID string, p tokenPair) []byte {
 	aead := newAEAD(parentRefresh)
 	nonce := make([]byte, aead.NonceSize())
 	rand.Read(nonce)
-	plain := make([]byte, 0, 2*TokenLength)
+	plain := make([]byte, 0, sealedLen)
 	plain = append(plain, p.Access...)
 	plain = append(plain, p.Refresh...)
+	plain = binary.BigEndian.AppendUint64(plain, uint64(p.AccessExpiresAt.UnixMicro()))
+	plain = binary.BigEndian.AppendUint64(plain, uint64(p.RefreshExpiresAt.UnixMicro()))
 	return aead.Seal(nonce, nonce, plain, []byte(sessionID))
 }
+
+const sealedLen = 2*TokenLength + 2*8
 
 // openPair reverses sealPair.
 func openPair(parentRefresh, sessionID string, sealed []byte) (tokenPair, error) {
@@ -108,8 +117,14 @@ func openPair(parentRefresh, sessionID string, sealed []byte) (tokenPair, error)
 	if err != nil {
 		return tokenPair{}, err
 	}
-	if len(plain) != 2*TokenLength {
+	if len(plain) != sealedLen {
 		return tokenPair{}, errors.New("sealed pair has the wrong length")
 	}
-	return tokenPair{Access: string(plain[:TokenLength]), Refresh: string(plain[TokenLength:])}, nil
+	expiries := plain[2*TokenLength:]
+	return tokenPair{
+		Access:           string(plain[:TokenLength]),
+		Refresh:          string(plain[TokenLength : 2*TokenLength]),
+		AccessExpiresAt:  time.UnixMicro(int64(binary.BigEndian.Uint64(expiries))).UTC(),
+		RefreshExpiresAt: time.UnixMicro(int64(binary.BigEndian.Uint64(expiries[8:]))).UTC(),
+	}, nil
 }

@@ -53,6 +53,7 @@ type ComplexityRoot struct {
 		Login               func(childComplexity int, input LoginInput) int
 		Logout              func(childComplexity int) int
 		Refresh             func(childComplexity int) int
+		RenameSession       func(childComplexity int, id string, deviceName string) int
 		RevokeOtherSessions func(childComplexity int) int
 		RevokeSession       func(childComplexity int, id string) int
 		SignUp              func(childComplexity int, input SignUpInput) int
@@ -93,6 +94,7 @@ type MutationResolver interface {
 	Logout(ctx context.Context) (bool, error)
 	RevokeSession(ctx context.Context, id string) (bool, error)
 	RevokeOtherSessions(ctx context.Context) (int, error)
+	RenameSession(ctx context.Context, id string, deviceName string) (*Session, error)
 	ChangePassword(ctx context.Context, currentPassword string, newPassword string) (bool, error)
 }
 type QueryResolver interface {
@@ -201,6 +203,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.Refresh(childComplexity), true
+	case "Mutation.renameSession":
+		if e.ComplexityRoot.Mutation.RenameSession == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_renameSession_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RenameSession(childComplexity, args["id"].(string), args["deviceName"].(string)), true
 	case "Mutation.revokeOtherSessions":
 		if e.ComplexityRoot.Mutation.RevokeOtherSessions == nil {
 			break
@@ -416,7 +429,10 @@ Product teams put it on their own fields; see docs/EXTENDING.md.
 """
 directive @authenticated on FIELD_DEFINITION
 
-"A registered account."
+"""
+A registered account. Reached through ` + "`" + `me` + "`" + ` (needs an access token) or the ` + "`" + `user` + "`" + ` of an
+AuthPayload; its fields never fail on their own.
+"""
 type User {
   "Stable, opaque identifier."
   id: ID!
@@ -426,11 +442,15 @@ type User {
   createdAt: Time!
 }
 
-"One signed-in device. Its id and createdAt stay the same when its tokens rotate."
+"""
+One signed-in device. Its id and createdAt stay the same when its tokens rotate.
+Reached through ` + "`" + `mySessions` + "`" + ` and ` + "`" + `renameSession` + "`" + ` (both need an access token) or the
+` + "`" + `session` + "`" + ` of an AuthPayload; its fields never fail on their own.
+"""
 type Session {
-  "Stable identifier of the device's sign-in; pass it to ` + "`" + `revokeSession` + "`" + `."
+  "Stable identifier of the device's sign-in; pass it to ` + "`" + `revokeSession` + "`" + ` or ` + "`" + `renameSession` + "`" + `."
   id: ID!
-  "The name the client gave at sign-in, if any."
+  "The name the client gave at sign-in or last set with ` + "`" + `renameSession` + "`" + `, if any."
   deviceName: String
   "The ` + "`" + `User-Agent` + "`" + ` of the request that signed in."
   userAgent: String
@@ -442,17 +462,23 @@ type Session {
   lastUsedAt: Time!
   "When the current access token expires."
   accessTokenExpiresAt: Time!
-  "When the current refresh token expires; the session ends then unless refreshed."
+  "When the current refresh token expires; the session ends then unless refreshed (never past SESSION_MAX_LIFETIME)."
   refreshTokenExpiresAt: Time!
   "True for the session whose token authenticated this request."
   current: Boolean!
 }
 
-"What a sign-in or a refresh returns: a fresh token pair and who it belongs to."
+"""
+What ` + "`" + `signUp` + "`" + `, ` + "`" + `login` + "`" + ` and ` + "`" + `refresh` + "`" + ` return: a fresh token pair and who it belongs to.
+Its fields never fail on their own; the operation that returns it lists its errors.
+"""
 type AuthPayload {
   "Send as ` + "`" + `Authorization: Bearer <accessToken>` + "`" + ` on every request that needs a user."
   accessToken: String!
-  "Null only when the refresh token was delivered as an HttpOnly cookie."
+  """
+  Send as ` + "`" + `Authorization: Bearer <refreshToken>` + "`" + ` to ` + "`" + `refresh` + "`" + ` or ` + "`" + `logout` + "`" + ` only.
+  Null only when the refresh token was delivered as an HttpOnly cookie.
+  """
   refreshToken: String
   "When accessToken stops working (absolute, UTC)."
   accessTokenExpiresAt: Time!
@@ -468,26 +494,30 @@ type AuthPayload {
   session: Session!
 }
 
-"Credentials for a new account."
+"Credentials for a new account, the argument of ` + "`" + `signUp` + "`" + ` (no token needed)."
 input SignUpInput {
-  "A valid email address, at most 254 characters."
+  "A valid email address, at most 254 characters; otherwise BAD_USER_INPUT. Taken already: EMAIL_TAKEN."
   email: String!
-  "8 to 128 characters."
+  "8 to 128 characters; otherwise BAD_USER_INPUT."
   password: String!
-  "A name for this device, at most 100 characters."
+  "A name for this device, at most 100 characters (BAD_USER_INPUT otherwise); blank means none."
   deviceName: String
 }
 
-"Credentials of an existing account."
+"Credentials of an existing account, the argument of ` + "`" + `login` + "`" + ` (no token needed)."
 input LoginInput {
-  "The email given at sign-up, in any letter case."
+  "The email given at sign-up, in any letter case. Malformed: BAD_USER_INPUT; unknown: INVALID_CREDENTIALS."
   email: String!
-  "The account's password."
+  "The account's password. Wrong: INVALID_CREDENTIALS; over 128 characters: BAD_USER_INPUT."
   password: String!
-  "A name for this device, at most 100 characters."
+  "A name for this device, at most 100 characters (BAD_USER_INPUT otherwise); blank means none."
   deviceName: String
 }
 
+"""
+Reads. Each field says which token it needs and which error codes it answers; any
+field may also answer SERVICE_UNAVAILABLE (database unreachable, retry) or INTERNAL.
+"""
 type Query {
   "The calling user. Needs an access token. Errors: UNAUTHENTICATED, TOKEN_EXPIRED."
   me: User! @authenticated
@@ -498,32 +528,41 @@ type Query {
   mySessions: [Session!]! @authenticated
 }
 
+"""
+Writes. Each field says which token it needs and which error codes it answers; any
+field may also answer SERVICE_UNAVAILABLE (database unreachable, nothing written) or INTERNAL.
+"""
 type Mutation {
   """
-  Creates an account and signs this device in. No token needed.
+  Creates an account and signs this device in. No token needed; with the header
+  ` + "`" + `X-Token-Transport: cookie` + "`" + ` the refresh token comes as an HttpOnly cookie instead.
   Errors: BAD_USER_INPUT, EMAIL_TAKEN, FORBIDDEN (sign-up disabled).
   """
   signUp(
-    "The new account's credentials."
+    "The new account's credentials; see SignUpInput for which errors each field can cause."
     input: SignUpInput!
   ): AuthPayload!
   """
-  Signs this device in. No token needed.
-  Errors: INVALID_CREDENTIALS, BAD_USER_INPUT.
+  Signs this device in. No token needed; with the header ` + "`" + `X-Token-Transport: cookie` + "`" + `
+  the refresh token comes as an HttpOnly cookie instead.
+  Errors: INVALID_CREDENTIALS, BAD_USER_INPUT, RATE_LIMITED (too many failed logins;
+  ` + "`" + `extensions.retryAfterSeconds` + "`" + ` says when to retry).
   """
   login(
-    "The account's credentials."
+    "The account's credentials; see LoginInput for which errors each field can cause."
     input: LoginInput!
   ): AuthPayload!
   """
-  Rotates the session's tokens. Send ` + "`" + `Authorization: Bearer <refresh token>` + "`" + `.
+  Rotates the session's tokens. Send ` + "`" + `Authorization: Bearer <refresh token>` + "`" + `, or no
+  Authorization header and the refresh-token cookie (JSON POST only; UNAUTHENTICATED otherwise).
   The same refresh token presented again while its successor is unused, or within
   the reuse window, returns the same pair.
   Errors: UNAUTHENTICATED, TOKEN_EXPIRED (log in again), REFRESH_TOKEN_REUSED (session revoked).
   """
   refresh: AuthPayload!
   """
-  Ends the session of the bearer token, which may be its access or its refresh token.
+  Ends the session of the bearer token, which may be its access or its refresh token,
+  or, with no Authorization header, of the refresh-token cookie, which it clears.
   Errors: UNAUTHENTICATED, TOKEN_EXPIRED.
   """
   logout: Boolean!
@@ -532,7 +571,7 @@ type Mutation {
   Errors: UNAUTHENTICATED, TOKEN_EXPIRED, NOT_FOUND.
   """
   revokeSession(
-    "The id of one of the caller's live sessions."
+    "The id of one of the caller's live sessions, as ` + "`" + `mySessions` + "`" + ` lists it; any other id answers NOT_FOUND."
     id: ID!
   ): Boolean! @authenticated
   """
@@ -541,14 +580,27 @@ type Mutation {
   """
   revokeOtherSessions: Int! @authenticated
   """
+  Renames one of the caller's live sessions (the current one too) and returns it, with
+  ` + "`" + `current` + "`" + ` true when it is the session of this request. Needs an access token.
+  Errors: UNAUTHENTICATED, TOKEN_EXPIRED, NOT_FOUND (the id is not one of the caller's
+  live sessions, malformed ids included), BAD_USER_INPUT (deviceName empty after trimming
+  or over 100 characters).
+  """
+  renameSession(
+    "The id of one of the caller's live sessions, as ` + "`" + `mySessions` + "`" + ` lists it; any other id answers NOT_FOUND."
+    id: ID!
+    "The new name, 1 to 100 characters, stored trimmed; otherwise BAD_USER_INPUT."
+    deviceName: String!
+  ): Session! @authenticated
+  """
   Changes the caller's password and ends all their other sessions. Needs an access token.
   Errors: UNAUTHENTICATED, TOKEN_EXPIRED, INVALID_CREDENTIALS (wrong current password),
   BAD_USER_INPUT (new password too short or too long).
   """
   changePassword(
-    "The password in use now."
+    "The password in use now; wrong: INVALID_CREDENTIALS."
     currentPassword: String!
-    "8 to 128 characters."
+    "8 to 128 characters; otherwise BAD_USER_INPUT."
     newPassword: String!
   ): Boolean! @authenticated
 }
@@ -767,6 +819,28 @@ func (ec *executionContext) field_Mutation_login_args(ctx context.Context, rawAr
 		return nil, err
 	}
 	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_renameSession_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "deviceName",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["deviceName"] = arg1
 	return args, nil
 }
 
@@ -1322,6 +1396,63 @@ func (ec *executionContext) _Mutation_revokeOtherSessions(ctx context.Context, f
 }
 func (ec *executionContext) fieldContext_Mutation_revokeOtherSessions(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Mutation", field, true, true, "Int")
+}
+
+func (ec *executionContext) _Mutation_renameSession(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_renameSession(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().RenameSession(ctx, fc.Args["id"].(string), fc.Args["deviceName"].(string))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Authenticated == nil {
+					var zeroVal *Session
+					return zeroVal, errors.New("directive authenticated is not implemented")
+				}
+				return ec.Directives.Authenticated(ctx, nil, directive0)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *Session) graphql.Marshaler {
+			return ec.marshalNSession2ᚖgithubᚗcomᚋexampleᚋsessionauthᚋgraphᚐSession(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_renameSession(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Session(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_renameSession_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
 }
 
 func (ec *executionContext) _Mutation_changePassword(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
@@ -3141,6 +3272,13 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 		case "revokeOtherSessions":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_revokeOtherSessions(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "renameSession":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_renameSession(ctx, field)
 			})
 			if out.Values[i] == graphql.Null {
 				out.Invalids++

@@ -6,10 +6,12 @@ import (
 	"time"
 )
 
-// What a sign-in or a refresh returns: a fresh token pair and who it belongs to.
+// What `signUp`, `login` and `refresh` return: a fresh token pair and who it belongs to.
+// Its fields never fail on their own; the operation that returns it lists its errors.
 type AuthPayload struct {
 	// Send as `Authorization: Bearer <accessToken>` on every request that needs a user.
 	AccessToken string `json:"accessToken"`
+	// Send as `Authorization: Bearer <refreshToken>` to `refresh` or `logout` only.
 	// Null only when the refresh token was delivered as an HttpOnly cookie.
 	RefreshToken *string `json:"refreshToken,omitempty"`
 	// When accessToken stops working (absolute, UTC).
@@ -26,27 +28,33 @@ type AuthPayload struct {
 	Session *Session `json:"session"`
 }
 
-// Credentials of an existing account.
+// Credentials of an existing account, the argument of `login` (no token needed).
 type LoginInput struct {
-	// The email given at sign-up, in any letter case.
+	// The email given at sign-up, in any letter case. Malformed: BAD_USER_INPUT; unknown: INVALID_CREDENTIALS.
 	Email string `json:"email"`
-	// The account's password.
+	// The account's password. Wrong: INVALID_CREDENTIALS; over 128 characters: BAD_USER_INPUT.
 	Password string `json:"password"`
-	// A name for this device, at most 100 characters.
+	// A name for this device, at most 100 characters (BAD_USER_INPUT otherwise); blank means none.
 	DeviceName *string `json:"deviceName,omitempty"`
 }
 
+// Writes. Each field says which token it needs and which error codes it answers; any
+// field may also answer SERVICE_UNAVAILABLE (database unreachable, nothing written) or INTERNAL.
 type Mutation struct {
 }
 
+// Reads. Each field says which token it needs and which error codes it answers; any
+// field may also answer SERVICE_UNAVAILABLE (database unreachable, retry) or INTERNAL.
 type Query struct {
 }
 
 // One signed-in device. Its id and createdAt stay the same when its tokens rotate.
+// Reached through `mySessions` and `renameSession` (both need an access token) or the
+// `session` of an AuthPayload; its fields never fail on their own.
 type Session struct {
-	// Stable identifier of the device's sign-in; pass it to `revokeSession`.
+	// Stable identifier of the device's sign-in; pass it to `revokeSession` or `renameSession`.
 	ID string `json:"id"`
-	// The name the client gave at sign-in, if any.
+	// The name the client gave at sign-in or last set with `renameSession`, if any.
 	DeviceName *string `json:"deviceName,omitempty"`
 	// The `User-Agent` of the request that signed in.
 	UserAgent *string `json:"userAgent,omitempty"`
@@ -58,23 +66,24 @@ type Session struct {
 	LastUsedAt time.Time `json:"lastUsedAt"`
 	// When the current access token expires.
 	AccessTokenExpiresAt time.Time `json:"accessTokenExpiresAt"`
-	// When the current refresh token expires; the session ends then unless refreshed.
+	// When the current refresh token expires; the session ends then unless refreshed (never past SESSION_MAX_LIFETIME).
 	RefreshTokenExpiresAt time.Time `json:"refreshTokenExpiresAt"`
 	// True for the session whose token authenticated this request.
 	Current bool `json:"current"`
 }
 
-// Credentials for a new account.
+// Credentials for a new account, the argument of `signUp` (no token needed).
 type SignUpInput struct {
-	// A valid email address, at most 254 characters.
+	// A valid email address, at most 254 characters; otherwise BAD_USER_INPUT. Taken already: EMAIL_TAKEN.
 	Email string `json:"email"`
-	// 8 to 128 characters.
+	// 8 to 128 characters; otherwise BAD_USER_INPUT.
 	Password string `json:"password"`
-	// A name for this device, at most 100 characters.
+	// A name for this device, at most 100 characters (BAD_USER_INPUT otherwise); blank means none.
 	DeviceName *string `json:"deviceName,omitempty"`
 }
 
-// A registered account.
+// A registered account. Reached through `me` (needs an access token) or the `user` of an
+// AuthPayload; its fields never fail on their own.
 type User struct {
 	// Stable, opaque identifier.
 	ID string `json:"id"`

@@ -63,4 +63,18 @@ type RetiredRefreshToken struct {
 	TokenHash []byte    `bun:"token_hash,pk"`
 	SessionID string    `bun:"session_id,notnull"`
 	RetiredAt time.Time `bun:"retired_at,notnull"`
+	// RotatedAt and Sealed are what the session row held as
+	// PrevRotatedAt and PrevSealed for this token.
+	RotatedAt *time.Time `bun:"rotated_at"`
+	Sealed    []byte     `bun:"sealed"`
+}
+
+// LoginThrottle counts failed logins for one key (an email or a client
+// address) in a fixed window that starts at the first failure.
+type LoginThrottle struct {
+	bun.BaseModel `bun:"table:login_throttle"`
+
+	Key         string    `bun:"key,pk"`
+	Failures    int       `bun:"failures,notnull"`
+	WindowStart time.Time `bun:"window_start,notnull"`
 }

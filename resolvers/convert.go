@@ -27,13 +27,22 @@ func toSession(s *models.Session, current bool) *graph.Session {
 	}
 }
 
+// toCallerSession converts one of who's sessions, marking it current when
+// it is the session that authenticated the request.
+func toCallerSession(s *models.Session, who *auth.Identity) *graph.Session {
+	return toSession(s, s.ID == who.Session.ID)
+}
+
 // toPayload converts an issued pair. The session it describes is the one the
 // new tokens belong to, so it is "current" from the client's point of view.
 func toPayload(i *auth.Issued) *graph.AuthPayload {
-	refresh := i.RefreshToken
+	var refresh *string
+	if !i.RefreshInCookie {
+		refresh = &i.RefreshToken
+	}
 	return &graph.AuthPayload{
 		AccessToken:           i.AccessToken,
-		RefreshToken:          &refresh,
+		RefreshToken:          refresh,
 		AccessTokenExpiresAt:  i.Session.AccessExpiresAt.UTC(),
 		RefreshTokenExpiresAt: i.Session.RefreshExpiresAt.UTC(),
 		AccessTokenExpiresIn:  secondsUntil(i, i.Session.AccessExpiresAt),

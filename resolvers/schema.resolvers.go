@@ -32,7 +32,7 @@ func (r *mutationResolver) Login(ctx context.Context, input graph.LoginInput) (*
 
 // Refresh is the resolver for the refresh field.
 func (r *mutationResolver) Refresh(ctx context.Context) (*graph.AuthPayload, error) {
-	token, err := auth.BearerToken(ctx)
+	token, err := auth.SessionToken(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -45,7 +45,7 @@ func (r *mutationResolver) Refresh(ctx context.Context) (*graph.AuthPayload, err
 
 // Logout is the resolver for the logout field.
 func (r *mutationResolver) Logout(ctx context.Context) (bool, error) {
-	token, err := auth.BearerToken(ctx)
+	token, err := auth.SessionToken(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -66,6 +66,16 @@ func (r *mutationResolver) RevokeSession(ctx context.Context, id string) (bool, 
 // RevokeOtherSessions is the resolver for the revokeOtherSessions field.
 func (r *mutationResolver) RevokeOtherSessions(ctx context.Context) (int, error) {
 	return r.Auth.RevokeOtherSessions(ctx, auth.IdentityFromContext(ctx))
+}
+
+// RenameSession is the resolver for the renameSession field.
+func (r *mutationResolver) RenameSession(ctx context.Context, id string, deviceName string) (*graph.Session, error) {
+	who := auth.IdentityFromContext(ctx)
+	s, err := r.Auth.RenameSession(ctx, who, id, deviceName)
+	if err != nil {
+		return nil, err
+	}
+	return toCallerSession(s, who), nil
 }
 
 // ChangePassword is the resolver for the changePassword field.
@@ -90,7 +100,7 @@ func (r *queryResolver) MySessions(ctx context.Context) ([]*graph.Session, error
 	}
 	out := make([]*graph.Session, len(sessions))
 	for i, s := range sessions {
-		out[i] = toSession(s, s.ID == who.Session.ID)
+		out[i] = toCallerSession(s, who)
 	}
 	return out, nil
 }
