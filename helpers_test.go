@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -46,6 +47,12 @@ func newTestServer(t *testing.T, edit func(*config)) *testServer {
 // newTestServerOn starts another instance over the database at url.
 func newTestServerOn(t *testing.T, url string, edit func(*config)) *testServer {
 	t.Helper()
+	return newLoggedTestServer(t, url, edit, io.Discard)
+}
+
+// newLoggedTestServer is newTestServerOn with its JSON log written to logs.
+func newLoggedTestServer(t *testing.T, url string, edit func(*config), logs io.Writer) *testServer {
+	t.Helper()
 	cfg := testConfig(url)
 	if edit != nil {
 		edit(&cfg)
@@ -54,7 +61,7 @@ func newTestServerOn(t *testing.T, url string, edit func(*config)) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	svc := auth.NewService(db, cfg.Auth, logger)
 	srv := httptest.NewServer(newServer(cfg, db, svc, logger))
 	t.Cleanup(func() {
@@ -241,4 +248,22 @@ func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// syncBuffer is a bytes.Buffer safe for a server's goroutines to log into.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

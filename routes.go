@@ -40,6 +40,9 @@ func newServer(cfg config, db *bun.DB, svc *auth.Service, logger *slog.Logger) h
 	gql.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](100)})
 	gql.Use(defaultQueryLimits())
 	gql.Use(extension.FixedComplexityLimit(1000))
+	m := newMetrics()
+	gql.AroundFields(m.countField)
+	gql.AroundResponses(recordOperation)
 	gql.SetErrorPresenter(presentError(logger))
 	gql.SetRecoverFunc(func(ctx context.Context, v any) error {
 		logger.ErrorContext(ctx, "panic in resolver", "panic", v, "request_id", requestID(ctx))
@@ -47,7 +50,8 @@ func newServer(cfg config, db *bun.DB, svc *auth.Service, logger *slog.Logger) h
 	})
 
 	mux := http.NewServeMux()
-	mux.Handle("/graphql", withCORS(cfg.Auth.AllowedOrigins, limitBody(maxBodyBytes, svc.Middleware(gql))))
+	mux.Handle("/graphql", m.instrument("graphql", withCORS(cfg.Auth.AllowedOrigins, limitBody(maxBodyBytes, svc.Middleware(gql)))))
+	mux.Handle("GET /metrics", m.handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
@@ -63,7 +67,7 @@ func newServer(cfg config, db *bun.DB, svc *auth.Service, logger *slog.Logger) h
 	if cfg.Playground {
 		mux.Handle("GET /{$}", playgroundHandler())
 	}
-	return withRequestID(logger, mux)
+	return withRequestLog(logger, mux)
 }
 
 // presentError gives every error an extensions.code: domain errors keep

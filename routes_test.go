@@ -17,7 +17,7 @@ import (
 func TestPresentError(t *testing.T) {
 	var logs bytes.Buffer
 	present := presentError(slog.New(slog.NewTextHandler(&logs, nil)))
-	ctx := context.WithValue(context.Background(), requestIDKey{}, "req-42")
+	ctx := context.WithValue(context.Background(), requestInfoKey{}, &requestInfo{id: "req-42"})
 
 	cases := []struct {
 		name     string

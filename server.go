@@ -39,10 +39,15 @@ func main() {
 const shutdownTimeout = 15 * time.Second
 
 // run starts the server and blocks until ctx ends, then shuts down gracefully.
-func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ io.Writer) error {
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cfg, err := loadConfig(getenv)
 	if err != nil {
 		return err
+	}
+	if len(args) > 1 {
+		if ran, err := runCommand(ctx, args[1:], cfg, stdout, stderr); ran {
+			return err
+		}
 	}
 	logger := slog.New(slog.NewJSONHandler(stdout, nil))
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/base64"
@@ -33,9 +32,9 @@ func TestRun(t *testing.T) {
 	env := map[string]string{"ADDR": addr, "DATABASE_URL": url}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	var logs bytes.Buffer
+	var logs syncBuffer
 	go func() {
-		done <- run(ctx, nil, func(k string) string { return env[k] }, &syncWriter{w: &logs}, io.Discard)
+		done <- run(ctx, nil, func(k string) string { return env[k] }, &logs, io.Discard)
 	}()
 
 	base := "http://" + addr
@@ -91,17 +90,6 @@ func TestRun(t *testing.T) {
 			t.Fatalf("a token or password reached the log")
 		}
 	}
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
 }
 
 func TestRunRefusesBadConfig(t *testing.T) {

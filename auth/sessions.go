@@ -232,3 +232,31 @@ func (s *Service) ChangePassword(ctx context.Context, who *Identity, current, ne
 	})
 	return dbError(err)
 }
+
+// RevokeUserSessions ends every session of the user with email, for incident
+// response, and returns how many were live.
+// Errors: NOT_FOUND when no user has that email, SERVICE_UNAVAILABLE.
+func (s *Service) RevokeUserSessions(ctx context.Context, email string) (int, error) {
+	var n int
+	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		user := new(models.User)
+		err := tx.NewSelect().Model(user).Column("id").Where("email_key = ?", emailKey(email)).For("UPDATE").Scan(ctx)
+		if isNoRows(err) {
+			return &Error{Code: CodeNotFound, Message: "no user has that email"}
+		}
+		if err != nil {
+			return err
+		}
+		res, err := tx.NewUpdate().Model((*models.Session)(nil)).
+			Set("revoked_at = "+sqlNow).
+			Where("user_id = ?", user.ID).Where(isLive).
+			Exec(ctx)
+		if err != nil {
+			return err
+		}
+		affected, err := res.RowsAffected()
+		n = int(affected)
+		return err
+	})
+	return n, dbError(err)
+}

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/example/sessionauth/auth"
+	"github.com/example/sessionauth/internal/pgtest"
+)
+
+func TestRevokeSessionsCommand(t *testing.T) {
+	t.Parallel()
+	url := pgtest.New(t)
+	s := newTestServerOn(t, url, nil)
+	a := s.signUp(t, "incident@example.com")
+	b := s.login(t, "incident@example.com")
+	other := s.signUp(t, "calm@example.com")
+
+	env := func(k string) string {
+		if k == "DATABASE_URL" {
+			return url
+		}
+		return ""
+	}
+	revoke := func(args ...string) (string, error) {
+		var out bytes.Buffer
+		err := run(context.Background(), append([]string{"sessionauth", "revoke-sessions"}, args...), env, &out, io.Discard)
+		return out.String(), err
+	}
+
+	out, err := revoke("--email", "INCIDENT@example.com")
+	if err != nil || !strings.Contains(out, "revoked 2 live session(s)") {
+		t.Fatalf("revoke-sessions: %q, %v", out, err)
+	}
+	for _, p := range []payload{a, b} {
+		wantCode(t, s.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+		wantCode(t, s.post(t, p.refresh(), refreshMutation, nil), "UNAUTHENTICATED")
+	}
+	wantOK(t, s.post(t, other.AccessToken, meQuery, nil))
+
+	if _, err := revoke("--email", "nobody@example.com"); auth.ErrorCode(err) != auth.CodeNotFound {
+		t.Fatalf("unknown email: %v", err)
+	}
+	if _, err := revoke(); err == nil {
+		t.Fatal("missing --email accepted")
+	}
+	err = run(context.Background(), []string{"sessionauth", "frobnicate"}, env, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "unknown command") {
+		t.Fatalf("unknown command: %v", err)
+	}
+}

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/example/sessionauth/auth"
+)
+
+// metrics are served at /metrics in the Prometheus text format. Every label
+// value comes from a fixed set (our schema's fields, API.md's codes), never
+// from the client, so the series cannot multiply.
+type metrics struct {
+	registry    *prometheus.Registry
+	logins      *prometheus.CounterVec
+	signUps     *prometheus.CounterVec
+	refreshes   *prometheus.CounterVec
+	replays     prometheus.Counter
+	revocations *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sessionauth_logins_total", Help: "Login attempts by result: ok, failed (wrong credentials), limited (throttled), invalid (bad input), error.",
+		}, []string{"result"}),
+		signUps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sessionauth_signups_total", Help: "Sign-up attempts by result.",
+		}, []string{"result"}),
+		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sessionauth_refreshes_total", Help: "Refresh attempts by result: ok, reused, expired, unauthenticated, error.",
+		}, []string{"result"}),
+		replays: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sessionauth_refresh_replays_total", Help: "Replayed refresh tokens detected (each revoked its session).",
+		}),
+		revocations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sessionauth_sessions_revoked_total", Help: "Sessions ended, by how: logout, revoke_session, revoke_others, replay.",
+		}, []string{"reason"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "sessionauth_request_duration_seconds", Help: "HTTP request latency by route.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"route"}),
+	}
+	m.registry.MustRegister(m.logins, m.signUps, m.refreshes, m.replays, m.revocations, m.duration,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
+}
+
+// instrument times the requests of one route.
+func (m *metrics) instrument(route string, next http.Handler) http.Handler {
+	observer := m.duration.WithLabelValues(route)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		next.ServeHTTP(w, r)
+		observer.Observe(time.Since(start).Seconds())
+	})
+}
+
+// countField is a gqlgen field middleware counting the outcomes of the
+// session mutations.
+func (m *metrics) countField(ctx context.Context, next graphql.Resolver) (any, error) {
+	res, err := next(ctx)
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil || fc.Object != "Mutation" {
+		return res, err
+	}
+	code := auth.ErrorCode(err)
+	if err == nil {
+		code = "ok"
+	}
+	switch fc.Field.Name {
+	case "login":
+		m.logins.WithLabelValues(loginResult(code)).Inc()
+	case "signUp":
+		m.signUps.WithLabelValues(result(code)).Inc()
+	case "refresh":
+		m.refreshes.WithLabelValues(result(code)).Inc()
+		if code == auth.CodeRefreshTokenReused {
+			m.replays.Inc()
+			m.revocations.WithLabelValues("replay").Inc()
+		}
+	case "logout", "revokeSession":
+		if err == nil {
+			m.revocations.WithLabelValues(map[string]string{"logout": "logout", "revokeSession": "revoke_session"}[fc.Field.Name]).Inc()
+		}
+	case "revokeOtherSessions":
+		if n, ok := res.(int); ok && err == nil {
+			m.revocations.WithLabelValues("revoke_others").Add(float64(n))
+		}
+	}
+	return res, err
+}
+
+func loginResult(code string) string {
+	switch code {
+	case auth.CodeInvalidCredentials:
+		return "failed"
+	case auth.CodeRateLimited:
+		return "limited"
+	case auth.CodeBadUserInput:
+		return "invalid"
+	}
+	return result(code)
+}
+
+func result(code string) string {
+	switch code {
+	case "ok":
+		return "ok"
+	case auth.CodeRefreshTokenReused:
+		return "reused"
+	case auth.CodeTokenExpired:
+		return "expired"
+	case auth.CodeUnauthenticated:
+		return "unauthenticated"
+	case auth.CodeBadUserInput, auth.CodeEmailTaken, auth.CodeForbidden:
+		return "refused"
+	}
+	return "error"
+}
