@@ -1,0 +1,172 @@
+package database
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect"
+	"github.com/uptrace/bun/dialect/sqlitedialect"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// Dialect holds the SQL that is spelled differently on each backend. Queries
+// use it instead of naming now(), intervals or row locks themselves, so
+// they read the same on both.
+//
+// The clock: validity is decided against the database's clock, Now, never
+// the server's. On PostgreSQL that is now(), which every instance shares and
+// which stays fixed for a whole transaction. On SQLite it is the clock of
+// the machine holding the file, read by SQLite, fixed within one statement
+// only: a transaction that needs one instant throughout reads Now once and
+// passes the value on.
+//
+// Row locks: on PostgreSQL, ForUpdate locks the rows read. SQLite has no row
+// locks and needs none: every transaction holds the whole database's write
+// lock from its BEGIN (see sqliteParams), which serialises at least as much.
+type Dialect struct {
+	// Now is an SQL expression for the database's clock, with no
+	// placeholders.
+	Now    string
+	sqlite bool
+}
+
+// DialectOf returns the dialect of db's backend.
+func DialectOf(db bun.IDB) Dialect {
+	if db.Dialect().Name() == dialect.SQLite {
+		return Dialect{Now: sqliteClock("'now'"), sqlite: true}
+	}
+	return Dialect{Now: "now()"}
+}
+
+// NowPlus returns an SQL expression for the database's now plus d, with one
+// placeholder, and its argument. PostgreSQL keeps microseconds (the
+// resolution of timestamptz); SQLite milliseconds, the resolution of its
+// clock.
+func (d Dialect) NowPlus(dur time.Duration) (string, any) {
+	if d.sqlite {
+		return sqliteClock("'now', ?"), fmt.Sprintf("%+.3f seconds", dur.Seconds())
+	}
+	return "now() + ? * interval '1 microsecond'", dur.Microseconds()
+}
+
+// NowMinus is NowPlus(-dur).
+func (d Dialect) NowMinus(dur time.Duration) (string, any) { return d.NowPlus(-dur) }
+
+// SecondsSince returns an SQL expression for the seconds from the time in
+// column (a trusted identifier) until the database's now, fractional.
+func (d Dialect) SecondsSince(column string) string {
+	if d.sqlite {
+		return "((julianday('now') - julianday(" + column + ")) * 86400.0)"
+	}
+	return "extract(epoch FROM now() - " + column + ")"
+}
+
+// ForUpdate locks the rows q reads until the transaction ends (see Dialect).
+// Use it with SelectQuery.Apply.
+func (d Dialect) ForUpdate(q *bun.SelectQuery) *bun.SelectQuery {
+	if d.sqlite {
+		return q
+	}
+	return q.For("UPDATE")
+}
+
+// ForUpdateSkipLocked is ForUpdate, passing over rows another transaction
+// has locked, for work that any instance may take.
+func (d Dialect) ForUpdateSkipLocked(q *bun.SelectQuery) *bun.SelectQuery {
+	if d.sqlite {
+		return q
+	}
+	return q.For("UPDATE SKIP LOCKED")
+}
+
+// Offset skips the first n rows of q, which has no limit of its own: SQLite
+// accepts OFFSET only after a LIMIT.
+func (d Dialect) Offset(q *bun.SelectQuery, n int64) *bun.SelectQuery {
+	if d.sqlite {
+		q = q.Limit(math.MaxInt64) // no limit
+	}
+	return q.Offset(n)
+}
+
+// IsUniqueViolation reports whether err is a unique-constraint violation.
+func IsUniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code == "23505"
+	}
+	var liteErr *sqlite.Error
+	if errors.As(err, &liteErr) {
+		return liteErr.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || liteErr.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+	}
+	return false
+}
+
+// IsUnavailable reports whether err means the database cannot serve now but
+// may shortly: it is unreachable, shutting down, out of connections, or (on
+// SQLite) its file cannot be opened or stayed locked past the busy timeout.
+// A client may retry such a request.
+func IsUnavailable(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
+		errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || pgconn.Timeout(err) {
+		return true
+	}
+	var connectErr *pgconn.ConnectError
+	if errors.As(err, &connectErr) {
+		return true
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		// Class 08: connection exception; 57P0x: the server is shutting
+		// down or not yet accepting; 53300: too many connections.
+		return strings.HasPrefix(pgErr.Code, "08") || strings.HasPrefix(pgErr.Code, "57P") || pgErr.Code == "53300"
+	}
+	var liteErr *sqlite.Error
+	if errors.As(err, &liteErr) {
+		switch liteErr.Code() & 0xff { // the primary result code
+		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL:
+			return true
+		}
+		return false
+	}
+	return strings.Contains(err.Error(), "conn closed")
+}
+
+// SQLite keeps times as text in one fixed-width UTC layout, so that SQL
+// compares them correctly as strings: every time bun writes (sqliteDialect)
+// and every time SQLite's clock produces (sqliteClock) has exactly this form,
+// e.g. "2026-11-23 12:00:05.123000+00:00". bun's own layout drops trailing
+// zeros of the fraction, which would make "…05.1+00:00" and "…05.100+00:00"
+// differ. The "+00:00" suffix is what bun and SQLite's date functions read
+// back as UTC.
+const sqliteTimeLayout = "2006-01-02 15:04:05.000000+00:00"
+
+// sqliteClock returns SQLite's strftime over args (a time value and
+// modifiers) in sqliteTimeLayout; %f is seconds with milliseconds.
+func sqliteClock(args string) string {
+	return "strftime('%Y-%m-%d %H:%M:%f000+00:00', " + args + ")"
+}
+
+// sqliteDialect is bun's SQLite dialect writing times in sqliteTimeLayout.
+type sqliteDialect struct{ *sqlitedialect.Dialect }
+
+func (sqliteDialect) AppendTime(b []byte, t time.Time) []byte {
+	b = append(b, '\'')
+	b = t.UTC().AppendFormat(b, sqliteTimeLayout)
+	return append(b, '\'')
+}
