@@ -240,8 +240,8 @@ func TestConcurrentMigrations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if applied != len(migrations.Migrations.Sorted()) || distinct != applied {
-		t.Fatalf("bun_migrations has %d rows (%d distinct) for %d migrations", applied, distinct, len(migrations.Migrations.Sorted()))
+	if want := len(migrations.For(db).Sorted()); applied != want || distinct != applied {
+		t.Fatalf("bun_migrations has %d rows (%d distinct) for %d migrations", applied, distinct, want)
 	}
 }
 
