@@ -26,12 +26,12 @@ const (
 func (s *Service) Housekeep(ctx context.Context) (int, error) {
 	total := 0
 	for {
-		n, err := deleteExpiredThrottles(ctx, s.db, s.cfg.Throttle.Window, housekeepingBatch)
+		n, err := s.deleteExpiredThrottles(ctx, s.db, s.cfg.Throttle.Window, housekeepingBatch)
 		total += n
 		if err != nil {
 			return total, dbError(err)
 		}
-		m, err := deleteEndedSessions(ctx, s.db, endedRetention, housekeepingBatch)
+		m, err := s.deleteEndedSessions(ctx, s.db, endedRetention, housekeepingBatch)
 		total += m
 		if err != nil {
 			return total, dbError(err)
@@ -42,12 +42,12 @@ func (s *Service) Housekeep(ctx context.Context) (int, error) {
 	}
 }
 
-func deleteEndedSessions(ctx context.Context, db bun.IDB, retention time.Duration, batch int) (int, error) {
-	cutoff := sqlNow + " - ? * interval '1 microsecond'"
+func (s *Service) deleteEndedSessions(ctx context.Context, db bun.IDB, retention time.Duration, batch int) (int, error) {
+	cutoff, arg := s.dialect.NowMinus(retention)
 	ended := db.NewSelect().Model((*models.Session)(nil)).Column("id").
-		WhereOr("revoked_at < "+cutoff, retention.Microseconds()).
-		WhereOr("refresh_expires_at < "+cutoff, retention.Microseconds()).
-		Limit(int64(batch)).For("UPDATE SKIP LOCKED")
+		WhereOr("revoked_at < "+cutoff, arg).
+		WhereOr("refresh_expires_at < "+cutoff, arg).
+		Limit(int64(batch)).Apply(s.dialect.ForUpdateSkipLocked)
 	res, err := db.NewDelete().Model((*models.Session)(nil)).Where("id IN (?)", ended).Exec(ctx)
 	if err != nil {
 		return 0, err

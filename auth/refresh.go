@@ -58,9 +58,9 @@ func (s *Service) refreshInTx(ctx context.Context, tx bun.Tx, token string) (*Is
 	h := hashToken(token)
 	row := new(sessionRow)
 	err := tx.NewSelect().Model(row).
-		ColumnExpr("session.*").ColumnExpr(sqlNow+" AS db_now").
+		ColumnExpr("session.*").ColumnExpr(s.dialect.Now+" AS db_now").
 		Where("refresh_hash = ? OR prev_refresh_hash = ?", h, h).
-		For("UPDATE").Scan(ctx)
+		Apply(s.dialect.ForUpdate).Scan(ctx)
 	var old *superseded
 	switch {
 	case isNoRows(err):
@@ -75,9 +75,9 @@ func (s *Service) refreshInTx(ctx context.Context, tx bun.Tx, token string) (*Is
 			return nil, nil, err
 		}
 		err = tx.NewSelect().Model(row).
-			ColumnExpr("session.*").ColumnExpr(sqlNow+" AS db_now").
+			ColumnExpr("session.*").ColumnExpr(s.dialect.Now+" AS db_now").
 			Where("id = ?", retired.SessionID).
-			For("UPDATE").Scan(ctx)
+			Apply(s.dialect.ForUpdate).Scan(ctx)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -110,16 +110,18 @@ func (s *Service) refreshInTx(ctx context.Context, tx bun.Tx, token string) (*Is
 		return &Issued{AccessToken: pair.Access, RefreshToken: pair.Refresh, Session: &view, Now: row.DBNow}, nil, nil
 	default:
 		s.log.WarnContext(ctx, "refresh token replayed; session revoked", "session_id", sess.ID, "user_id", sess.UserID)
-		return nil, errRefreshReused, revokeSession(ctx, tx, sess.ID)
+		return nil, errRefreshReused, s.revokeSession(ctx, tx, sess.ID)
 	}
 }
 
 // rotate replaces the session's pair, keeps the replaced refresh token's hash
 // and the new pair sealed under it, and retires the generation before.
 //
-// Expiries are computed here from the database's now as read under the row
-// lock: PostgreSQL's now() is fixed for the transaction, so they are the
-// values the database would compute, and they can be sealed with the pair.
+// Every time written is the database's now as read under the row lock, so
+// the rotation happens at one instant: PostgreSQL's now() is fixed for the
+// transaction anyway, but SQLite's clock moves between statements. The
+// expiries are therefore the values the database would compute, and they can
+// be sealed with the pair.
 func (s *Service) rotate(ctx context.Context, tx bun.Tx, row *sessionRow, refreshToken string) (*Issued, error) {
 	sess := &row.Session
 	if sess.PrevRefreshHash != nil {
@@ -127,7 +129,7 @@ func (s *Service) rotate(ctx context.Context, tx bun.Tx, row *sessionRow, refres
 			TokenHash: sess.PrevRefreshHash, SessionID: sess.ID,
 			RotatedAt: sess.PrevRotatedAt, Sealed: sess.PrevSealed,
 		}
-		if _, err := tx.NewInsert().Model(retired).Value("retired_at", sqlNow).Exec(ctx); err != nil {
+		if _, err := tx.NewInsert().Model(retired).Value("retired_at", s.dialect.Now).Exec(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -149,12 +151,12 @@ func (s *Service) rotate(ctx context.Context, tx bun.Tx, row *sessionRow, refres
 		Set("access_expires_at = ?", pair.AccessExpiresAt).
 		Set("refresh_expires_at = ?", pair.RefreshExpiresAt).
 		Set("prev_refresh_hash = refresh_hash").
-		Set("prev_rotated_at = "+sqlNow).
+		Set("prev_rotated_at = ?", row.DBNow).
 		Set("prev_sealed = ?", sealPair(refreshToken, sess.ID, pair)).
 		Set("successor_used = false").
-		Set("last_used_at = " + sqlNow).
+		Set("last_used_at = ?", row.DBNow).
 		WherePK().
-		Returning("*, " + sqlNow + " AS db_now").
+		Returning("*").
 		Exec(ctx)
 	if err != nil {
 		return nil, err

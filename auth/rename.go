@@ -30,7 +30,7 @@ func (s *Service) RenameSession(ctx context.Context, who *Identity, id, deviceNa
 	err = s.db.NewUpdate().Model(sess).
 		Set("device_name = ?", *name).
 		Where("id = ? AND user_id = ?", id, who.User.ID).
-		Where(isLive).
+		Where(s.isLive()).
 		Returning("*").
 		Scan(ctx)
 	if isNoRows(err) {

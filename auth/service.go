@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/uptrace/bun"
 
+	"github.com/example/sessionauth/internal/database"
 	"github.com/example/sessionauth/models"
 )
 
@@ -44,15 +45,16 @@ type Config struct {
 
 // Service carries out every session-auth operation against the database.
 type Service struct {
-	db     *bun.DB
-	cfg    Config
-	hasher *hasher
-	log    *slog.Logger
+	db      *bun.DB
+	dialect database.Dialect
+	cfg     Config
+	hasher  *hasher
+	log     *slog.Logger
 }
 
 // NewService returns a Service over db, which must have been migrated.
 func NewService(db *bun.DB, cfg Config, log *slog.Logger) *Service {
-	return &Service{db: db, cfg: cfg, hasher: newHasher(), log: log}
+	return &Service{db: db, dialect: database.DialectOf(db), cfg: cfg, hasher: newHasher(), log: log}
 }
 
 // Input limits of API.md ("BAD_USER_INPUT").
@@ -173,7 +175,7 @@ func (s *Service) SignUp(ctx context.Context, c Credentials) (*Issued, error) {
 	user := &models.User{ID: uuid.NewString(), Email: email, EmailKey: emailKey(email), PasswordHash: hash}
 	var issued *Issued
 	err = s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		_, err := tx.NewInsert().Model(user).Value("created_at", sqlNow).Returning("created_at").Exec(ctx)
+		_, err := tx.NewInsert().Model(user).Value("created_at", s.dialect.Now).Returning("created_at").Exec(ctx)
 		if err != nil {
 			if isUniqueViolation(err) {
 				return errEmailTaken
@@ -224,7 +226,7 @@ func (s *Service) Login(ctx context.Context, c Credentials) (*Issued, error) {
 		if s.cfg.MaxSessionsPerUser > 0 {
 			// Serialise this user's sign-ins, so concurrent logins cannot
 			// each see room for one more session.
-			if _, err := tx.NewSelect().Model(user).Column("id").WherePK().For("UPDATE").Exec(ctx); err != nil {
+			if _, err := tx.NewSelect().Model(user).Column("id").WherePK().Apply(s.dialect.ForUpdate).Exec(ctx); err != nil {
 				return err
 			}
 		}
@@ -251,13 +253,13 @@ func (s *Service) Login(ctx context.Context, c Credentials) (*Issued, error) {
 // endLeastRecentlyUsed ends the user's live sessions beyond the newest
 // MaxSessionsPerUser - 1 others, keeping the session just created.
 func (s *Service) endLeastRecentlyUsed(ctx context.Context, tx bun.Tx, userID, keep string) error {
-	surplus := tx.NewSelect().Model((*models.Session)(nil)).Column("id").
+	surplus := s.dialect.Offset(tx.NewSelect().Model((*models.Session)(nil)).Column("id").
 		Where("user_id = ? AND id <> ?", userID, keep).
-		Where(isLive).
-		Order("last_used_at DESC", "created_at DESC", "id DESC").
-		Offset(int64(s.cfg.MaxSessionsPerUser - 1))
+		Where(s.isLive()).
+		Order("last_used_at DESC", "created_at DESC", "id DESC"),
+		int64(s.cfg.MaxSessionsPerUser-1))
 	_, err := tx.NewUpdate().Model((*models.Session)(nil)).
-		Set("revoked_at = "+sqlNow).
+		Set("revoked_at = "+s.dialect.Now).
 		Where("id IN (?)", surplus).
 		Exec(ctx)
 	return err
@@ -289,14 +291,14 @@ func (s *Service) createSession(ctx context.Context, db bun.IDB, user *models.Us
 		RefreshHash: hashToken(pair.Refresh),
 	}}
 	accessTTL, refreshTTL := s.lifetimes()
-	accessExpr, accessArg := sqlNowPlus(accessTTL)
-	refreshExpr, refreshArg := sqlNowPlus(refreshTTL)
+	accessExpr, accessArg := s.dialect.NowPlus(accessTTL)
+	refreshExpr, refreshArg := s.dialect.NowPlus(refreshTTL)
 	_, err := db.NewInsert().Model(row).
-		Value("created_at", sqlNow).
-		Value("last_used_at", sqlNow).
+		Value("created_at", s.dialect.Now).
+		Value("last_used_at", s.dialect.Now).
 		Value("access_expires_at", accessExpr, accessArg).
 		Value("refresh_expires_at", refreshExpr, refreshArg).
-		Returning("*, " + sqlNow + " AS db_now").
+		Returning("*, " + s.dialect.Now + " AS db_now").
 		Exec(ctx)
 	if err != nil {
 		return nil, err
@@ -304,8 +306,8 @@ func (s *Service) createSession(ctx context.Context, db bun.IDB, user *models.Us
 	return &Issued{AccessToken: pair.Access, RefreshToken: pair.Refresh, Session: &row.Session, User: user, Now: row.DBNow}, nil
 }
 
-func revokeSession(ctx context.Context, db bun.IDB, id string) error {
+func (s *Service) revokeSession(ctx context.Context, db bun.IDB, id string) error {
 	_, err := db.NewUpdate().Model((*models.Session)(nil)).
-		Set("revoked_at = "+sqlNow).Where("id = ? AND revoked_at IS NULL", id).Exec(ctx)
+		Set("revoked_at = "+s.dialect.Now).Where("id = ? AND revoked_at IS NULL", id).Exec(ctx)
 	return err
 }

@@ -30,7 +30,7 @@ func newTestService(tb testing.TB, cfg Config) *Service {
 // withConfig returns a Service over the same database and hasher as s, with
 // another policy (and without paying for another dummy hash).
 func withConfig(s *Service, cfg Config) *Service {
-	return &Service{db: s.db, cfg: cfg, hasher: s.hasher, log: s.log}
+	return &Service{db: s.db, dialect: s.dialect, cfg: cfg, hasher: s.hasher, log: s.log}
 }
 
 func signUp(tb testing.TB, s *Service, email string) *Issued {
@@ -85,8 +85,9 @@ func loadSession(tb testing.TB, s *Service, id string) *models.Session {
 func expire(tb testing.TB, s *Service, id string, columns ...string) {
 	tb.Helper()
 	q := s.db.NewUpdate().Model((*models.Session)(nil)).Where("id = ?", id)
+	then, arg := s.dialect.NowMinus(time.Second)
 	for _, c := range columns {
-		q = q.Set(c + " = now() - interval '1 second'")
+		q = q.Set(c+" = "+then, arg)
 	}
 	if _, err := q.Exec(context.Background()); err != nil {
 		tb.Fatalf("expiring %v of session %s: %v", columns, id, err)

@@ -41,7 +41,7 @@ func (s *Service) authenticateAccess(ctx context.Context, token string) (*Identi
 	}
 	row := new(identityRow)
 	err := s.db.NewSelect().Model(row).
-		ColumnExpr("session.*").ColumnExpr(sqlNow+" AS db_now").
+		ColumnExpr("session.*").ColumnExpr(s.dialect.Now+" AS db_now").
 		Relation("User").
 		Where("session.access_hash = ?", hashToken(token)).
 		Scan(ctx)
@@ -73,7 +73,7 @@ func (s *Service) authenticateAccess(ctx context.Context, token string) (*Identi
 // used and must not be marked so.
 func (s *Service) touch(ctx context.Context, sess *models.Session) error {
 	_, err := s.db.NewUpdate().Model(sess).
-		Set("last_used_at = "+sqlNow).
+		Set("last_used_at = "+s.dialect.Now).
 		Set("successor_used = true").
 		WherePK().
 		Where("access_hash = ?", sess.AccessHash).
@@ -97,9 +97,9 @@ func (s *Service) Logout(ctx context.Context, token string) error {
 	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		row := new(sessionRow)
 		err := tx.NewSelect().Model(row).
-			ColumnExpr("session.*").ColumnExpr(sqlNow+" AS db_now").
+			ColumnExpr("session.*").ColumnExpr(s.dialect.Now+" AS db_now").
 			Where("access_hash = ? OR refresh_hash = ?", h, h).
-			For("UPDATE").Scan(ctx)
+			Apply(s.dialect.ForUpdate).Scan(ctx)
 		if isNoRows(err) {
 			outcome = errUnauthenticated
 			return nil
@@ -117,7 +117,7 @@ func (s *Service) Logout(ctx context.Context, token string) error {
 		case !isAccess && !row.DBNow.Before(sess.RefreshExpiresAt):
 			outcome = errRefreshExpired
 		default:
-			return revokeSession(ctx, tx, sess.ID)
+			return s.revokeSession(ctx, tx, sess.ID)
 		}
 		return nil
 	})
@@ -132,7 +132,9 @@ func (s *Service) Logout(ctx context.Context, token string) error {
 
 // isLive is the condition for a session that still works: not ended and its
 // refresh token not expired.
-const isLive = "revoked_at IS NULL AND refresh_expires_at > " + sqlNow
+func (s *Service) isLive() string {
+	return "revoked_at IS NULL AND refresh_expires_at > " + s.dialect.Now
+}
 
 // Sessions lists the live sessions of who's user, most recently used first.
 // Errors: SERVICE_UNAVAILABLE.
@@ -140,7 +142,7 @@ func (s *Service) Sessions(ctx context.Context, who *Identity) ([]*models.Sessio
 	var sessions []*models.Session
 	err := s.db.NewSelect().Model(&sessions).
 		Where("user_id = ?", who.User.ID).
-		Where(isLive).
+		Where(s.isLive()).
 		Order("last_used_at DESC", "created_at DESC", "id").
 		Scan(ctx)
 	if err != nil {
@@ -157,9 +159,9 @@ func (s *Service) RevokeSession(ctx context.Context, who *Identity, id string) e
 		return errSessionNotFound
 	}
 	res, err := s.db.NewUpdate().Model((*models.Session)(nil)).
-		Set("revoked_at = "+sqlNow).
+		Set("revoked_at = "+s.dialect.Now).
 		Where("id = ? AND user_id = ?", id, who.User.ID).
-		Where(isLive).
+		Where(s.isLive()).
 		Exec(ctx)
 	if err != nil {
 		return dbError(err)
@@ -174,15 +176,15 @@ func (s *Service) RevokeSession(ctx context.Context, who *Identity, id string) e
 // one and returns how many it ended.
 // Errors: SERVICE_UNAVAILABLE.
 func (s *Service) RevokeOtherSessions(ctx context.Context, who *Identity) (int, error) {
-	n, err := revokeOthers(ctx, s.db, who)
+	n, err := s.revokeOthers(ctx, s.db, who)
 	return n, dbError(err)
 }
 
-func revokeOthers(ctx context.Context, db bun.IDB, who *Identity) (int, error) {
+func (s *Service) revokeOthers(ctx context.Context, db bun.IDB, who *Identity) (int, error) {
 	res, err := db.NewUpdate().Model((*models.Session)(nil)).
-		Set("revoked_at = "+sqlNow).
+		Set("revoked_at = "+s.dialect.Now).
 		Where("user_id = ? AND id <> ?", who.User.ID, who.Session.ID).
-		Where(isLive).
+		Where(s.isLive()).
 		Exec(ctx)
 	if err != nil {
 		return 0, err
@@ -227,7 +229,7 @@ func (s *Service) ChangePassword(ctx context.Context, who *Identity, current, ne
 		if n, _ := res.RowsAffected(); n == 0 {
 			return errInvalidCredentials
 		}
-		_, err = revokeOthers(ctx, tx, who)
+		_, err = s.revokeOthers(ctx, tx, who)
 		return err
 	})
 	return dbError(err)
@@ -240,7 +242,7 @@ func (s *Service) RevokeUserSessions(ctx context.Context, email string) (int, er
 	var n int
 	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		user := new(models.User)
-		err := tx.NewSelect().Model(user).Column("id").Where("email_key = ?", emailKey(email)).For("UPDATE").Scan(ctx)
+		err := tx.NewSelect().Model(user).Column("id").Where("email_key = ?", emailKey(email)).Apply(s.dialect.ForUpdate).Scan(ctx)
 		if isNoRows(err) {
 			return &Error{Code: CodeNotFound, Message: "no user has that email"}
 		}
@@ -248,8 +250,8 @@ func (s *Service) RevokeUserSessions(ctx context.Context, email string) (int, er
 			return err
 		}
 		res, err := tx.NewUpdate().Model((*models.Session)(nil)).
-			Set("revoked_at = "+sqlNow).
-			Where("user_id = ?", user.ID).Where(isLive).
+			Set("revoked_at = "+s.dialect.Now).
+			Where("user_id = ?", user.ID).Where(s.isLive()).
 			Exec(ctx)
 		if err != nil {
 			return err

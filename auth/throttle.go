@@ -10,7 +10,7 @@ import (
 	"github.com/example/sessionauth/models"
 )
 
-// Login throttling keeps its counters in PostgreSQL, so every instance behind
+// Login throttling keeps its counters in the database, so every instance behind
 // a load balancer sees the same count. Each key (an email, a client address)
 // has a fixed window that opens at its first failure; once a key has Max
 // failures in its window, every attempt on it, even with the right password,
@@ -39,11 +39,12 @@ func (s *Service) checkThrottle(ctx context.Context, email, ip string) error {
 	if ip != "" {
 		keys = append(keys, ipThrottleKey(ip))
 	}
+	windowStart, arg := s.dialect.NowMinus(s.cfg.Throttle.Window)
 	err := s.db.NewSelect().Model((*models.LoginThrottle)(nil)).
 		Column("key", "failures").
-		ColumnExpr("extract(epoch FROM window_start + ? * interval '1 microsecond' - "+sqlNow+") AS retry_after", s.cfg.Throttle.Window.Microseconds()).
+		ColumnExpr("? - "+s.dialect.SecondsSince("window_start")+" AS retry_after", s.cfg.Throttle.Window.Seconds()).
 		Where("key IN (?)", bun.In(keys)).
-		Where("window_start > "+sqlNow+" - ? * interval '1 microsecond'", s.cfg.Throttle.Window.Microseconds()).
+		Where("window_start > "+windowStart, arg).
 		Scan(ctx, &rows)
 	if err != nil {
 		return dbError(err)
@@ -77,13 +78,13 @@ func (s *Service) recordFailure(ctx context.Context, email, ip string) error {
 	for i, k := range keys {
 		rows[i] = models.LoginThrottle{Key: k, Failures: 1}
 	}
-	expired := "login_throttle.window_start <= " + sqlNow + " - ? * interval '1 microsecond'"
-	window := s.cfg.Throttle.Window.Microseconds()
+	windowStart, window := s.dialect.NowMinus(s.cfg.Throttle.Window)
+	expired := "login_throttle.window_start <= " + windowStart
 	_, err := s.db.NewInsert().Model(&rows).
-		Value("window_start", sqlNow).
+		Value("window_start", s.dialect.Now).
 		On("CONFLICT (key) DO UPDATE").
 		Set("failures = CASE WHEN "+expired+" THEN 1 ELSE login_throttle.failures + 1 END", window).
-		Set("window_start = CASE WHEN "+expired+" THEN "+sqlNow+" ELSE login_throttle.window_start END", window).
+		Set("window_start = CASE WHEN "+expired+" THEN "+s.dialect.Now+" ELSE login_throttle.window_start END", window).
 		Exec(ctx)
 	return err
 }
@@ -99,10 +100,13 @@ func (s *Service) clearFailures(ctx context.Context, email string) error {
 
 // deleteExpiredThrottles removes counters whose window has closed, at most
 // batch rows, and returns how many it removed.
-func deleteExpiredThrottles(ctx context.Context, db bun.IDB, window time.Duration, batch int) (int, error) {
+func (s *Service) deleteExpiredThrottles(ctx context.Context, db bun.IDB, window time.Duration, batch int) (int, error) {
+	windowStart, arg := s.dialect.NowMinus(window)
+	expired := db.NewSelect().Model((*models.LoginThrottle)(nil)).Column("key").
+		Where("window_start <= "+windowStart, arg).
+		Limit(int64(batch)).Apply(s.dialect.ForUpdateSkipLocked)
 	res, err := db.NewDelete().Model((*models.LoginThrottle)(nil)).
-		Where("key IN (SELECT key FROM login_throttle WHERE window_start <= "+sqlNow+" - ? * interval '1 microsecond' LIMIT ? FOR UPDATE SKIP LOCKED)",
-			window.Microseconds(), batch).
+		Where("key IN (?)", expired).
 		Exec(ctx)
 	if err != nil {
 		return 0, err
