@@ -9,6 +9,7 @@ import (
 	"log/slog"
 
 	"github.com/example/sessionauth/auth"
+	"github.com/example/sessionauth/internal/database"
 	"github.com/example/sessionauth/migrations"
 )
 
@@ -39,7 +40,7 @@ func revokeSessionsCommand(ctx context.Context, args []string, cfg config, stdou
 		fs.Usage()
 		return errors.New("revoke-sessions: --email is required")
 	}
-	db, err := openDB(cfg.DatabaseURL)
+	db, err := database.Open(cfg.Database)
 	if err != nil {
 		return err
 	}

@@ -8,18 +8,18 @@ import (
 	"time"
 
 	"github.com/example/sessionauth/auth"
+	"github.com/example/sessionauth/internal/database"
 )
 
 // config is everything the environment sets (API.md, "Configuration").
 type config struct {
-	Addr        string
-	DatabaseURL string
-	Playground  bool
-	Auth        auth.Config
+	Addr string
+	// Database is DATABASE_URL: PostgreSQL, or by default an embedded
+	// SQLite file for development.
+	Database   database.Source
+	Playground bool
+	Auth       auth.Config
 }
-
-// defaultDatabaseURL is the local development server of README.md.
-const defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
 
 // loadConfig reads the configuration through getenv, the one place the
 // environment is read. A value that does not parse is an error, never
@@ -27,9 +27,9 @@ const defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disa
 func loadConfig(getenv func(string) string) (config, error) {
 	l := loader{getenv: getenv}
 	cfg := config{
-		Addr:        l.str("ADDR", ":8080"),
-		DatabaseURL: l.str("DATABASE_URL", defaultDatabaseURL),
-		Playground:  l.boolean("PLAYGROUND", true),
+		Addr:       l.str("ADDR", ":8080"),
+		Database:   l.database("DATABASE_URL"),
+		Playground: l.boolean("PLAYGROUND", true),
 		Auth: auth.Config{
 			AccessTTL:   l.duration("ACCESS_TOKEN_TTL", 15*time.Minute, false),
 			RefreshTTL:  l.duration("REFRESH_TOKEN_TTL", 168*time.Hour, false),
@@ -71,6 +71,16 @@ func (l *loader) boolean(name string, def bool) bool {
 		l.fail("%s=%q: want true or false", name, v)
 	}
 	return b
+}
+
+// database reads a DATABASE_URL (see database.Parse). The value is not
+// repeated in an error: it may hold a password.
+func (l *loader) database(name string) database.Source {
+	src, err := database.Parse(l.getenv(name))
+	if err != nil {
+		l.fail("%s: %v", name, err)
+	}
+	return src
 }
 
 func (l *loader) fail(format string, args ...any) {

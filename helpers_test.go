@@ -3,12 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +19,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/example/sessionauth/auth"
+	"github.com/example/sessionauth/internal/database"
 	"github.com/example/sessionauth/internal/pgtest"
 )
 
@@ -33,7 +37,9 @@ func testConfig(url string) config {
 	if err != nil {
 		panic(err)
 	}
-	cfg.DatabaseURL = url
+	if cfg.Database, err = database.Parse(url); err != nil {
+		panic(err)
+	}
 	return cfg
 }
 
@@ -57,7 +63,7 @@ func newLoggedTestServer(t *testing.T, url string, edit func(*config), logs io.W
 	if edit != nil {
 		edit(&cfg)
 	}
-	db, err := openDB(cfg.DatabaseURL)
+	db, err := database.Open(cfg.Database)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,6 +248,76 @@ func wantOK(t *testing.T, r gqlResponse) {
 	if len(r.Errors) > 0 {
 		t.Fatalf("unexpected errors: %+v", r.Errors)
 	}
+}
+
+// backdate sets column of the session id (of every session when id is "")
+// to the database's now minus ago: the server reads that clock, so tests
+// move time by moving the data, without sleeping.
+func (s *testServer) backdate(t *testing.T, column, id string, ago time.Duration) {
+	t.Helper()
+	then, arg := database.DialectOf(s.db).NowMinus(ago)
+	q := s.db.NewUpdate().Table("sessions").Set(column+" = "+then, arg)
+	if id == "" {
+		q = q.Where("true")
+	} else {
+		q = q.Where("id = ?", id)
+	}
+	if _, err := q.Exec(ctxT(t)); err != nil {
+		t.Fatalf("backdating %s: %v", column, err)
+	}
+}
+
+// dumpDatabase returns every row of every table as text: on PostgreSQL as
+// it renders them itself (bytea as hex); on SQLite each value, with blobs
+// both raw and in hex.
+func dumpDatabase(t *testing.T, db *bun.DB) string {
+	t.Helper()
+	listTables := "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+	if pgtest.SQLite() {
+		listTables = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+	}
+	var tables []string
+	if err := db.NewRaw(listTables).Scan(ctxT(t), &tables); err != nil || len(tables) < 3 {
+		t.Fatalf("tables %v: %v", tables, err)
+	}
+	var dump strings.Builder
+	for _, table := range tables {
+		if !pgtest.SQLite() {
+			var rows []string
+			if err := db.NewRaw(fmt.Sprintf("SELECT t::text FROM %q t", table)).Scan(ctxT(t), &rows); err != nil && err != sql.ErrNoRows {
+				t.Fatal(err)
+			}
+			dump.WriteString(strings.Join(rows, "\n"))
+			continue
+		}
+		rows, err := db.QueryContext(ctxT(t), fmt.Sprintf("SELECT * FROM %q", table))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cols, _ := rows.Columns()
+		for rows.Next() {
+			values := make([]any, len(cols))
+			ptrs := make([]any, len(cols))
+			for i := range values {
+				ptrs[i] = &values[i]
+			}
+			if err := rows.Scan(ptrs...); err != nil {
+				t.Fatal(err)
+			}
+			for _, v := range values {
+				if b, ok := v.([]byte); ok {
+					fmt.Fprintf(&dump, "%s|%x|", b, b)
+				} else {
+					fmt.Fprintf(&dump, "%v|", v)
+				}
+			}
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		rows.Close()
+	}
+	return dump.String()
 }
 
 func ctxT(t *testing.T) context.Context {

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/example/sessionauth/auth"
 	"github.com/example/sessionauth/internal/pgtest"
@@ -169,9 +170,7 @@ func TestAuthenticatedDirectiveOnOwnField(t *testing.T) {
 	if got := call("Bearer " + p.refresh()); got != "error:UNAUTHENTICATED" {
 		t.Fatalf("refresh token: %q", got)
 	}
-	if _, err := s.db.ExecContext(ctxT(t), "UPDATE sessions SET access_expires_at = now() - interval '1 second'"); err != nil {
-		t.Fatal(err)
-	}
+	s.backdate(t, "access_expires_at", "", time.Second)
 	if got := call("Bearer " + p.AccessToken); got != "error:TOKEN_EXPIRED" {
 		t.Fatalf("expired: %q", got)
 	}

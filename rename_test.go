@@ -3,6 +3,7 @@ package main
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 const renameMutation = `mutation($id: ID!, $name: String!) {
@@ -104,9 +105,7 @@ func TestRenameSession(t *testing.T) {
 	})
 	t.Run("ExpiredSessionIsNotFound", func(t *testing.T) {
 		d := s.login(t, "renamer@example.com")
-		if _, err := s.db.ExecContext(ctxT(t), "UPDATE sessions SET refresh_expires_at = now() - interval '1 second' WHERE id = ?", d.Session.ID); err != nil {
-			t.Fatal(err)
-		}
+		s.backdate(t, "refresh_expires_at", d.Session.ID, time.Second)
 		wantCode(t, s.rename(t, a.AccessToken, d.Session.ID, "ghost"), "NOT_FOUND")
 	})
 	t.Run("NeedsAccessToken", func(t *testing.T) {
@@ -118,9 +117,7 @@ func TestRenameSession(t *testing.T) {
 	})
 	t.Run("ExpiredAccessToken", func(t *testing.T) {
 		e := s.login(t, "renamer@example.com")
-		if _, err := s.db.ExecContext(ctxT(t), "UPDATE sessions SET access_expires_at = now() - interval '1 second' WHERE id = ?", e.Session.ID); err != nil {
-			t.Fatal(err)
-		}
+		s.backdate(t, "access_expires_at", e.Session.ID, time.Second)
 		wantCode(t, s.rename(t, e.AccessToken, e.Session.ID, "late"), "TOKEN_EXPIRED")
 	})
 }

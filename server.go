@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -17,11 +16,8 @@ import (
 	"syscall"
 	"time"
 
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
-	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect/pgdialect"
-
 	"github.com/example/sessionauth/auth"
+	"github.com/example/sessionauth/internal/database"
 	"github.com/example/sessionauth/migrations"
 )
 
@@ -51,7 +47,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	logger := slog.New(slog.NewJSONHandler(stdout, nil))
 
-	db, err := openDB(cfg.DatabaseURL)
+	logDatabase(logger, cfg.Database)
+	db, err := database.Open(cfg.Database)
 	if err != nil {
 		return err
 	}
@@ -97,14 +94,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return nil
 }
 
-// openDB opens a pool over PostgreSQL through pgx's database/sql adapter.
-func openDB(url string) (*bun.DB, error) {
-	sqldb, err := sql.Open("pgx", url)
-	if err != nil {
-		return nil, fmt.Errorf("database: %w", err)
+// logDatabase says first thing where the data lives; for the embedded SQLite
+// file, as a warning that this is a development mode.
+func logDatabase(logger *slog.Logger, src database.Source) {
+	if src.Backend == database.SQLite {
+		logger.Warn("development mode: the data lives in an embedded SQLite file, for one process on one machine; "+
+			"set DATABASE_URL=postgres://… to run on PostgreSQL in production",
+			"database", "sqlite", "path", src.Path)
+		return
 	}
-	sqldb.SetMaxOpenConns(20)
-	sqldb.SetMaxIdleConns(20)
-	sqldb.SetConnMaxIdleTime(5 * time.Minute)
-	return bun.NewDB(sqldb, pgdialect.New()), nil
+	logger.Info("database", "database", "postgres", "url", src.String())
 }

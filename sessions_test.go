@@ -55,9 +55,7 @@ func TestMySessions(t *testing.T) {
 	stranger := s.signUp(t, "stranger@example.com")
 	wantOK(t, s.post(t, c.AccessToken, logoutMutation, nil))
 	// Make a the most recently used, by the database's own clock.
-	if _, err := s.db.ExecContext(ctxT(t), "UPDATE sessions SET last_used_at = now() - interval '1 hour' WHERE id = ?", b.Session.ID); err != nil {
-		t.Fatal(err)
-	}
+	s.backdate(t, "last_used_at", b.Session.ID, time.Hour)
 
 	var list []session
 	s.post(t, b.AccessToken, mySessionsQuery, nil).field(t, "mySessions", &list)
@@ -96,9 +94,7 @@ func TestLastUsedAtIsThrottled(t *testing.T) {
 	if got := lastUsed(); !got.Equal(before) {
 		t.Fatalf("lastUsedAt written on every request: %v -> %v", before, got)
 	}
-	if _, err := s.db.ExecContext(ctxT(t), "UPDATE sessions SET last_used_at = now() - interval '2 minutes' WHERE id = ?", p.Session.ID); err != nil {
-		t.Fatal(err)
-	}
+	s.backdate(t, "last_used_at", p.Session.ID, 2*time.Minute)
 	stale := lastUsed()
 	wantOK(t, s.post(t, p.AccessToken, meQuery, nil))
 	if got := lastUsed(); got.Sub(stale) < time.Minute {

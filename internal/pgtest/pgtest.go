@@ -1,7 +1,11 @@
-// Package pgtest gives each test a fresh, migrated PostgreSQL database of its
-// own, cloned from a template migrated once per test binary, and drops it
-// when the test ends. Tests therefore run in parallel and leave nothing
+// Package pgtest gives each test a fresh, migrated database of its own and
+// removes it when the test ends, so tests run in parallel and leave nothing
 // behind.
+//
+// The backend is PostgreSQL, the reference, unless TEST_BACKEND=sqlite: then
+// each test gets an embedded SQLite file in a temporary directory instead.
+// Either way a database is cloned from a template migrated once per test
+// binary (CREATE DATABASE … TEMPLATE, or a copy of the file).
 package pgtest
 
 import (
@@ -10,17 +14,18 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver
 	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect/pgdialect"
 
+	"github.com/example/sessionauth/internal/database"
 	"github.com/example/sessionauth/migrations"
 )
 
@@ -30,11 +35,39 @@ const DefaultURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
 
 var (
 	templateOnce sync.Once
-	templateName string
+	templateName string // a PostgreSQL database, or a SQLite file
 	templateErr  error
 )
 
-// BaseURL returns the URL of the server that tests create databases on.
+// Backend returns the backend the tests run on, from TEST_BACKEND:
+// database.Postgres (the default, also for "postgres") or database.SQLite
+// (for "sqlite"). Any other value panics, so a typo cannot silently test
+// the wrong thing.
+func Backend() database.Backend {
+	switch b := os.Getenv("TEST_BACKEND"); b {
+	case "", string(database.Postgres):
+		return database.Postgres
+	case string(database.SQLite):
+		return database.SQLite
+	default:
+		panic(fmt.Sprintf("pgtest: TEST_BACKEND=%q: want postgres or sqlite", b))
+	}
+}
+
+// SQLite reports whether the tests run on SQLite.
+func SQLite() bool { return Backend() == database.SQLite }
+
+// PostgresOnly skips t on SQLite, saying why: for tests of what only exists
+// on PostgreSQL (several processes on one database, its locks, its network).
+func PostgresOnly(t testing.TB, why string) {
+	t.Helper()
+	if SQLite() {
+		t.Skip("PostgreSQL only: " + why)
+	}
+}
+
+// BaseURL returns the URL of the PostgreSQL server that tests create
+// databases on.
 func BaseURL() string {
 	if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
 		return u
@@ -58,13 +91,87 @@ func randomName(prefix string) string {
 	return prefix + hex.EncodeToString(b)
 }
 
-// Open opens a bun.DB over PostgreSQL at url.
+// Open opens a bun.DB over the database at url, as the server would.
 func Open(url string) *bun.DB {
-	sqldb, err := sql.Open("pgx", url)
+	src, err := database.Parse(url)
 	if err != nil {
 		panic(err)
 	}
-	return bun.NewDB(sqldb, pgdialect.New())
+	db, err := database.Open(src)
+	if err != nil {
+		panic(err)
+	}
+	return db
+}
+
+// NewURL creates an empty database (no schema) and returns its URL; it is
+// removed when t ends.
+func NewURL(t testing.TB) string {
+	t.Helper()
+	if SQLite() {
+		return sqliteURL(filepath.Join(t.TempDir(), "empty.db"))
+	}
+	return create(t, "")
+}
+
+// New creates a fresh, migrated database and returns its URL; it is removed
+// when t ends.
+func New(t testing.TB) string {
+	t.Helper()
+	templateOnce.Do(func() {
+		if SQLite() {
+			templateName, templateErr = makeSQLiteTemplate()
+		} else {
+			templateName, templateErr = makeTemplate()
+		}
+	})
+	if templateErr != nil {
+		t.Fatalf("pgtest: migrating the template database: %v", templateErr)
+	}
+	if SQLite() {
+		path := filepath.Join(t.TempDir(), "test.db")
+		if err := copyFile(path, templateName); err != nil {
+			t.Fatalf("pgtest: %v", err)
+		}
+		return sqliteURL(path)
+	}
+	return create(t, templateName)
+}
+
+func sqliteURL(path string) string { return "sqlite://" + path }
+
+// makeSQLiteTemplate migrates a SQLite file in a directory of its own, which
+// Main removes. Closing the pool checkpoints the WAL into the file, so the
+// file alone is the whole database.
+func makeSQLiteTemplate() (string, error) {
+	dir, err := os.MkdirTemp("", "sessionauth_tmpl_")
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "template.db")
+	db := Open(sqliteURL(path))
+	err = migrations.Apply(context.Background(), db)
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	return path, err
+}
+
+func copyFile(dst, src string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 func admin(t testing.TB) *sql.DB {
@@ -78,27 +185,10 @@ func admin(t testing.TB) *sql.DB {
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
 		t.Fatalf("pgtest: PostgreSQL at %s is not reachable (%v); start it with: "+
-			"pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start", BaseURL(), err)
+			"pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start "+
+			"(or run the tests on SQLite with TEST_BACKEND=sqlite)", BaseURL(), err)
 	}
 	return db
-}
-
-// NewURL creates an empty database (no schema) and returns its URL; it is
-// dropped when t ends.
-func NewURL(t testing.TB) string {
-	t.Helper()
-	return create(t, "")
-}
-
-// New creates a fresh, migrated database and returns its URL; it is dropped
-// when t ends.
-func New(t testing.TB) string {
-	t.Helper()
-	templateOnce.Do(func() { templateName, templateErr = makeTemplate() })
-	if templateErr != nil {
-		t.Fatalf("pgtest: migrating the template database: %v", templateErr)
-	}
-	return create(t, templateName)
 }
 
 func create(t testing.TB, template string) string {
@@ -152,11 +242,15 @@ func makeTemplate() (string, error) {
 	return name, nil
 }
 
-// Main runs the tests of a package and drops its template database after.
+// Main runs the tests of a package and removes its template database after.
 // Call it from TestMain.
 func Main(m *testing.M) int {
 	code := m.Run()
-	if templateName != "" {
+	switch {
+	case templateName == "":
+	case SQLite():
+		os.RemoveAll(filepath.Dir(templateName))
+	default:
 		drop(templateName)
 	}
 	return code
