@@ -84,6 +84,9 @@ func TestRun(t *testing.T) {
 	if !strings.Contains(out, `"msg":"listening"`) || !strings.Contains(out, `"msg":"request"`) {
 		t.Fatalf("missing start-up or request log lines:\n%s", out)
 	}
+	if first, _, _ := strings.Cut(out, "\n"); !strings.Contains(first, `"database":"`+string(pgtest.Backend())+`"`) {
+		t.Fatalf("the first log line does not say which database: %s", first)
+	}
 	for _, secret := range []string{p.AccessToken, p.refresh(), n.AccessToken, n.refresh(), testPassword} {
 		if strings.Contains(out, secret) {
 			t.Fatalf("a token or password reached the log")
@@ -93,11 +96,16 @@ func TestRun(t *testing.T) {
 
 func TestRunRefusesBadConfig(t *testing.T) {
 	t.Parallel()
-	for _, kv := range [][2]string{{"ACCESS_TOKEN_TTL", "soon"}, {"REFRESH_TOKEN_TTL", "-1h"}, {"ALLOW_SIGNUP", "maybe"}} {
+	for _, kv := range [][2]string{
+		{"ACCESS_TOKEN_TTL", "soon"}, {"REFRESH_TOKEN_TTL", "-1h"}, {"ALLOW_SIGNUP", "maybe"},
+		{"DATABASE_URL", "mysql://app:db-secret@db/app"}, {"DATABASE_URL", "sqlite://host/x.db"},
+	} {
 		env := map[string]string{kv[0]: kv[1]}
 		err := run(context.Background(), nil, func(k string) string { return env[k] }, io.Discard, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), kv[0]) {
 			t.Errorf("%s=%s: run returned %v, want an error naming the variable", kv[0], kv[1], err)
+		} else if strings.Contains(err.Error(), "db-secret") {
+			t.Errorf("%s=%s: the error repeats the password: %v", kv[0], kv[1], err)
 		}
 	}
 }
