@@ -46,7 +46,7 @@ func revokeSessionsCommand(ctx context.Context, args []string, cfg config, stdou
 	}
 	defer db.Close()
 	if err := migrations.Apply(ctx, db); err != nil {
-		return err
+		return fmt.Errorf("database %s: %w", cfg.Database, err)
 	}
 	svc := auth.NewService(db, cfg.Auth, slog.New(slog.NewJSONHandler(stderr, nil)))
 	n, err := svc.RevokeUserSessions(ctx, *email)

@@ -54,7 +54,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	defer db.Close()
 	if err := migrations.Apply(ctx, db); err != nil {
-		return err
+		return fmt.Errorf("database %s: %w", cfg.Database, err)
 	}
 
 	svc := auth.NewService(db, cfg.Auth, logger)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/example/sessionauth/internal/database"
 	"github.com/example/sessionauth/internal/pgtest"
 	"github.com/example/sessionauth/models"
 )
@@ -25,6 +26,18 @@ func newTestService(tb testing.TB, cfg Config) *Service {
 	db := pgtest.Open(pgtest.New(tb))
 	tb.Cleanup(func() { db.Close() })
 	return NewService(db, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+// newTestServiceOn returns another instance over the database at url, with
+// a pool of its own; h, when not nil, saves computing another dummy hash.
+func newTestServiceOn(tb testing.TB, url string, h *hasher) *Service {
+	tb.Helper()
+	db := pgtest.Open(url)
+	tb.Cleanup(func() { db.Close() })
+	if h == nil {
+		h = newHasher()
+	}
+	return &Service{db: db, dialect: database.DialectOf(db), cfg: testConfig, hasher: h, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 }
 
 // withConfig returns a Service over the same database and hasher as s, with
@@ -598,6 +611,52 @@ func TestRefreshConcurrentSameToken(t *testing.T) {
 			t.Fatalf("round %d: prev_refresh_hash is not the hash of the token presented", round)
 		}
 		token = next.RefreshToken
+	}
+}
+
+// TestRefreshConcurrentAcrossInstances is TestRefreshConcurrentSameToken
+// with the ten refreshes split between two instances, each with its own pool
+// over the one database: on PostgreSQL two servers behind a load balancer,
+// on SQLite two processes contending for the file's write lock.
+func TestRefreshConcurrentAcrossInstances(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	url := pgtest.New(t)
+	a := newTestServiceOn(t, url, nil)
+	b := newTestServiceOn(t, url, a.hasher)
+	token := signUp(t, a, "ann@example.com").RefreshToken
+
+	const n = 10
+	for round := range 3 {
+		var (
+			wg      sync.WaitGroup
+			start   = make(chan struct{})
+			results [n]*Issued
+			errs    [n]error
+		)
+		for i := range n {
+			s := a
+			if i%2 == 1 {
+				s = b
+			}
+			wg.Go(func() {
+				<-start
+				results[i], errs[i] = s.Refresh(ctx, token)
+			})
+		}
+		close(start)
+		wg.Wait()
+		for i := range n {
+			if errs[i] != nil {
+				t.Fatalf("round %d: refresh %d: %v (code %s)", round, i, errs[i], ErrorCode(errs[i]))
+			}
+			if !samePair(results[0], results[i]) {
+				t.Fatalf("round %d: refresh %d returned a different pair from refresh 0", round, i)
+			}
+		}
+		authenticate(t, b, results[0].AccessToken)
+		authenticate(t, a, results[0].AccessToken)
+		token = results[0].RefreshToken
 	}
 }
 

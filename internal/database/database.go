@@ -25,6 +25,7 @@ import (
 // Backend names a kind of database.
 type Backend string
 
+// The backends, as TEST_BACKEND and log lines name them.
 const (
 	Postgres Backend = "postgres"
 	SQLite   Backend = "sqlite"
@@ -93,6 +94,10 @@ func sqliteSource(path string) (Source, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return Source{}, err
+	}
+	if strings.ContainsRune(abs, '?') {
+		// The driver would take what follows for its parameters.
+		return Source{}, fmt.Errorf("the SQLite file's path %q contains a '?'", abs)
 	}
 	return Source{Backend: SQLite, Path: abs}, nil
 }
