@@ -253,11 +253,11 @@ func (s *Service) Login(ctx context.Context, c Credentials) (*Issued, error) {
 // endLeastRecentlyUsed ends the user's live sessions beyond the newest
 // MaxSessionsPerUser - 1 others, keeping the session just created.
 func (s *Service) endLeastRecentlyUsed(ctx context.Context, tx bun.Tx, userID, keep string) error {
-	surplus := s.dialect.Offset(tx.NewSelect().Model((*models.Session)(nil)).Column("id").
+	surplus := tx.NewSelect().Model((*models.Session)(nil)).Column("id").
 		Where("user_id = ? AND id <> ?", userID, keep).
 		Where(s.isLive()).
-		Order("last_used_at DESC", "created_at DESC", "id DESC"),
-		int64(s.cfg.MaxSessionsPerUser-1))
+		Order("last_used_at DESC", "created_at DESC", "id DESC")
+	surplus = s.dialect.Offset(surplus, int64(s.cfg.MaxSessionsPerUser-1))
 	_, err := tx.NewUpdate().Model((*models.Session)(nil)).
 		Set("revoked_at = "+s.dialect.Now).
 		Where("id IN (?)", surplus).

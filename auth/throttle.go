@@ -39,12 +39,12 @@ func (s *Service) checkThrottle(ctx context.Context, email, ip string) error {
 	if ip != "" {
 		keys = append(keys, ipThrottleKey(ip))
 	}
-	windowStart, arg := s.dialect.NowMinus(s.cfg.Throttle.Window)
+	cutoff, arg := s.dialect.NowMinus(s.cfg.Throttle.Window)
 	err := s.db.NewSelect().Model((*models.LoginThrottle)(nil)).
 		Column("key", "failures").
 		ColumnExpr("? - "+s.dialect.SecondsSince("window_start")+" AS retry_after", s.cfg.Throttle.Window.Seconds()).
 		Where("key IN (?)", bun.In(keys)).
-		Where("window_start > "+windowStart, arg).
+		Where("window_start > "+cutoff, arg).
 		Scan(ctx, &rows)
 	if err != nil {
 		return dbError(err)
@@ -78,13 +78,13 @@ func (s *Service) recordFailure(ctx context.Context, email, ip string) error {
 	for i, k := range keys {
 		rows[i] = models.LoginThrottle{Key: k, Failures: 1}
 	}
-	windowStart, window := s.dialect.NowMinus(s.cfg.Throttle.Window)
-	expired := "login_throttle.window_start <= " + windowStart
+	cutoff, arg := s.dialect.NowMinus(s.cfg.Throttle.Window)
+	expired := "login_throttle.window_start <= " + cutoff
 	_, err := s.db.NewInsert().Model(&rows).
 		Value("window_start", s.dialect.Now).
 		On("CONFLICT (key) DO UPDATE").
-		Set("failures = CASE WHEN "+expired+" THEN 1 ELSE login_throttle.failures + 1 END", window).
-		Set("window_start = CASE WHEN "+expired+" THEN "+s.dialect.Now+" ELSE login_throttle.window_start END", window).
+		Set("failures = CASE WHEN "+expired+" THEN 1 ELSE login_throttle.failures + 1 END", arg).
+		Set("window_start = CASE WHEN "+expired+" THEN "+s.dialect.Now+" ELSE login_throttle.window_start END", arg).
 		Exec(ctx)
 	return err
 }
@@ -101,9 +101,9 @@ func (s *Service) clearFailures(ctx context.Context, email string) error {
 // deleteExpiredThrottles removes counters whose window has closed, at most
 // batch rows, and returns how many it removed.
 func (s *Service) deleteExpiredThrottles(ctx context.Context, db bun.IDB, window time.Duration, batch int) (int, error) {
-	windowStart, arg := s.dialect.NowMinus(window)
+	cutoff, arg := s.dialect.NowMinus(window)
 	expired := db.NewSelect().Model((*models.LoginThrottle)(nil)).Column("key").
-		Where("window_start <= "+windowStart, arg).
+		Where("window_start <= "+cutoff, arg).
 		Limit(int64(batch)).Apply(s.dialect.ForUpdateSkipLocked)
 	res, err := db.NewDelete().Model((*models.LoginThrottle)(nil)).
 		Where("key IN (?)", expired).
