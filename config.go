@@ -15,7 +15,10 @@ type config struct {
 	Addr        string
 	DatabaseURL string
 	Playground  bool
-	Auth        auth.Config
+	// SessionCache answers access-token lookups from memory, kept coherent
+	// across instances by LISTEN/NOTIFY (SESSION_CACHE).
+	SessionCache bool
+	Auth         auth.Config
 }
 
 // defaultDatabaseURL is the local development server of README.md.
@@ -27,9 +30,10 @@ const defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disa
 func loadConfig(getenv func(string) string) (config, error) {
 	l := loader{getenv: getenv}
 	cfg := config{
-		Addr:        l.str("ADDR", ":8080"),
-		DatabaseURL: l.str("DATABASE_URL", defaultDatabaseURL),
-		Playground:  l.boolean("PLAYGROUND", true),
+		Addr:         l.str("ADDR", ":8080"),
+		DatabaseURL:  l.str("DATABASE_URL", defaultDatabaseURL),
+		Playground:   l.boolean("PLAYGROUND", true),
+		SessionCache: l.boolean("SESSION_CACHE", true),
 		Auth: auth.Config{
 			AccessTTL:   l.duration("ACCESS_TOKEN_TTL", 15*time.Minute, false),
 			RefreshTTL:  l.duration("REFRESH_TOKEN_TTL", 168*time.Hour, false),

@@ -63,6 +63,9 @@ func newLoggedTestServer(t *testing.T, url string, edit func(*config), logs io.W
 	}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	svc := auth.NewService(db, cfg.Auth, logger)
+	if cfg.SessionCache {
+		svc.EnableCache(t.Context(), cfg.DatabaseURL)
+	}
 	srv := httptest.NewServer(newServer(cfg, db, svc, logger))
 	t.Cleanup(func() {
 		srv.Close()
@@ -248,6 +251,16 @@ func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// exec runs SQL against the test database and waits until the server's
+// session cache has seen the change, as a request after it would.
+func (s *testServer) exec(t *testing.T, query string, args ...any) {
+	t.Helper()
+	if _, err := s.db.ExecContext(ctxT(t), query, args...); err != nil {
+		t.Fatal(err)
+	}
+	s.svc.SyncInvalidations(ctxT(t))
 }
 
 // syncBuffer is a bytes.Buffer safe for a server's goroutines to log into.

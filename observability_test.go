@@ -169,9 +169,7 @@ func TestAuthenticatedDirectiveOnOwnField(t *testing.T) {
 	if got := call("Bearer " + p.refresh()); got != "error:UNAUTHENTICATED" {
 		t.Fatalf("refresh token: %q", got)
 	}
-	if _, err := s.db.ExecContext(ctxT(t), "UPDATE sessions SET access_expires_at = now() - interval '1 second'"); err != nil {
-		t.Fatal(err)
-	}
+	s.exec(t, "UPDATE sessions SET access_expires_at = now() - interval '1 second'")
 	if got := call("Bearer " + p.AccessToken); got != "error:TOKEN_EXPIRED" {
 		t.Fatalf("expired: %q", got)
 	}

@@ -32,9 +32,7 @@ func TestMaxSessionsPerUser(t *testing.T) {
 	a := s.signUp(t, "cap@example.com")
 	b := s.login(t, "cap@example.com")
 	// a is used after b, so b is the least recently used when c arrives.
-	if _, err := s.db.ExecContext(ctxT(t), "UPDATE sessions SET last_used_at = now() - interval '1 hour' WHERE id = ?", b.Session.ID); err != nil {
-		t.Fatal(err)
-	}
+	s.exec(t, "UPDATE sessions SET last_used_at = now() - interval '1 hour' WHERE id = ?", b.Session.ID)
 	c := s.login(t, "cap@example.com")
 	wantOK(t, s.post(t, a.AccessToken, meQuery, nil))
 	wantOK(t, s.post(t, c.AccessToken, meQuery, nil))

@@ -104,9 +104,7 @@ func TestRenameSession(t *testing.T) {
 	})
 	t.Run("ExpiredSessionIsNotFound", func(t *testing.T) {
 		d := s.login(t, "renamer@example.com")
-		if _, err := s.db.ExecContext(ctxT(t), "UPDATE sessions SET refresh_expires_at = now() - interval '1 second' WHERE id = ?", d.Session.ID); err != nil {
-			t.Fatal(err)
-		}
+		s.exec(t, "UPDATE sessions SET refresh_expires_at = now() - interval '1 second' WHERE id = ?", d.Session.ID)
 		wantCode(t, s.rename(t, a.AccessToken, d.Session.ID, "ghost"), "NOT_FOUND")
 	})
 	t.Run("NeedsAccessToken", func(t *testing.T) {
@@ -118,9 +116,7 @@ func TestRenameSession(t *testing.T) {
 	})
 	t.Run("ExpiredAccessToken", func(t *testing.T) {
 		e := s.login(t, "renamer@example.com")
-		if _, err := s.db.ExecContext(ctxT(t), "UPDATE sessions SET access_expires_at = now() - interval '1 second' WHERE id = ?", e.Session.ID); err != nil {
-			t.Fatal(err)
-		}
+		s.exec(t, "UPDATE sessions SET access_expires_at = now() - interval '1 second' WHERE id = ?", e.Session.ID)
 		wantCode(t, s.rename(t, e.AccessToken, e.Session.ID, "late"), "TOKEN_EXPIRED")
 	})
 }

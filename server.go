@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -17,7 +16,8 @@ import (
 	"syscall"
 	"time"
 
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/pgdialect"
 
@@ -56,18 +56,39 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer db.Close()
+	// Background work (housekeeping, the cache listener) stops when run
+	// returns, however it returns, and before the pool closes.
+	ctx, stopBackground := context.WithCancel(ctx)
+	defer stopBackground()
 	if err := migrations.Apply(ctx, db); err != nil {
 		return err
 	}
 
 	svc := auth.NewService(db, cfg.Auth, logger)
-	go svc.RunHousekeeping(ctx, time.Minute)
+	housekeeping := make(chan struct{})
+	go func() {
+		defer close(housekeeping)
+		svc.RunHousekeeping(ctx, time.Minute)
+	}()
+	if cfg.SessionCache {
+		svc.EnableCache(ctx, cfg.DatabaseURL)
+	}
+	// Each request gets requestTimeout for its work: when the database stops
+	// answering, its queries end with SERVICE_UNAVAILABLE instead of holding
+	// the request, its goroutine and a pool connection. It is shorter than
+	// shutdownTimeout, so a graceful stop always lets in-flight requests end.
+	const requestTimeout = 10 * time.Second
+	handler := newServer(cfg, db, svc, logger)
 	srv := &http.Server{
-		Addr:              cfg.Addr,
-		Handler:           newServer(cfg, db, svc, logger),
+		Addr: cfg.Addr,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
+			defer cancel()
+			handler.ServeHTTP(w, r.WithContext(ctx))
+		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
-		WriteTimeout:      30 * time.Second,
+		WriteTimeout:      requestTimeout + 20*time.Second,
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
@@ -85,26 +106,44 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	case <-ctx.Done():
 	}
+	// Stop accepting (the listener closes at once), let in-flight requests
+	// finish, then stop housekeeping; the deferred db.Close ends the pool
+	// only after all of that.
 	logger.Info("shutting down")
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
+		srv.Close() // the deadline passed: cut what is still running
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	if err := <-serveErr; !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
+	<-housekeeping
+	logger.Info("stopped")
 	return nil
 }
 
 // openDB opens a pool over PostgreSQL through pgx's database/sql adapter.
+// A connection attempt gives up after 5 s unless the URL sets its own
+// connect_timeout, so an unreachable database fails work instead of holding
+// it (requests are bounded by run's per-request deadline as well).
 func openDB(url string) (*bun.DB, error) {
-	sqldb, err := sql.Open("pgx", url)
+	connCfg, err := pgx.ParseConfig(url) // its errors never show the password
 	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)
 	}
+	if connCfg.ConnectTimeout == 0 {
+		connCfg.ConnectTimeout = 5 * time.Second
+	}
+	sqldb := stdlib.OpenDB(*connCfg)
 	sqldb.SetMaxOpenConns(20)
 	sqldb.SetMaxIdleConns(20)
 	sqldb.SetConnMaxIdleTime(5 * time.Minute)
+	// Renew connections now and then, so that the pool follows the database
+	// to a new address after a failover instead of keeping its old ones.
+	// (A connection that broke meanwhile is found out by pgx, which pings a
+	// connection idle for over a second before handing it out again.)
+	sqldb.SetConnMaxLifetime(30 * time.Minute)
 	return bun.NewDB(sqldb, pgdialect.New()), nil
 }
