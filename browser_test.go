@@ -129,6 +129,27 @@ func TestCookieTransport(t *testing.T) {
 		c2 = refreshCookie(t, resp)
 	})
 
+	t.Run("CookieRefreshWithoutTransportHeaderStaysInCookie", func(t *testing.T) {
+		h := http.Header{"Cookie": {auth.RefreshCookie + "=" + c2.Value}}
+		body, _ := json.Marshal(map[string]any{"query": refreshMutation})
+		req, _ := http.NewRequest(http.MethodPost, s.URL+"/graphql", bytes.NewReader(body))
+		req.Header = h
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var r gqlResponse
+		json.NewDecoder(resp.Body).Decode(&r)
+		var m payload
+		r.field(t, "refresh", &m)
+		if m.RefreshToken != nil {
+			t.Fatal("a cookie-authenticated refresh put the new refresh token in the body")
+		}
+		c2 = refreshCookie(t, resp)
+	})
+
 	t.Run("LogoutClearsCookie", func(t *testing.T) {
 		r, resp := b.do(http.MethodPost, "application/json", logoutMutation, c2)
 		wantOK(t, r)

@@ -18,7 +18,10 @@ type config struct {
 	// SQLite file for development.
 	Database   database.Source
 	Playground bool
-	Auth       auth.Config
+	// SessionCache answers access-token lookups from memory, kept coherent
+	// across instances by LISTEN/NOTIFY (SESSION_CACHE; PostgreSQL only).
+	SessionCache bool
+	Auth         auth.Config
 }
 
 // loadConfig reads the configuration through getenv, the one place the
@@ -27,9 +30,10 @@ type config struct {
 func loadConfig(getenv func(string) string) (config, error) {
 	l := loader{getenv: getenv}
 	cfg := config{
-		Addr:       l.str("ADDR", ":8080"),
-		Database:   l.database("DATABASE_URL"),
-		Playground: l.boolean("PLAYGROUND", true),
+		Addr:         l.str("ADDR", ":8080"),
+		Database:     l.database("DATABASE_URL"),
+		Playground:   l.boolean("PLAYGROUND", true),
+		SessionCache: l.boolean("SESSION_CACHE", true),
 		Auth: auth.Config{
 			AccessTTL:   l.duration("ACCESS_TOKEN_TTL", 15*time.Minute, false),
 			RefreshTTL:  l.duration("REFRESH_TOKEN_TTL", 168*time.Hour, false),

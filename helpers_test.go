@@ -69,6 +69,9 @@ func newLoggedTestServer(t *testing.T, url string, edit func(*config), logs io.W
 	}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	svc := auth.NewService(db, cfg.Auth, logger)
+	if cfg.SessionCache && cfg.Database.Backend == database.Postgres {
+		svc.EnableCache(t.Context(), cfg.Database.URL)
+	}
 	srv := httptest.NewServer(newServer(cfg, db, svc, logger))
 	t.Cleanup(func() {
 		srv.Close()
@@ -265,6 +268,7 @@ func (s *testServer) backdate(t *testing.T, column, id string, ago time.Duration
 	if _, err := q.Exec(ctxT(t)); err != nil {
 		t.Fatalf("backdating %s: %v", column, err)
 	}
+	s.svc.SyncInvalidations(ctxT(t))
 }
 
 // dumpDatabase returns every row of every table as text: on PostgreSQL as
@@ -324,6 +328,16 @@ func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// exec runs SQL against the test database and waits until the server's
+// session cache has seen the change, as a request after it would.
+func (s *testServer) exec(t *testing.T, query string, args ...any) {
+	t.Helper()
+	if _, err := s.db.ExecContext(ctxT(t), query, args...); err != nil {
+		t.Fatal(err)
+	}
+	s.svc.SyncInvalidations(ctxT(t))
 }
 
 // syncBuffer is a bytes.Buffer safe for a server's goroutines to log into.

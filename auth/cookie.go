@@ -25,6 +25,7 @@ type cookieState struct {
 	value  string // the refresh-token cookie, "" when absent
 	csrfOK bool   // the request may be authenticated by the cookie
 	sent   bool   // the cookie was present in the request
+	used   bool   // the cookie authenticated this request
 }
 
 func (s *Service) cookieState(w http.ResponseWriter, r *http.Request) cookieState {
@@ -48,7 +49,7 @@ func (s *Service) cookieState(w http.ResponseWriter, r *http.Request) cookieStat
 var errCookieRefused = &Error{Code: CodeUnauthenticated,
 	Message: "the refresh-token cookie is accepted only in a JSON POST from an allowed origin"}
 
-func (c cookieState) token() (string, error) {
+func (c *cookieState) token() (string, error) {
 	switch {
 	case !c.sent:
 		return "", errUnauthenticated
@@ -57,15 +58,17 @@ func (c cookieState) token() (string, error) {
 	case !wellFormed(c.value):
 		return "", errUnauthenticated
 	}
+	c.used = true
 	return c.value, nil
 }
 
 // deliverRefreshCookie sets the refresh-token cookie when the client asked
-// for cookie transport and reports whether it did; the payload then carries
-// refreshToken: null.
+// for cookie transport, or refreshed with the cookie (its successor must
+// replace it, and a browser client must never see it), and reports whether
+// it did; the payload then carries refreshToken: null.
 func deliverRefreshCookie(ctx context.Context, i *Issued) bool {
 	r := requestFromContext(ctx)
-	if r == nil || !r.cookie.want || r.cookie.w == nil {
+	if r == nil || !(r.cookie.want || r.cookie.used) || r.cookie.w == nil {
 		return false
 	}
 	http.SetCookie(r.cookie.w, &http.Cookie{

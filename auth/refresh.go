@@ -35,6 +35,11 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*Issued, er
 	if err != nil {
 		return nil, dbError(err)
 	}
+	if outcome == nil || outcome == errRefreshReused {
+		// The old access token, or the whole session, must now be
+		// refused by every instance.
+		s.syncInvalidations(ctx)
+	}
 	if outcome != nil {
 		return nil, outcome
 	}

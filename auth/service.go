@@ -50,6 +50,7 @@ type Service struct {
 	cfg     Config
 	hasher  *hasher
 	log     *slog.Logger
+	cache   *sessionCache // nil unless EnableCache was called
 }
 
 // NewService returns a Service over db, which must have been migrated.
@@ -241,6 +242,9 @@ func (s *Service) Login(ctx context.Context, c Credentials) (*Issued, error) {
 	})
 	if err != nil {
 		return nil, dbError(err)
+	}
+	if s.cfg.MaxSessionsPerUser > 0 {
+		s.syncInvalidations(ctx)
 	}
 	if err := s.clearFailures(ctx, key); err != nil {
 		// The sign-in stands; a stale counter only closes its window later.

@@ -31,19 +31,28 @@ type identityRow struct {
 
 func isNoRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }
 
-// authenticateAccess resolves an access token to its identity with one
-// indexed query (plus a throttled lastUsedAt write).
+// authenticateAccess resolves an access token to its identity: from the
+// session cache when it is on and holds the token, else with one indexed
+// query. The only write is the throttled lastUsedAt (see touch).
 // Errors: UNAUTHENTICATED (malformed, unknown, revoked), TOKEN_EXPIRED,
 // SERVICE_UNAVAILABLE.
 func (s *Service) authenticateAccess(ctx context.Context, token string) (*Identity, error) {
 	if !wellFormed(token) {
 		return nil, errUnauthenticated
 	}
+	h := hashToken(token)
+	var epoch uint64
+	if s.cache != nil {
+		epoch = s.cache.begin()
+		if id, ok := s.cache.get(string(h)); ok {
+			return s.checkAccess(ctx, epoch, h, id)
+		}
+	}
 	row := new(identityRow)
 	err := s.db.NewSelect().Model(row).
 		ColumnExpr("session.*").ColumnExpr(s.dialect.Now+" AS db_now").
 		Relation("User").
-		Where("session.access_hash = ?", hashToken(token)).
+		Where("session.access_hash = ?", h).
 		Scan(ctx)
 	if isNoRows(err) {
 		return nil, errUnauthenticated
@@ -51,21 +60,30 @@ func (s *Service) authenticateAccess(ctx context.Context, token string) (*Identi
 	if err != nil {
 		return nil, dbError(err)
 	}
-	sess := &row.Session
+	return s.checkAccess(ctx, epoch, h, &Identity{Session: &row.Session, User: row.User, Now: row.DBNow})
+}
+
+// checkAccess decides on an identity read at id.Now, records the use, and
+// caches the result when it is valid and no invalidation arrived since epoch.
+func (s *Service) checkAccess(ctx context.Context, epoch uint64, h []byte, id *Identity) (*Identity, error) {
+	sess := id.Session
 	if sess.RevokedAt != nil {
 		return nil, errUnauthenticated
 	}
-	if !row.DBNow.Before(sess.AccessExpiresAt) {
+	if !id.Now.Before(sess.AccessExpiresAt) {
 		return nil, errAccessExpired
 	}
 	// The first use of a rotated pair also marks it used, which ends the
 	// grace for its predecessor refresh token (see Refresh).
-	if row.DBNow.Sub(sess.LastUsedAt) >= touchInterval || (sess.PrevRefreshHash != nil && !sess.SuccessorUsed) {
+	if id.Now.Sub(sess.LastUsedAt) >= touchInterval || (sess.PrevRefreshHash != nil && !sess.SuccessorUsed) {
 		if err := s.touch(ctx, sess); err != nil {
 			return nil, dbError(err)
 		}
 	}
-	return &Identity{Session: sess, User: row.User, Now: row.DBNow}, nil
+	if s.cache != nil {
+		s.cache.put(epoch, string(h), id)
+	}
+	return id, nil
 }
 
 // touch records a use of sess's current access token. It matches the token's
@@ -125,6 +143,7 @@ func (s *Service) Logout(ctx context.Context, token string) error {
 		return dbError(err)
 	}
 	if outcome == nil {
+		s.syncInvalidations(ctx)
 		clearRefreshCookie(ctx)
 	}
 	return outcome
@@ -169,6 +188,7 @@ func (s *Service) RevokeSession(ctx context.Context, who *Identity, id string) e
 	if n, _ := res.RowsAffected(); n == 0 {
 		return errSessionNotFound
 	}
+	s.syncInvalidations(ctx)
 	return nil
 }
 
@@ -177,7 +197,11 @@ func (s *Service) RevokeSession(ctx context.Context, who *Identity, id string) e
 // Errors: SERVICE_UNAVAILABLE.
 func (s *Service) RevokeOtherSessions(ctx context.Context, who *Identity) (int, error) {
 	n, err := s.revokeOthers(ctx, s.db, who)
-	return n, dbError(err)
+	if err != nil {
+		return 0, dbError(err)
+	}
+	s.syncInvalidations(ctx)
+	return n, nil
 }
 
 func (s *Service) revokeOthers(ctx context.Context, db bun.IDB, who *Identity) (int, error) {
@@ -232,7 +256,11 @@ func (s *Service) ChangePassword(ctx context.Context, who *Identity, current, ne
 		_, err = s.revokeOthers(ctx, tx, who)
 		return err
 	})
-	return dbError(err)
+	if err != nil {
+		return dbError(err)
+	}
+	s.syncInvalidations(ctx)
+	return nil
 }
 
 // RevokeUserSessions ends every session of the user with email, for incident
@@ -260,5 +288,9 @@ func (s *Service) RevokeUserSessions(ctx context.Context, email string) (int, er
 		n = int(affected)
 		return err
 	})
-	return n, dbError(err)
+	if err != nil {
+		return 0, dbError(err)
+	}
+	s.syncInvalidations(ctx)
+	return n, nil
 }

@@ -15,7 +15,8 @@ import (
 	"strings"
 	"time"
 
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/pgdialect"
 	"github.com/uptrace/bun/dialect/sqlitedialect"
@@ -106,13 +107,25 @@ func sqliteSource(path string) (Source, error) {
 func Open(src Source) (*bun.DB, error) {
 	switch src.Backend {
 	case Postgres:
-		sqldb, err := sql.Open("pgx", src.URL)
+		// A connection attempt gives up after 5 s unless the URL sets its
+		// own connect_timeout, so an unreachable database fails work
+		// instead of holding it.
+		connCfg, err := pgx.ParseConfig(src.URL) // its errors never show the password
 		if err != nil {
 			return nil, fmt.Errorf("database: %w", err)
 		}
+		if connCfg.ConnectTimeout == 0 {
+			connCfg.ConnectTimeout = 5 * time.Second
+		}
+		sqldb := stdlib.OpenDB(*connCfg)
 		sqldb.SetMaxOpenConns(20)
 		sqldb.SetMaxIdleConns(20)
 		sqldb.SetConnMaxIdleTime(5 * time.Minute)
+		// Renew connections now and then, so that the pool follows the
+		// database to a new address after a failover. (A connection that
+		// broke meanwhile is found out by pgx, which pings a connection idle
+		// for over a second before handing it out again.)
+		sqldb.SetConnMaxLifetime(30 * time.Minute)
 		return bun.NewDB(sqldb, pgdialect.New()), nil
 	case SQLite:
 		sqldb, err := sql.Open("sqlite", src.Path+sqliteParams)
