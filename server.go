@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -56,22 +57,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer db.Close()
-	// Background work (housekeeping, the cache listener) stops when run
-	// returns, however it returns, and before the pool closes.
-	ctx, stopBackground := context.WithCancel(ctx)
-	defer stopBackground()
 	if err := migrations.Apply(ctx, db); err != nil {
 		return err
 	}
 
+	// Background work (housekeeping, the cache listener) runs until the
+	// server has stopped, not merely been told to stop: requests still in
+	// flight use the cache listener. It ends before the pool closes, however
+	// run returns.
+	bg, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBackground()
 	svc := auth.NewService(db, cfg.Auth, logger)
 	housekeeping := make(chan struct{})
 	go func() {
 		defer close(housekeeping)
-		svc.RunHousekeeping(ctx, time.Minute)
+		svc.RunHousekeeping(bg, time.Minute)
 	}()
 	if cfg.SessionCache {
-		svc.EnableCache(ctx, cfg.DatabaseURL)
+		svc.EnableCache(bg, cfg.DatabaseURL)
 	}
 	// Each request gets requestTimeout for its work: when the database stops
 	// answering, its queries end with SERVICE_UNAVAILABLE instead of holding
@@ -107,8 +110,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case <-ctx.Done():
 	}
 	// Stop accepting (the listener closes at once), let in-flight requests
-	// finish, then stop housekeeping; the deferred db.Close ends the pool
-	// only after all of that.
+	// finish, then stop the background work; the deferred db.Close ends the
+	// pool only after all of that.
 	logger.Info("shutting down")
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
@@ -119,6 +122,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := <-serveErr; !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
+	stopBackground()
 	<-housekeeping
 	logger.Info("stopped")
 	return nil
@@ -135,6 +139,22 @@ func openDB(url string) (*bun.DB, error) {
 	}
 	if connCfg.ConnectTimeout == 0 {
 		connCfg.ConnectTimeout = 5 * time.Second
+	}
+	if _, ok := connCfg.RuntimeParams["idle_in_transaction_session_timeout"]; !ok {
+		// A transaction whose client vanished without a word (a network
+		// partition, a killed host) would otherwise keep its row locks
+		// until TCP keepalive notices, hours later by default: the session
+		// it locked could not refresh meanwhile. No request's transaction
+		// legitimately idles this long (they have requestTimeout in all).
+		connCfg.RuntimeParams["idle_in_transaction_session_timeout"] = "15s"
+	}
+	if !strings.Contains(url, "default_query_exec_mode") {
+		// bun writes every value into the SQL text, so no two queries are
+		// alike and pgx's default (prepare each query and keep the last 512
+		// per connection) never hits: it costs an extra round trip per
+		// query and holds dead statements here and in PostgreSQL. Send each
+		// query unprepared, in one round trip.
+		connCfg.DefaultQueryExecMode = pgx.QueryExecModeExec
 	}
 	sqldb := stdlib.OpenDB(*connCfg)
 	sqldb.SetMaxOpenConns(20)
