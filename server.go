@@ -76,19 +76,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cfg.SessionCache {
 		svc.EnableCache(bg, cfg.DatabaseURL)
 	}
-	// Each request gets requestTimeout for its work: when the database stops
-	// answering, its queries end with SERVICE_UNAVAILABLE instead of holding
-	// the request, its goroutine and a pool connection. It is shorter than
-	// shutdownTimeout, so a graceful stop always lets in-flight requests end.
-	const requestTimeout = 10 * time.Second
-	handler := newServer(cfg, db, svc, logger)
 	srv := &http.Server{
-		Addr: cfg.Addr,
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
-			defer cancel()
-			handler.ServeHTTP(w, r.WithContext(ctx))
-		}),
+		Addr:              cfg.Addr,
+		Handler:           newServer(cfg, db, svc, logger),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      requestTimeout + 20*time.Second,

@@ -66,7 +66,10 @@ func (s *Service) RunHousekeeping(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if n, err := s.Housekeep(ctx); err != nil {
+			round, cancel := context.WithTimeout(ctx, interval)
+			n, err := s.Housekeep(round)
+			cancel()
+			if err != nil {
 				s.log.WarnContext(ctx, "housekeeping", "err", err, "deleted", n)
 			} else if n > 0 {
 				s.log.InfoContext(ctx, "housekeeping", "deleted", n)
