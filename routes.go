@@ -67,7 +67,21 @@ func newServer(cfg config, db *bun.DB, svc *auth.Service, logger *slog.Logger) h
 	if cfg.Playground {
 		mux.Handle("GET /{$}", playgroundHandler())
 	}
-	return withRequestLog(logger, mux)
+	return withRequestLog(logger, withDeadline(requestTimeout, mux))
+}
+
+// requestTimeout bounds each request's work: when the database stops
+// answering, its queries end with SERVICE_UNAVAILABLE instead of holding the
+// request, its goroutine and a pool connection. It is shorter than
+// shutdownTimeout, so a graceful stop always lets in-flight requests end.
+const requestTimeout = 10 * time.Second
+
+func withDeadline(d time.Duration, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), d)
+		defer cancel()
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
 }
 
 // presentError gives every error an extensions.code: domain errors keep

@@ -53,37 +53,29 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	defer db.Close()
-	// Background work (housekeeping, the cache listener) stops when run
-	// returns, however it returns, and before the pool closes.
-	ctx, stopBackground := context.WithCancel(ctx)
-	defer stopBackground()
 	if err := migrations.Apply(ctx, db); err != nil {
 		return fmt.Errorf("database %s: %w", cfg.Database, err)
 	}
 
+	// Background work (housekeeping, the cache listener) runs until the
+	// server has stopped, not merely been told to stop: requests still in
+	// flight use the cache listener. It ends before the pool closes, however
+	// run returns.
+	bg, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBackground()
 	svc := auth.NewService(db, cfg.Auth, logger)
 	housekeeping := make(chan struct{})
 	go func() {
 		defer close(housekeeping)
-		svc.RunHousekeeping(ctx, time.Minute)
+		svc.RunHousekeeping(bg, time.Minute)
 	}()
 	if cfg.SessionCache && cfg.Database.Backend == database.Postgres {
 		// One SQLite process needs no cache: its lookups are local reads.
-		svc.EnableCache(ctx, cfg.Database.URL)
+		svc.EnableCache(bg, cfg.Database.URL)
 	}
-	// Each request gets requestTimeout for its work: when the database stops
-	// answering, its queries end with SERVICE_UNAVAILABLE instead of holding
-	// the request, its goroutine and a pool connection. It is shorter than
-	// shutdownTimeout, so a graceful stop always lets in-flight requests end.
-	const requestTimeout = 10 * time.Second
-	handler := newServer(cfg, db, svc, logger)
 	srv := &http.Server{
-		Addr: cfg.Addr,
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
-			defer cancel()
-			handler.ServeHTTP(w, r.WithContext(ctx))
-		}),
+		Addr:              cfg.Addr,
+		Handler:           newServer(cfg, db, svc, logger),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      requestTimeout + 20*time.Second,
@@ -105,8 +97,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case <-ctx.Done():
 	}
 	// Stop accepting (the listener closes at once), let in-flight requests
-	// finish, then stop housekeeping; the deferred db.Close ends the pool
-	// only after all of that.
+	// finish, then stop the background work; the deferred db.Close ends the
+	// pool only after all of that.
 	logger.Info("shutting down")
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
@@ -117,6 +109,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err := <-serveErr; !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
+	stopBackground()
 	<-housekeeping
 	logger.Info("stopped")
 	return nil

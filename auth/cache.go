@@ -175,9 +175,13 @@ func (s *Service) EnableCache(ctx context.Context, databaseURL string) {
 }
 
 func (s *Service) listen(ctx context.Context, databaseURL string) {
-	backoff := 100 * time.Millisecond
+	const firstBackoff = 100 * time.Millisecond
+	backoff := firstBackoff
 	for ctx.Err() == nil {
 		err := s.listenOnce(ctx, databaseURL)
+		if s.cache.isLive() {
+			backoff = firstBackoff // it was up: this is a new outage
+		}
 		s.cache.setLive(false)
 		if ctx.Err() != nil {
 			return

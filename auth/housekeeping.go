@@ -20,26 +20,52 @@ const (
 	endedRetention = 24 * time.Hour
 )
 
-// Housekeep deletes expired login counters and long-ended sessions (with
-// their retired refresh tokens) and returns how many rows it deleted.
+// Housekeep deletes expired login counters, retired refresh tokens past any
+// possible expiry, and long-ended sessions (with what is left of their
+// history), and returns how many rows it deleted.
 // Errors: SERVICE_UNAVAILABLE, or an internal database error.
 func (s *Service) Housekeep(ctx context.Context) (int, error) {
+	steps := []func(context.Context) (int, error){
+		func(ctx context.Context) (int, error) {
+			return s.deleteExpiredThrottles(ctx, s.db, s.cfg.Throttle.Window, housekeepingBatch)
+		},
+		func(ctx context.Context) (int, error) {
+			return s.deleteRetiredTokens(ctx, s.db, s.cfg.RefreshTTL, housekeepingBatch)
+		},
+		func(ctx context.Context) (int, error) {
+			return s.deleteEndedSessions(ctx, s.db, endedRetention, housekeepingBatch)
+		},
+	}
 	total := 0
-	for {
-		n, err := s.deleteExpiredThrottles(ctx, s.db, s.cfg.Throttle.Window, housekeepingBatch)
-		total += n
-		if err != nil {
-			return total, dbError(err)
-		}
-		m, err := s.deleteEndedSessions(ctx, s.db, endedRetention, housekeepingBatch)
-		total += m
-		if err != nil {
-			return total, dbError(err)
-		}
-		if n < housekeepingBatch && m < housekeepingBatch {
-			return total, nil
+	for more := true; more; {
+		more = false
+		for _, step := range steps {
+			n, err := step(ctx)
+			total += n
+			if err != nil {
+				return total, dbError(err)
+			}
+			more = more || n == housekeepingBatch
 		}
 	}
+	return total, nil
+}
+
+// deleteRetiredTokens removes retired refresh tokens of live sessions once
+// they have expired for certain: a token retired at t was issued before t,
+// so it expired by t + ttl. A live session rotating for weeks would
+// otherwise keep every token it ever had.
+func (s *Service) deleteRetiredTokens(ctx context.Context, db bun.IDB, ttl time.Duration, batch int) (int, error) {
+	cutoff, arg := s.dialect.NowMinus(ttl)
+	old := db.NewSelect().Model((*models.RetiredRefreshToken)(nil)).Column("token_hash").
+		Where("retired_at < "+cutoff, arg).
+		Limit(int64(batch)).Apply(s.dialect.ForUpdateSkipLocked)
+	res, err := db.NewDelete().Model((*models.RetiredRefreshToken)(nil)).Where("token_hash IN (?)", old).Exec(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
 }
 
 func (s *Service) deleteEndedSessions(ctx context.Context, db bun.IDB, retention time.Duration, batch int) (int, error) {
@@ -66,7 +92,10 @@ func (s *Service) RunHousekeeping(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if n, err := s.Housekeep(ctx); err != nil {
+			round, cancel := context.WithTimeout(ctx, interval)
+			n, err := s.Housekeep(round)
+			cancel()
+			if err != nil {
 				s.log.WarnContext(ctx, "housekeeping", "err", err, "deleted", n)
 			} else if n > 0 {
 				s.log.InfoContext(ctx, "housekeeping", "deleted", n)

@@ -117,6 +117,22 @@ func Open(src Source) (*bun.DB, error) {
 		if connCfg.ConnectTimeout == 0 {
 			connCfg.ConnectTimeout = 5 * time.Second
 		}
+		if _, ok := connCfg.RuntimeParams["idle_in_transaction_session_timeout"]; !ok {
+			// A transaction whose client vanished without a word (a
+			// network partition, a killed host) would otherwise keep its
+			// row locks until TCP keepalive notices, hours later by
+			// default: the session it locked could not refresh meanwhile.
+			// No request's transaction legitimately idles this long.
+			connCfg.RuntimeParams["idle_in_transaction_session_timeout"] = "15s"
+		}
+		if !strings.Contains(src.URL, "default_query_exec_mode") {
+			// bun writes every value into the SQL text, so no two queries
+			// are alike and pgx's default (prepare each query and keep the
+			// last 512 per connection) never hits: it costs an extra round
+			// trip per query and holds dead statements here and in
+			// PostgreSQL. Send each query unprepared, in one round trip.
+			connCfg.DefaultQueryExecMode = pgx.QueryExecModeExec
+		}
 		sqldb := stdlib.OpenDB(*connCfg)
 		sqldb.SetMaxOpenConns(20)
 		sqldb.SetMaxIdleConns(20)
