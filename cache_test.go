@@ -17,13 +17,7 @@ func twoCachingInstances(t *testing.T, edit func(*config)) (a, b *testServer) {
 	url := pgtest.New(t)
 	a = newTestServerOn(t, url, edit)
 	b = newTestServerOn(t, url, edit)
-	deadline := time.Now().Add(10 * time.Second)
-	for !a.svc.CacheLive() || !b.svc.CacheLive() {
-		if time.Now().After(deadline) {
-			t.Fatal("session cache listeners did not come up")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFor(t, "both caches on", func() bool { return a.svc.CacheLive() && b.svc.CacheLive() })
 	return a, b
 }
 
@@ -112,4 +106,41 @@ func TestCacheHitReadsNoDatabase(t *testing.T) {
 	wantCode(t, a.post(t, cold.AccessToken, meQuery, nil), "INTERNAL")
 	a.exec(t, "ALTER TABLE sessions_hidden RENAME TO sessions")
 	wantOK(t, a.post(t, cold.AccessToken, meQuery, nil))
+}
+
+// TestCacheDistrustedWhileListenerIsDown cuts the network between one
+// instance and the database: its listener drops, and from then on it serves
+// no cached identity (answering SERVICE_UNAVAILABLE rather than a possibly
+// revoked session), misses the revocation made meanwhile by another
+// instance, and yet refuses the revoked token once the network is back.
+func TestCacheDistrustedWhileListenerIsDown(t *testing.T) {
+	t.Parallel()
+	viaProxy, direct, proxy := proxiedDatabase(t)
+	a := newTestServerOn(t, direct, nil)
+	b := newTestServerOn(t, viaProxy, nil)
+	waitFor(t, "both caches on", func() bool { return a.svc.CacheLive() && b.svc.CacheLive() })
+	p := a.signUp(t, "partitioned@example.com")
+	warm(t, p.AccessToken, b)
+
+	proxy.Refuse()
+	proxy.Cut()
+	waitFor(t, "b's cache off", func() bool { return !b.svc.CacheLive() })
+	wantCode(t, b.post(t, p.AccessToken, meQuery, nil), "SERVICE_UNAVAILABLE")
+	wantOK(t, a.post(t, p.AccessToken, logoutMutation, nil)) // b cannot hear of it
+
+	proxy.Restore()
+	wantCode(t, b.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+	waitFor(t, "b's cache back", b.svc.CacheLive)
+	wantCode(t, b.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
