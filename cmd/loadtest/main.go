@@ -1,0 +1,238 @@
+// Command loadtest drives a running sessionauth server over HTTP and reports
+// throughput and latency of its hot paths (issue 6, BENCHMARKS.md):
+//
+//	a  { __typename } without a token: the baseline
+//	b  { me { id email } } with a valid access token
+//	c  { mySessions { id } }
+//	d  refresh chains: each client refreshes with the token it was last given
+//	e  login
+//
+// It starts nothing by itself. Each scenario runs with -c concurrent clients
+// for -d (after -warmup), one scenario after the other, so that they can be
+// compared side by side in one run. It seeds its own users and sessions
+// through the API and, given -database-url, can pre-fill the sessions table
+// to -prefill rows with SQL. Failed requests are counted, never fatal.
+//
+//	go run ./cmd/loadtest -url http://127.0.0.1:8080/graphql -c 16 -d 15s
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "loadtest:", err)
+		os.Exit(1)
+	}
+}
+
+// options is everything the command line sets.
+type options struct {
+	URL          string
+	SeedURL      string
+	Clients      int
+	Tokens       int
+	Duration     time.Duration
+	Warmup       time.Duration
+	PerClient    int // requests per client; when positive, replaces Duration and Warmup
+	Rounds       int
+	Pause        time.Duration
+	Timeout      time.Duration
+	Scenarios    []string
+	Prefill      int
+	PrefillUsers int
+	DatabaseURL  string
+	SQLMarkers   bool
+	PID          int
+	JSON         bool
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	var o options
+	var scenarios string
+	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.URL, "url", "http://127.0.0.1:8080/graphql", "GraphQL endpoint of a running server")
+	fs.StringVar(&o.SeedURL, "seed-url", "", "GraphQL endpoint for seeding (signUp, login) when it should not go through -url: another instance on the same database keeps password hashing out of the measured server's memory")
+	fs.IntVar(&o.Clients, "c", 16, "concurrent clients per scenario")
+	fs.IntVar(&o.Tokens, "tokens", 0, "distinct access tokens (one user each) that (b) and (c) cycle through; at least -c")
+	fs.DurationVar(&o.Duration, "d", 15*time.Second, "measured duration of each scenario")
+	fs.DurationVar(&o.Warmup, "warmup", 2*time.Second, "unmeasured load before each scenario's measurement")
+	fs.IntVar(&o.PerClient, "n", 0, "exact number of requests per client (replaces -d and -warmup; for counting SQL statements)")
+	fs.IntVar(&o.Rounds, "rounds", 1, "run the selected scenarios this many times over, interleaved (a,b,a,b,…), and report each round and the median (b)/(a): steadier on a machine shared with other work")
+	fs.DurationVar(&o.Pause, "pause", time.Second, "idle time between scenarios")
+	fs.DurationVar(&o.Timeout, "timeout", 30*time.Second, "timeout of one HTTP request")
+	fs.StringVar(&scenarios, "scenarios", "a,b,c,d,e", "comma-separated scenarios to run, in this order: "+scenarioKeys())
+	fs.IntVar(&o.Prefill, "prefill", 0, "fill the sessions table up to this many rows with SQL first (needs -database-url)")
+	fs.IntVar(&o.PrefillUsers, "prefill-users", 10, "users (seeded through the API) that own the pre-filled sessions")
+	fs.StringVar(&o.DatabaseURL, "database-url", "", "PostgreSQL URL of the server's database, for -prefill, -sql-markers and the table size")
+	fs.BoolVar(&o.SQLMarkers, "sql-markers", false, "run SELECT 'loadtest-marker <run> <scenario> begin|end' around each measurement (for counting statements in the PostgreSQL log)")
+	fs.IntVar(&o.PID, "pid", 0, "process id of the server (same machine), to report its peak VmRSS and CPU time per request")
+	fs.BoolVar(&o.JSON, "json", false, "print the results as JSON instead of a table")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	var err error
+	if o.Scenarios, err = parseScenarios(scenarios); err != nil {
+		return o, err
+	}
+	switch {
+	case o.Clients < 1:
+		return o, fmt.Errorf("-c must be at least 1")
+	case o.Rounds < 1:
+		return o, fmt.Errorf("-rounds must be at least 1")
+	case o.PerClient < 0:
+		return o, fmt.Errorf("-n must not be negative")
+	case o.PerClient == 0 && o.Duration <= 0:
+		return o, fmt.Errorf("-d must be positive")
+	case o.Warmup < 0 || o.Pause < 0 || o.Timeout <= 0:
+		return o, fmt.Errorf("-warmup and -pause must not be negative, -timeout must be positive")
+	case o.Tokens < 0:
+		return o, fmt.Errorf("-tokens must not be negative")
+	case o.Prefill < 0 || o.PrefillUsers < 1:
+		return o, fmt.Errorf("-prefill must not be negative and -prefill-users must be at least 1")
+	case (o.Prefill > 0 || o.SQLMarkers) && o.DatabaseURL == "":
+		return o, fmt.Errorf("-prefill and -sql-markers need -database-url")
+	}
+	if o.PerClient > 0 {
+		o.Warmup = 0
+	}
+	return o, nil
+}
+
+// parseScenarios reads "a,b,c": known keys, in the order given, each once.
+func parseScenarios(s string) ([]string, error) {
+	var out []string
+	for _, k := range strings.Split(s, ",") {
+		k = strings.TrimSpace(strings.ToLower(k))
+		if k == "" {
+			continue
+		}
+		if scenarioByKey(k) == nil {
+			return nil, fmt.Errorf("unknown scenario %q (want some of %s)", k, scenarioKeys())
+		}
+		if !contains(out, k) {
+			out = append(out, k)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no scenario selected")
+	}
+	return out, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	logf := func(format string, a ...any) { fmt.Fprintf(stderr, format+"\n", a...) }
+	e := &env{
+		opts:  o,
+		api:   newClient(o.URL, o.Clients, o.Timeout),
+		runID: randomHex(4),
+		logf:  logf,
+	}
+	e.seedAPI = e.api
+	if o.SeedURL != "" {
+		e.seedAPI = newClient(o.SeedURL, seedConcurrency, o.Timeout)
+	}
+	if o.DatabaseURL != "" {
+		if e.db, err = openDB(ctx, o.DatabaseURL); err != nil {
+			return err
+		}
+		defer e.db.Close(context.WithoutCancel(ctx))
+		e.dbName = e.db.Config().Database
+	}
+	for _, c := range []*client{e.api, e.seedAPI} {
+		if err := c.ping(ctx); err != nil {
+			return fmt.Errorf("%s does not answer { __typename }: %w", c.url, err)
+		}
+	}
+
+	rep := report{
+		URL: o.URL, Clients: o.Clients, Tokens: max(o.Tokens, o.Clients), Duration: o.Duration, Warmup: o.Warmup, PerClient: o.PerClient,
+		RunID: e.runID, GOMAXPROCS: runtime.GOMAXPROCS(0), LoadAvgBefore: loadAvg(),
+	}
+	if o.Prefill > 0 {
+		owners, err := e.seedUsers(ctx, "p", 0, o.PrefillUsers)
+		if err != nil {
+			return fmt.Errorf("seeding the owners of the pre-filled sessions: %w", err)
+		}
+		if err := prefill(ctx, e.db, o.Prefill, userIDs(owners), logf); err != nil {
+			return err
+		}
+	}
+	if e.db != nil {
+		rep.SessionsBefore = countSessions(ctx, e.db)
+	}
+
+	for round := 1; round <= o.Rounds; round++ {
+		for i, key := range o.Scenarios {
+			if (round > 1 || i > 0) && o.Pause > 0 {
+				sleep(ctx, o.Pause)
+			}
+			if ctx.Err() != nil {
+				break
+			}
+			sc := scenarioByKey(key)
+			logf("scenario %s (round %d): %s: seeding", sc.Key, round, sc.Title)
+			ops, err := sc.prepare(ctx, e)
+			if err != nil {
+				return fmt.Errorf("scenario %s: %w", sc.Key, err)
+			}
+			e.marker(ctx, sc.Key, "begin")
+			logf("scenario %s (round %d): running %d clients", sc.Key, round, len(ops))
+			r := measure(ctx, ops, o.Warmup, o.Duration, o.PerClient, o.PID, e.dbName)
+			e.marker(ctx, sc.Key, "end")
+			r.Key, r.Title = sc.Key, sc.Title
+			if o.Rounds > 1 {
+				r.Round = round
+			}
+			rep.Results = append(rep.Results, r)
+		}
+	}
+	if e.db != nil {
+		rep.SessionsAfter = countSessions(ctx, e.db)
+	}
+	rep.LoadAvgAfter = loadAvg()
+	rep.finish()
+	if o.JSON {
+		return rep.writeJSON(stdout)
+	}
+	rep.writeTable(stdout)
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
