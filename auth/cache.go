@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/uptrace/bun"
 
 	"github.com/example/sessionauth/models"
 )
@@ -54,6 +55,7 @@ type sessionCache struct {
 
 // syncWaiter collects the acknowledgements of one sync marker.
 type syncWaiter struct {
+	nonce     string
 	need, got int
 	done      chan struct{}
 }
@@ -248,35 +250,63 @@ func (s *Service) SyncInvalidations(ctx context.Context) { s.syncInvalidations(c
 // Called after a transaction that ends sessions or rotates tokens; an
 // instance that does not answer within syncTimeout is logged, not waited for.
 func (s *Service) syncInvalidations(ctx context.Context) {
-	if s.cache == nil || !s.cache.isLive() {
+	w, err := s.sendSync(ctx, s.db)
+	if err != nil {
+		s.log.WarnContext(ctx, "session cache: sync failed", "err", err)
+		s.cache.setLive(false) // cannot confirm: distrust until the listener reconnects
 		return
+	}
+	s.awaitSync(ctx, w)
+}
+
+// sendSync sends a sync marker through db and registers its waiter, or
+// returns nil when there is no live cache to keep coherent. Sent inside a
+// transaction, the marker leaves when the transaction commits, after the
+// transaction's own invalidations; the caller then calls awaitSync.
+func (s *Service) sendSync(ctx context.Context, db bun.IDB) (*syncWaiter, error) {
+	if s.cache == nil || !s.cache.isLive() {
+		return nil, nil
 	}
 	b := make([]byte, 12)
 	rand.Read(b)
-	nonce := hex.EncodeToString(b)
-	w := &syncWaiter{done: make(chan struct{})}
+	// Registered before the marker leaves (acknowledgements can come back
+	// before the query does), with need unknown until then.
+	w := &syncWaiter{nonce: hex.EncodeToString(b), need: -1, done: make(chan struct{})}
 	s.cache.mu.Lock()
-	s.cache.waiters[nonce] = w
+	s.cache.waiters[w.nonce] = w
 	s.cache.mu.Unlock()
-	defer func() {
-		s.cache.mu.Lock()
-		delete(s.cache.waiters, nonce)
-		s.cache.mu.Unlock()
-	}()
-
 	var listeners int
-	err := s.db.NewRaw(`SELECT count(*) FROM pg_stat_activity, pg_notify(?, ?)
+	err := db.NewRaw(`SELECT count(*) FROM pg_stat_activity, pg_notify(?, ?)
 		WHERE datname = current_database() AND query = ?`,
-		invalidationChannel, "sync:"+nonce, listenStatement).Scan(ctx, &listeners)
+		invalidationChannel, "sync:"+w.nonce, listenStatement).Scan(ctx, &listeners)
+	s.cache.mu.Lock()
+	defer s.cache.mu.Unlock()
 	if err != nil {
-		// Cannot confirm: stop trusting this instance's cache until its
-		// listener reconnects.
-		s.log.WarnContext(ctx, "session cache: sync failed", "err", err)
-		s.cache.setLive(false)
+		delete(s.cache.waiters, w.nonce)
+		return nil, err
+	}
+	w.need = listeners
+	return w, nil
+}
+
+// dropSync forgets w; nil is fine.
+func (s *Service) dropSync(w *syncWaiter) {
+	if w == nil {
 		return
 	}
 	s.cache.mu.Lock()
-	w.need = listeners
+	delete(s.cache.waiters, w.nonce)
+	s.cache.mu.Unlock()
+}
+
+// awaitSync waits until as many instances as were listening have
+// acknowledged w's marker; nil waits for nothing.
+func (s *Service) awaitSync(ctx context.Context, w *syncWaiter) {
+	if w == nil {
+		return
+	}
+	defer s.dropSync(w)
+	s.cache.mu.Lock()
 	done := w.got >= w.need
 	s.cache.mu.Unlock()
 	if done {

@@ -27,26 +27,34 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*Issued, er
 	}
 	var issued *Issued
 	var outcome *Error
+	var sync *syncWaiter
+	// One transaction: the decision, the rotation, the user for the
+	// payload, and the marker that lets this call wait until every
+	// instance has dropped the old access token (or the revoked session).
 	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		var err error
 		issued, outcome, err = s.refreshInTx(ctx, tx, refreshToken)
+		if err != nil {
+			return err
+		}
+		if issued != nil {
+			issued.User = new(models.User)
+			if err := tx.NewSelect().Model(issued.User).Where("id = ?", issued.Session.UserID).Scan(ctx); err != nil {
+				return err
+			}
+		}
+		if (issued != nil && issued.rotated) || outcome == errRefreshReused {
+			sync, err = s.sendSync(ctx, tx)
+		}
 		return err
 	})
 	if err != nil {
+		s.dropSync(sync) // rolled back: the marker never left
 		return nil, dbError(err)
 	}
-	if outcome == nil || outcome == errRefreshReused {
-		// The old access token, or the whole session, must now be
-		// refused by every instance.
-		s.syncInvalidations(ctx)
-	}
+	s.awaitSync(ctx, sync)
 	if outcome != nil {
 		return nil, outcome
-	}
-	issued.User = new(models.User)
-	err = s.db.NewSelect().Model(issued.User).Where("id = ?", issued.Session.UserID).Scan(ctx)
-	if err != nil {
-		return nil, dbError(err)
 	}
 	issued.RefreshInCookie = deliverRefreshCookie(ctx, issued)
 	return issued, nil
@@ -166,7 +174,7 @@ func (s *Service) rotate(ctx context.Context, tx bun.Tx, row *sessionRow, refres
 	if err != nil {
 		return nil, err
 	}
-	return &Issued{AccessToken: pair.Access, RefreshToken: pair.Refresh, Session: sess, Now: row.DBNow}, nil
+	return &Issued{AccessToken: pair.Access, RefreshToken: pair.Refresh, Session: sess, Now: row.DBNow, rotated: true}, nil
 }
 
 func minTime(a, b time.Time) time.Time {

@@ -87,6 +87,7 @@ type Issued struct {
 	// RefreshInCookie is set when the refresh token went to the client as
 	// an HttpOnly cookie and must not appear in the response body.
 	RefreshInCookie bool
+	rotated         bool // a new pair, not a retry's copy of the last one
 }
 
 // sessionRow is a session read together with the database's clock.
