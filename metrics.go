@@ -91,9 +91,13 @@ func (m *metrics) countField(ctx context.Context, next graphql.Resolver) (any, e
 			m.replays.Inc()
 			m.revocations.WithLabelValues("replay").Inc()
 		}
-	case "logout", "revokeSession":
+	case "logout":
 		if err == nil {
-			m.revocations.WithLabelValues(map[string]string{"logout": "logout", "revokeSession": "revoke_session"}[fc.Field.Name]).Inc()
+			m.revocations.WithLabelValues("logout").Inc()
+		}
+	case "revokeSession":
+		if err == nil {
+			m.revocations.WithLabelValues("revoke_session").Inc()
 		}
 	case "revokeOtherSessions":
 		if n, ok := res.(int); ok && err == nil {
