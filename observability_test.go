@@ -115,7 +115,8 @@ func TestMetricsOffByDefault(t *testing.T) {
 }
 
 // TestMetricsAddrUnavailable: a METRICS_ADDR that cannot be listened on
-// stops the server at start with an error naming it, and frees ADDR.
+// stops the server at start with an error naming it, and frees ADDR; so does
+// an ADDR that cannot.
 func TestMetricsAddrUnavailable(t *testing.T) {
 	t.Parallel()
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
@@ -134,6 +135,13 @@ func TestMetricsAddrUnavailable(t *testing.T) {
 		t.Fatalf("ADDR was left open: %v", err)
 	}
 	ln.Close()
+
+	// And the API's own address taken: the error names ADDR.
+	env = map[string]string{"DATABASE_URL": env["DATABASE_URL"], "ADDR": taken.Addr().String(), "METRICS_ADDR": "127.0.0.1:0"}
+	err = run(t.Context(), nil, func(k string) string { return env[k] }, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "ADDR="+taken.Addr().String()) || strings.Contains(err.Error(), "METRICS_ADDR") {
+		t.Fatalf("run returned %v, want an error naming ADDR", err)
+	}
 }
 
 func freePort(t *testing.T) string {
