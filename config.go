@@ -14,6 +14,9 @@ import (
 // config is everything the environment sets (API.md, "Configuration").
 type config struct {
 	Addr string
+	// MetricsAddr is where /metrics is served (METRICS_ADDR); "" is off.
+	// Never Addr.
+	MetricsAddr string
 	// Database is DATABASE_URL: PostgreSQL, or by default an embedded
 	// SQLite file for development.
 	Database   database.Source
@@ -31,6 +34,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 	l := loader{getenv: getenv}
 	cfg := config{
 		Addr:         l.str("ADDR", ":8080"),
+		MetricsAddr:  l.str("METRICS_ADDR", ""),
 		Database:     l.database("DATABASE_URL"),
 		Playground:   l.boolean("PLAYGROUND", true),
 		SessionCache: l.boolean("SESSION_CACHE", true),
@@ -49,6 +53,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 			TrustedProxies:     l.prefixes("TRUSTED_PROXIES"),
 			AllowedOrigins:     l.list("ALLOWED_ORIGINS"),
 		},
+	}
+	if err := checkMetricsAddr(cfg.Addr, cfg.MetricsAddr); err != nil {
+		l.fail("%v", err)
 	}
 	return cfg, l.err
 }

@@ -162,3 +162,45 @@ func samePath(t *testing.T, a, b string) bool {
 	rb, errB := filepath.EvalSymlinks(filepath.Dir(b))
 	return errA == nil && errB == nil && ra == rb && filepath.Base(a) == filepath.Base(b)
 }
+
+// TestRunKeepsSQLiteFilePrivate: the SQLite file run creates, and the -wal
+// and -shm files beside it, are readable by their owner only (they hold
+// password hashes); one an earlier version left readable by everyone is
+// made private at start, with a warning.
+func TestRunKeepsSQLiteFilePrivate(t *testing.T) {
+	t.Parallel()
+	for _, existing := range []bool{false, true} {
+		t.Run(map[bool]string{false: "Created", true: "Existing0644"}[existing], func(t *testing.T) {
+			t.Parallel()
+			path := filepath.Join(t.TempDir(), "dev.db")
+			if existing {
+				for _, p := range database.SQLiteFiles(path)[:2] {
+					if err := os.WriteFile(p, nil, 0o644); err != nil {
+						t.Fatal(err)
+					}
+					if err := os.Chmod(p, 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			srv := startRun(t, map[string]string{"DATABASE_URL": "sqlite://" + path})
+			(&testServer{URL: srv.base}).signUp(t, "private@example.com") // writes, through the WAL
+			for _, p := range database.SQLiteFiles(path) {
+				fi, err := os.Stat(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if fi.Mode().Perm() != 0o600 {
+					t.Errorf("%s has mode %v, want 0600", filepath.Base(p), fi.Mode().Perm())
+				}
+			}
+			if err := srv.stop(t); err != nil {
+				t.Fatal(err)
+			}
+			warned := strings.Count(srv.logs.String(), "made it private (0600)")
+			if want := map[bool]int{false: 0, true: 2}[existing]; warned != want {
+				t.Fatalf("%d warnings about a readable file, want %d:\n%s", warned, want, srv.logs)
+			}
+		})
+	}
+}

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"net/http"
 	"time"
 
@@ -13,7 +15,9 @@ import (
 	"github.com/example/sessionauth/auth"
 )
 
-// metrics are served at /metrics in the Prometheus text format. Every label
+// metrics are served at /metrics in the Prometheus text format, on a listener
+// of their own (METRICS_ADDR), never the API's: they tell anyone who can read
+// them how many logins fail and when, and the API is public. Every label
 // value comes from a fixed set (our schema's fields, API.md's codes), never
 // from the client, so the series cannot multiply.
 type metrics struct {
@@ -54,8 +58,54 @@ func newMetrics() *metrics {
 	return m
 }
 
+// handler serves GET /metrics and nothing else.
 func (m *metrics) handler() http.Handler {
-	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{})
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// server is the API's handler (what ADDR serves) with the metrics its
+// requests feed (what METRICS_ADDR serves).
+type server struct {
+	http.Handler
+	metrics *metrics
+}
+
+// checkMetricsAddr refuses a METRICS_ADDR that is not host:port, or that
+// would share the API's listener: the same port on the same host, or on
+// every host. Port 0 (any free port, as in tests) never collides.
+func checkMetricsAddr(addr, metricsAddr string) error {
+	if metricsAddr == "" {
+		return nil
+	}
+	mHost, mPort, err := net.SplitHostPort(metricsAddr)
+	if err != nil {
+		return fmt.Errorf("METRICS_ADDR=%q: want host:port, such as 127.0.0.1:9091 or :9091", metricsAddr)
+	}
+	mp, err := net.LookupPort("tcp", mPort)
+	if err != nil {
+		return fmt.Errorf("METRICS_ADDR=%q: unknown port %q", metricsAddr, mPort)
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil // ADDR's own error comes when it is listened on
+	}
+	p, err := net.LookupPort("tcp", port)
+	if err != nil || p != mp || p == 0 {
+		return nil
+	}
+	if host == mHost || anyHost(host) || anyHost(mHost) {
+		return fmt.Errorf("METRICS_ADDR=%q is the API's own ADDR=%q: metrics must not be served to the API's clients; "+
+			"give them a port of their own, such as 127.0.0.1:9091", metricsAddr, addr)
+	}
+	return nil
+}
+
+// anyHost reports whether a listen address's host means every interface.
+func anyHost(host string) bool {
+	ip := net.ParseIP(host)
+	return host == "" || ip != nil && ip.IsUnspecified()
 }
 
 // instrument times the requests of one route.

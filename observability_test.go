@@ -2,12 +2,18 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,10 +24,10 @@ import (
 	"github.com/example/sessionauth/resolvers"
 )
 
-// scrape returns the samples of /metrics as "name{labels}" -> value.
-func scrape(t *testing.T, s *testServer) map[string]float64 {
+// scrape returns the samples of the /metrics at base as "name{labels}" -> value.
+func scrape(t *testing.T, base string) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get(s.URL + "/metrics")
+	resp, err := http.Get(base + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,12 +52,15 @@ func scrape(t *testing.T, s *testServer) map[string]float64 {
 	return out
 }
 
+// TestMetrics drives the real program and reads its counters where an
+// operator's scraper would: on METRICS_ADDR, never on the API's ADDR.
 func TestMetrics(t *testing.T) {
 	t.Parallel()
-	s := newTestServer(t, func(c *config) {
-		c.Auth.Throttle.MaxFailures = 1
-		c.Auth.ReuseWindow = 0
+	srv := startRun(t, map[string]string{
+		"DATABASE_URL": pgtest.New(t), "METRICS_ADDR": "127.0.0.1:0",
+		"LOGIN_MAX_FAILURES": "1", "REFRESH_REUSE_WINDOW": "0",
 	})
+	s := &testServer{URL: srv.base}
 	p := s.signUp(t, "metrics@example.com")
 	s.login(t, "metrics@example.com")
 	s.login(t, "metrics@example.com")
@@ -64,7 +73,10 @@ func TestMetrics(t *testing.T) {
 	wantOK(t, s.post(t, q.AccessToken, revokeOthersMutaion, nil)) // ends the two earlier logins
 	wantOK(t, s.post(t, q.AccessToken, logoutMutation, nil))
 
-	got := scrape(t, s)
+	if code := get(t, srv.base+"/metrics"); code != http.StatusNotFound {
+		t.Fatalf("GET /metrics on ADDR = %d, want 404", code)
+	}
+	got := scrape(t, srv.metrics)
 	for sample, want := range map[string]float64{
 		`sessionauth_signups_total{result="ok"}`:                     1,
 		`sessionauth_logins_total{result="ok"}`:                      3,
@@ -83,6 +95,88 @@ func TestMetrics(t *testing.T) {
 	}
 	if got[`sessionauth_request_duration_seconds_count{route="graphql"}`] < 10 {
 		t.Errorf("request latency not recorded: %v", got[`sessionauth_request_duration_seconds_count{route="graphql"}`])
+	}
+}
+
+// TestMetricsOffByDefault: with no METRICS_ADDR nothing serves metrics, the
+// API's listener least of all, and the start-up line says how to turn them on.
+func TestMetricsOffByDefault(t *testing.T) {
+	t.Parallel()
+	srv := startRun(t, map[string]string{"DATABASE_URL": pgtest.New(t)})
+	if code := get(t, srv.base+"/metrics"); code != http.StatusNotFound {
+		t.Fatalf("GET /metrics on ADDR = %d, want 404", code)
+	}
+	if !strings.Contains(srv.logs.String(), `"metrics_addr":"off: set METRICS_ADDR`) {
+		t.Fatalf("the start-up line does not say metrics are off:\n%s", srv.logs)
+	}
+	if err := srv.stop(t); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMetricsAddrUnavailable: a METRICS_ADDR that cannot be listened on
+// stops the server at start with an error naming it, and frees ADDR; so does
+// an ADDR that cannot.
+func TestMetricsAddrUnavailable(t *testing.T) {
+	t.Parallel()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	addr := freePort(t)
+	env := map[string]string{"DATABASE_URL": pgtest.New(t), "ADDR": addr, "METRICS_ADDR": taken.Addr().String()}
+	err = run(t.Context(), nil, func(k string) string { return env[k] }, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "METRICS_ADDR="+taken.Addr().String()) || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("run returned %v, want an error naming METRICS_ADDR", err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("ADDR was left open: %v", err)
+	}
+	ln.Close()
+
+	// And the API's own address taken: the error names ADDR.
+	env = map[string]string{"DATABASE_URL": env["DATABASE_URL"], "ADDR": taken.Addr().String(), "METRICS_ADDR": "127.0.0.1:0"}
+	err = run(t.Context(), nil, func(k string) string { return env[k] }, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "ADDR="+taken.Addr().String()) || strings.Contains(err.Error(), "METRICS_ADDR") {
+		t.Fatalf("run returned %v, want an error naming ADDR", err)
+	}
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func TestCheckMetricsAddr(t *testing.T) {
+	for _, tt := range []struct {
+		addr, metrics string
+		ok            bool
+	}{
+		{":8080", "", true},
+		{":8080", "127.0.0.1:9091", true},
+		{":8080", ":9091", true},
+		{"127.0.0.1:8080", "10.0.0.1:8080", true}, // two interfaces, one port: two listeners
+		{"127.0.0.1:0", "127.0.0.1:0", true},      // two free ports
+		{":8080", ":8080", false},
+		{":8080", "127.0.0.1:8080", false},
+		{"127.0.0.1:8080", ":8080", false},
+		{"127.0.0.1:8080", "[::]:8080", false},
+		{"localhost:8080", "localhost:8080", false},
+		{":http", ":80", false},
+		{":8080", "localhost", false},
+		{":8080", "host:port", false},
+	} {
+		err := checkMetricsAddr(tt.addr, tt.metrics)
+		if (err == nil) != tt.ok || err != nil && !strings.Contains(err.Error(), "METRICS_ADDR") {
+			t.Errorf("ADDR=%q METRICS_ADDR=%q: %v, want ok=%v", tt.addr, tt.metrics, err, tt.ok)
+		}
 	}
 }
 
@@ -174,4 +268,134 @@ func TestAuthenticatedDirectiveOnOwnField(t *testing.T) {
 	if got := call("Bearer " + p.AccessToken); got != "error:TOKEN_EXPIRED" {
 		t.Fatalf("expired: %q", got)
 	}
+}
+
+// TestRequestLogNamesClientAndSession walks the authentication events
+// through the real handler behind a trusted proxy: each request's log line
+// names the client's address as the login limits see it, and the user and
+// session it acted as or on; no line holds a token, a password or a hash.
+func TestRequestLogNamesClientAndSession(t *testing.T) {
+	t.Parallel()
+	var logs syncBuffer
+	s := newLoggedTestServer(t, pgtest.New(t), func(c *config) {
+		c.Auth.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	}, &logs)
+	const client = "203.0.113.7"
+	var ids []string // request ids, in order
+	call := func(token, query string, vars map[string]any) gqlResponse {
+		t.Helper()
+		h := http.Header{"Authorization": bearer(token), "X-Forwarded-For": {"198.51.100.1, " + client}}
+		r, id := s.postLogged(t, h, query, vars)
+		ids = append(ids, id)
+		return r
+	}
+	var p, q, r, n, l payload
+	call("", signUpMutation, map[string]any{"email": "log@example.com", "password": testPassword}).field(t, "signUp", &p)
+	wantCode(t, call("", loginMutation, loginVars("log@example.com", "wrong-password-xyz")), "INVALID_CREDENTIALS")
+	call("", loginMutation, loginVars("log@example.com", testPassword)).field(t, "login", &q)
+	wantOK(t, call(p.AccessToken, meQuery, nil))
+	call(p.refresh(), refreshMutation, nil).field(t, "refresh", &n)
+	wantOK(t, call(n.AccessToken, revokeMutation, map[string]any{"id": q.Session.ID}))
+	call("", loginMutation, loginVars("log@example.com", testPassword)).field(t, "login", &r)
+	wantOK(t, call(r.AccessToken, revokeOthersMutaion, nil))
+	call("", loginMutation, loginVars("log@example.com", testPassword)).field(t, "login", &l)
+	wantOK(t, call(l.AccessToken, logoutMutation, nil)) // by access token
+	wantOK(t, call(r.refresh(), logoutMutation, nil))   // by refresh token
+	wantCode(t, call(p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+	wantCode(t, call(strings.Repeat("A", 256), logoutMutation, nil), "UNAUTHENTICATED")
+	// A request outside GraphQL names its client too.
+	req, _ := http.NewRequest(http.MethodGet, s.URL+"/healthz", nil)
+	req.Header.Set("X-Forwarded-For", client)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	ids = append(ids, resp.Header.Get("X-Request-Id"))
+	uid := p.User.ID
+	want := []struct{ fields, outcome, user, session string }{
+		{"signUp", "ok", uid, p.Session.ID},
+		{"login", "INVALID_CREDENTIALS", "", ""},
+		{"login", "ok", uid, q.Session.ID},
+		{"me", "ok", uid, p.Session.ID},
+		{"refresh", "ok", uid, p.Session.ID},
+		{"revokeSession", "ok", uid, p.Session.ID}, // the caller's session
+		{"login", "ok", uid, r.Session.ID},
+		{"revokeOtherSessions", "ok", uid, r.Session.ID},
+		{"login", "ok", uid, l.Session.ID},
+		{"logout", "ok", uid, l.Session.ID},
+		{"logout", "ok", uid, r.Session.ID},
+		{"me", "UNAUTHENTICATED", "", ""},
+		{"logout", "UNAUTHENTICATED", "", ""},
+		{"", "", "", ""}, // GET /healthz
+	}
+
+	// A line is written once its response is on its way: wait for the last.
+	byID := map[string]map[string]any{}
+	for deadline := time.Now().Add(10 * time.Second); len(byID) < len(ids); {
+		if time.Now().After(deadline) {
+			t.Fatalf("request lines missing:\n%s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+		for _, line := range logLines(t, &logs) {
+			if id, _ := line["request_id"].(string); line["msg"] == "request" && id != "" {
+				byID[id] = line
+			}
+		}
+	}
+	for i, w := range want {
+		line := byID[ids[i]]
+		got := []any{line["fields"], line["outcome"], line["client_ip"], line["user_id"], line["session_id"]}
+		exp := []any{optional(w.fields), optional(w.outcome), client, optional(w.user), optional(w.session)}
+		if fmt.Sprint(got) != fmt.Sprint(exp) {
+			t.Errorf("request %d: fields, outcome, client_ip, user_id, session_id = %v, want %v", i, got, exp)
+		}
+	}
+	var hash string
+	if err := s.db.NewRaw("SELECT password_hash FROM users").Scan(ctxT(t), &hash); err != nil {
+		t.Fatal(err)
+	}
+	out := logs.String()
+	secrets := []string{testPassword, "wrong-password-xyz", hash, strings.Split(hash, "$")[5]}
+	for _, pl := range []payload{p, q, r, n, l} {
+		for _, tok := range []string{pl.AccessToken, pl.refresh()} {
+			sum := sha256.Sum256([]byte(tok))
+			secrets = append(secrets, tok, hex.EncodeToString(sum[:]), base64.StdEncoding.EncodeToString(sum[:]))
+		}
+	}
+	for _, secret := range secrets {
+		if strings.Contains(out, secret) {
+			t.Fatalf("a secret reached the log: %.12s…", secret)
+		}
+	}
+}
+
+// optional is how a missing JSON attribute decodes: nil for "".
+func optional(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// postLogged is postHeader that also returns the request's X-Request-Id.
+func (s *testServer) postLogged(t *testing.T, h http.Header, query string, vars map[string]any) (gqlResponse, string) {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"query": query, "variables": vars})
+	req, err := http.NewRequest(http.MethodPost, s.URL+"/graphql", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header = h.Clone()
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out gqlResponse
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	return out, resp.Header.Get("X-Request-Id")
 }

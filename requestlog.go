@@ -6,11 +6,16 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/vektah/gqlparser/v2/ast"
+
+	"github.com/example/sessionauth/auth"
+	"github.com/example/sessionauth/graph"
 )
 
 // requestInfo is what one request's log line says; the GraphQL layer fills in
@@ -20,6 +25,24 @@ type requestInfo struct {
 	operation string // the client's operation name, if any
 	fields    string // the root fields it selected (named by our schema, so bounded)
 	outcome   string // "ok" or the first error code
+
+	// The user and session the request acted as or on, filled in by
+	// noteSubject and recordOperation: ids only, never a token.
+	mu        sync.Mutex
+	userID    string
+	sessionID string
+}
+
+func (info *requestInfo) setSubject(userID, sessionID string) {
+	info.mu.Lock()
+	defer info.mu.Unlock()
+	info.userID, info.sessionID = userID, sessionID
+}
+
+func (info *requestInfo) getSubject() (userID, sessionID string) {
+	info.mu.Lock()
+	defer info.mu.Unlock()
+	return info.userID, info.sessionID
 }
 
 type requestInfoKey struct{}
@@ -38,9 +61,12 @@ func requestID(ctx context.Context) string {
 
 // withRequestLog gives each request an id (echoed in X-Request-Id, carried in
 // every log line about it) and logs one line per request when it ends: the
-// id, route, operation, outcome and latency. Never a header, a body or a
-// variable: that is where tokens and passwords travel.
-func withRequestLog(logger *slog.Logger, next http.Handler) http.Handler {
+// id, the client's address (as the login limits see it, behind trusted
+// proxies), route, operation, outcome, latency, and the user and session ids
+// it acted as or on (a sign-in's new session, a refresh's, a logout's, or the
+// access token's). Never a header, a body or a variable: that is where tokens
+// and passwords travel.
+func withRequestLog(logger *slog.Logger, trusted []netip.Prefix, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b := make([]byte, 8)
 		rand.Read(b)
@@ -49,13 +75,29 @@ func withRequestLog(logger *slog.Logger, next http.Handler) http.Handler {
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		start := time.Now()
 		next.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, info)))
-		attrs := []any{"request_id", info.id, "method", r.Method, "path", r.URL.Path, "status", rec.status,
-			"duration_ms", float64(time.Since(start).Microseconds()) / 1000}
+		attrs := []any{"request_id", info.id, "client_ip", auth.ClientAddress(r, trusted), "method", r.Method, "path", r.URL.Path,
+			"status", rec.status, "duration_ms", float64(time.Since(start).Microseconds()) / 1000}
 		if info.fields != "" {
 			attrs = append(attrs, "operation", info.operation, "fields", info.fields, "outcome", info.outcome)
 		}
+		if userID, sessionID := info.getSubject(); sessionID != "" {
+			attrs = append(attrs, "user_id", userID, "session_id", sessionID)
+		}
 		logger.InfoContext(r.Context(), "request", attrs...)
 	})
+}
+
+// noteSubject is a gqlgen field middleware that notes the user and session
+// of an AuthPayload a root field returns (signUp, login, refresh) for the
+// request's log line.
+func noteSubject(ctx context.Context, next graphql.Resolver) (any, error) {
+	res, err := next(ctx)
+	if p, ok := res.(*graph.AuthPayload); ok && p != nil && p.User != nil && p.Session != nil {
+		if info := requestInfoFrom(ctx); info != nil {
+			info.setSubject(p.User.ID, p.Session.ID)
+		}
+	}
+	return res, err
 }
 
 // recordOperation is a gqlgen response middleware that notes the operation
@@ -76,6 +118,11 @@ func recordOperation(ctx context.Context, next graphql.ResponseHandler) *graphql
 			}
 		}
 		info.fields = strings.Join(names, ",")
+	}
+	if _, sessionID := info.getSubject(); sessionID == "" {
+		// Not a sign-in: the session of the access token, if one was
+		// looked up, or of the session logout ended.
+		info.setSubject(auth.Subject(ctx))
 	}
 	info.outcome = "ok"
 	if resp != nil && len(resp.Errors) > 0 {

@@ -26,8 +26,8 @@ import (
 )
 
 // newServer assembles the whole HTTP handler: the one that run serves and that
-// tests drive.
-func newServer(cfg config, db *bun.DB, svc *auth.Service, logger *slog.Logger) http.Handler {
+// tests drive. Its metrics are served apart, on METRICS_ADDR (see run).
+func newServer(cfg config, db *bun.DB, svc *auth.Service, logger *slog.Logger) *server {
 	resolver := &resolvers.Resolver{Auth: svc}
 	gql := handler.New(graph.NewExecutableSchema(resolver.Config()))
 	gql.AddTransport(transport.Options{})
@@ -42,6 +42,7 @@ func newServer(cfg config, db *bun.DB, svc *auth.Service, logger *slog.Logger) h
 	gql.Use(extension.FixedComplexityLimit(1000))
 	m := newMetrics()
 	gql.AroundFields(m.countField)
+	gql.AroundFields(noteSubject)
 	gql.AroundResponses(recordOperation)
 	gql.SetErrorPresenter(presentError(logger))
 	gql.SetRecoverFunc(func(ctx context.Context, v any) error {
@@ -51,7 +52,6 @@ func newServer(cfg config, db *bun.DB, svc *auth.Service, logger *slog.Logger) h
 
 	mux := http.NewServeMux()
 	mux.Handle("/graphql", m.instrument("graphql", withCORS(cfg.Auth.AllowedOrigins, limitBody(maxBodyBytes, svc.Middleware(gql)))))
-	mux.Handle("GET /metrics", m.handler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
@@ -67,7 +67,7 @@ func newServer(cfg config, db *bun.DB, svc *auth.Service, logger *slog.Logger) h
 	if cfg.Playground {
 		mux.Handle("GET /{$}", playgroundHandler())
 	}
-	return withRequestLog(logger, withDeadline(requestTimeout, mux))
+	return &server{Handler: withRequestLog(logger, cfg.Auth.TrustedProxies, withDeadline(requestTimeout, mux)), metrics: m}
 }
 
 // requestTimeout bounds each request's work: when the database stops

@@ -4,6 +4,7 @@ package main
 //go:generate go tool gqlgen generate
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -48,6 +49,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	logger := slog.New(slog.NewJSONHandler(stdout, nil))
 
 	logDatabase(logger, cfg.Database)
+	if cfg.Database.Backend == database.SQLite {
+		tightenSQLite(logger, cfg.Database.Path)
+	}
 	db, err := database.Open(cfg.Database)
 	if err != nil {
 		return err
@@ -73,9 +77,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		// One SQLite process needs no cache: its lookups are local reads.
 		svc.EnableCache(bg, cfg.Database.URL)
 	}
+	h := newServer(cfg, db, svc, logger)
 	srv := &http.Server{
 		Addr:              cfg.Addr,
-		Handler:           newServer(cfg, db, svc, logger),
+		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      requestTimeout + 20*time.Second,
@@ -85,32 +90,65 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
-		return err
+		return fmt.Errorf("ADDR=%s: %w", cfg.Addr, err)
 	}
-	logger.Info("listening", "addr", ln.Addr().String())
+	servers := []*http.Server{srv}
+	listeners := []net.Listener{ln}
+	if cfg.MetricsAddr != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("METRICS_ADDR=%s: cannot serve metrics: %w", cfg.MetricsAddr, err)
+		}
+		servers = append(servers, &http.Server{
+			Handler:           h.metrics.handler(),
+			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       5 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       60 * time.Second,
+			MaxHeaderBytes:    16 << 10,
+			ErrorLog:          srv.ErrorLog,
+		})
+		listeners = append(listeners, mln)
+		logger.Info("listening", "addr", ln.Addr().String(), "metrics_addr", mln.Addr().String())
+	} else {
+		logger.Info("listening", "addr", ln.Addr().String(), "metrics_addr", "off: set METRICS_ADDR to serve /metrics")
+	}
 
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	serveErr := make(chan error, len(servers))
+	for i, s := range servers {
+		go func() { serveErr <- s.Serve(listeners[i]) }()
+	}
+	pending := len(servers)
+	var failed error
 	select {
-	case err := <-serveErr:
-		return err
+	case failed = <-serveErr: // a listener failed: stop the other too
+		pending--
 	case <-ctx.Done():
 	}
-	// Stop accepting (the listener closes at once), let in-flight requests
+	// Stop accepting (the listeners close at once), let in-flight requests
 	// finish, then stop the background work; the deferred db.Close ends the
 	// pool only after all of that.
 	logger.Info("shutting down")
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		srv.Close() // the deadline passed: cut what is still running
-		return fmt.Errorf("shutdown: %w", err)
+	var shutdownErr error
+	for _, s := range servers {
+		if err := s.Shutdown(shutdownCtx); err != nil {
+			s.Close() // the deadline passed: cut what is still running
+			shutdownErr = cmp.Or(shutdownErr, fmt.Errorf("shutdown: %w", err))
+		}
 	}
-	if err := <-serveErr; !errors.Is(err, http.ErrServerClosed) {
-		return err
+	for ; pending > 0; pending-- {
+		if err := <-serveErr; !errors.Is(err, http.ErrServerClosed) {
+			failed = cmp.Or(failed, err)
+		}
 	}
 	stopBackground()
 	<-housekeeping
+	if err := cmp.Or(failed, shutdownErr); err != nil {
+		return err
+	}
 	logger.Info("stopped")
 	return nil
 }
@@ -125,4 +163,19 @@ func logDatabase(logger *slog.Logger, src database.Source) {
 		return
 	}
 	logger.Info("database", "database", "postgres", "url", src.String())
+}
+
+// tightenSQLite makes the SQLite files that an earlier version created
+// readable by everyone (0644) private to their owner (0600), and says so: they
+// hold password hashes and session data. New files are created 0600.
+func tightenSQLite(logger *slog.Logger, path string) {
+	for _, f := range database.TightenSQLite(path) {
+		if f.Err != nil {
+			logger.Warn("the SQLite file is readable by other users of this machine and could not be made private; chmod 600 it",
+				"path", f.Path, "mode", f.Mode.String(), "err", f.Err)
+			continue
+		}
+		logger.Warn("the SQLite file was readable by other users of this machine: made it private (0600)",
+			"path", f.Path, "was", f.Mode.String())
+	}
 }

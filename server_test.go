@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -17,42 +18,101 @@ import (
 	"github.com/example/sessionauth/migrations"
 )
 
-// TestRun starts the real program with run() on a free port and walks a
+// runningServer is the real program, started with run() as main starts it.
+type runningServer struct {
+	base    string // http://ADDR
+	metrics string // http://METRICS_ADDR, "" when off
+	logs    *syncBuffer
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+// startRun runs the program with env, on any free port unless env sets ADDR,
+// and waits until it serves; it is stopped when t ends if the test has not.
+func startRun(t *testing.T, env map[string]string) *runningServer {
+	t.Helper()
+	if env["ADDR"] == "" {
+		env["ADDR"] = "127.0.0.1:0"
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &runningServer{logs: new(syncBuffer), cancel: cancel, done: make(chan error, 1)}
+	go func() { s.done <- run(ctx, nil, func(k string) string { return env[k] }, s.logs, io.Discard) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-s.done:
+		case <-time.After(20 * time.Second):
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		for _, line := range logLines(t, s.logs) {
+			if line["msg"] == "listening" {
+				s.base = "http://" + line["addr"].(string)
+				if m, _ := line["metrics_addr"].(string); env["METRICS_ADDR"] != "" {
+					s.metrics = "http://" + m
+				}
+				return s
+			}
+		}
+		select {
+		case err := <-s.done:
+			s.done <- err
+			t.Fatalf("run returned %v before it listened:\n%s", err, s.logs)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server did not come up:\n%s", s.logs)
+		}
+	}
+}
+
+// stop ends the program as SIGTERM would and returns what run returned.
+func (s *runningServer) stop(t *testing.T) error {
+	t.Helper()
+	s.cancel()
+	select {
+	case err := <-s.done:
+		s.done <- err
+		return err
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not stop")
+		return nil
+	}
+}
+
+// logLines decodes every complete JSON line written to logs.
+func logLines(t *testing.T, logs *syncBuffer) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	text := logs.String()
+	for line := range strings.Lines(text[:strings.LastIndexByte(text, '\n')+1]) {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func get(t *testing.T, url string) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestRun starts the real program with run() on free ports and walks a
 // client's whole life over HTTP, then stops it as SIGTERM would.
 func TestRun(t *testing.T) {
 	t.Parallel()
 	url := pgtest.NewURL(t) // empty: run must migrate it
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	env := map[string]string{"ADDR": addr, "DATABASE_URL": url}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	var logs syncBuffer
-	go func() {
-		done <- run(ctx, nil, func(k string) string { return env[k] }, &logs, io.Discard)
-	}()
-
-	base := "http://" + addr
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get(base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			cancel()
-			t.Fatalf("server did not come up: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	client := &testServer{URL: base}
+	srv := startRun(t, map[string]string{"DATABASE_URL": url, "METRICS_ADDR": "127.0.0.1:0"})
+	client := &testServer{URL: srv.base}
 
 	p := client.signUp(t, "run@example.com")
 	wantOK(t, client.post(t, p.AccessToken, meQuery, nil))
@@ -60,29 +120,30 @@ func TestRun(t *testing.T) {
 	wantOK(t, client.post(t, n.AccessToken, logoutMutation, nil))
 	wantCode(t, client.post(t, n.AccessToken, meQuery, nil), "UNAUTHENTICATED")
 
-	for path, want := range map[string]int{"/readyz": 200, "/": 200, "/healthz": 200, "/nope": 404} {
-		resp, err := http.Get(base + path)
-		if err != nil {
-			t.Fatal(err)
+	for path, want := range map[string]int{"/readyz": 200, "/": 200, "/healthz": 200, "/nope": 404, "/metrics": 404} {
+		if got := get(t, srv.base+path); got != want {
+			t.Errorf("GET %s = %d, want %d", path, got, want)
 		}
-		resp.Body.Close()
-		if resp.StatusCode != want {
-			t.Errorf("GET %s = %d, want %d", path, resp.StatusCode, want)
+	}
+	// The metrics listener serves /metrics and nothing else.
+	for path, want := range map[string]int{"/metrics": 200, "/healthz": 404, "/graphql": 404, "/": 404} {
+		if got := get(t, srv.metrics+path); got != want {
+			t.Errorf("GET %s on METRICS_ADDR = %d, want %d", path, got, want)
 		}
 	}
 
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run returned %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("run did not stop")
+	if err := srv.stop(t); err != nil {
+		t.Fatalf("run returned %v", err)
 	}
-	out := logs.String()
-	if !strings.Contains(out, `"msg":"listening"`) || !strings.Contains(out, `"msg":"request"`) {
-		t.Fatalf("missing start-up or request log lines:\n%s", out)
+	for _, base := range []string{srv.base, srv.metrics} {
+		if resp, err := http.Get(base + "/metrics"); err == nil {
+			resp.Body.Close()
+			t.Errorf("%s still answers after run returned", base)
+		}
+	}
+	out := srv.logs.String()
+	if !strings.Contains(out, `"msg":"listening"`) || !strings.Contains(out, `"msg":"request"`) || !strings.Contains(out, `"msg":"stopped"`) {
+		t.Fatalf("missing start-up, request or stop log lines:\n%s", out)
 	}
 	if first, _, _ := strings.Cut(out, "\n"); !strings.Contains(first, `"database":"`+string(pgtest.Backend())+`"`) {
 		t.Fatalf("the first log line does not say which database: %s", first)
@@ -99,6 +160,7 @@ func TestRunRefusesBadConfig(t *testing.T) {
 	for _, kv := range [][2]string{
 		{"ACCESS_TOKEN_TTL", "soon"}, {"REFRESH_TOKEN_TTL", "-1h"}, {"ALLOW_SIGNUP", "maybe"},
 		{"DATABASE_URL", "mysql://app:db-secret@db/app"}, {"DATABASE_URL", "sqlite://host/x.db"},
+		{"METRICS_ADDR", ":8080"}, {"METRICS_ADDR", "0.0.0.0:8080"}, {"METRICS_ADDR", "9090"}, {"METRICS_ADDR", "localhost:nope"},
 	} {
 		env := map[string]string{kv[0]: kv[1]}
 		err := run(context.Background(), nil, func(k string) string { return env[k] }, io.Discard, io.Discard)

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"unicode/utf8"
+
+	"github.com/example/sessionauth/models"
 )
 
 // request is what the middleware records about the caller. The bearer token
@@ -24,6 +26,9 @@ type request struct {
 	once     sync.Once
 	identity *Identity
 	err      error
+
+	subjectMu sync.Mutex
+	subject   [2]string // user and session id, for Subject
 }
 
 type clientInfo struct {
@@ -151,6 +156,9 @@ func CurrentIdentity(ctx context.Context) (*Identity, error) {
 	}
 	r.once.Do(func() {
 		r.identity, r.err = r.svc.authenticateAccess(ctx, r.bearer)
+		if r.identity != nil {
+			noteSubject(ctx, r.identity.Session)
+		}
 	})
 	return r.identity, r.err
 }
@@ -179,5 +187,33 @@ func SessionToken(ctx context.Context) (string, error) {
 		return r.bearer, nil
 	default:
 		return r.cookie.token()
+	}
+}
+
+// ClientAddress returns the client's address as the per-address login limit
+// and Session.ipAddress see it: the peer's, or with TRUSTED_PROXIES the
+// nearest X-Forwarded-For entry that is not a trusted proxy. For logs.
+func ClientAddress(r *http.Request, trusted []netip.Prefix) string {
+	return clientIP(r, trusted)
+}
+
+// Subject returns the ids of the user and session the request authenticated
+// as (its access token, once something looked it up), or whose session it
+// ended (logout); "" when none. For logs: it never looks a token up itself.
+func Subject(ctx context.Context) (userID, sessionID string) {
+	r := requestFromContext(ctx)
+	if r == nil {
+		return "", ""
+	}
+	r.subjectMu.Lock()
+	defer r.subjectMu.Unlock()
+	return r.subject[0], r.subject[1]
+}
+
+func noteSubject(ctx context.Context, sess *models.Session) {
+	if r := requestFromContext(ctx); r != nil {
+		r.subjectMu.Lock()
+		r.subject = [2]string{sess.UserID, sess.ID}
+		r.subjectMu.Unlock()
 	}
 }

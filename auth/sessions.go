@@ -135,6 +135,7 @@ func (s *Service) Logout(ctx context.Context, token string) error {
 		case !isAccess && !row.DBNow.Before(sess.RefreshExpiresAt):
 			outcome = errRefreshExpired
 		default:
+			noteSubject(ctx, sess) // for the request log
 			return s.revokeSession(ctx, tx, sess.ID)
 		}
 		return nil

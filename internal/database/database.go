@@ -7,10 +7,14 @@
 package database
 
 import (
+	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -45,17 +49,61 @@ type Source struct {
 	Path string
 }
 
-// String describes s for a log line: the PostgreSQL URL without its
-// password, or the SQLite file's path.
+// String describes s for a log line or an error: the SQLite file's path, or
+// the PostgreSQL URL with every value that could be a secret replaced by
+// "xxxxx": the userinfo password, and the value of every query parameter but
+// the few known to be harmless (see shownParams), so that a password given
+// as ?password=…, ?sslpassword=… or under a name pgx passes on to the server
+// never reaches a log. The fragment is dropped.
 func (s Source) String() string {
 	if s.Backend == SQLite {
 		return s.Path
 	}
-	u, err := url.Parse(s.URL)
+	return redactURL(s.URL)
+}
+
+const redacted = "xxxxx"
+
+// shownParams are the PostgreSQL URL parameters whose values are shown in
+// logs: settings, never credentials. Any other parameter, known to pgx or
+// not, has its value hidden, so a new or misspelt secret stays hidden too.
+// sslkey, sslcert and passfile name files, not secrets, but a name that says
+// key or pass is hidden all the same: the rule is simpler to trust.
+var shownParams = map[string]bool{
+	"sslmode": true, "sslrootcert": true, "sslsni": true, "sslnegotiation": true,
+	"connect_timeout": true, "application_name": true, "target_session_attrs": true,
+	"default_query_exec_mode": true, "statement_cache_capacity": true, "description_cache_capacity": true,
+	"min_read_buffer_size": true, "search_path": true, "timezone": true, "krbsrvname": true,
+	"idle_in_transaction_session_timeout": true, "statement_timeout": true, "lock_timeout": true,
+	"gssencmode": true, "channel_binding": true, "load_balance_hosts": true,
+}
+
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
 	if err != nil {
 		return "postgres://(unparsable URL)"
 	}
-	return u.Redacted()
+	if _, has := u.User.Password(); has {
+		u.User = url.UserPassword(u.User.Username(), redacted)
+	}
+	u.Fragment, u.RawFragment = "", ""
+	if u.RawQuery != "" {
+		q, err := url.ParseQuery(u.RawQuery)
+		if err != nil {
+			// A pair that does not parse is not shown, whatever it is.
+			u.RawQuery = redacted
+			return u.String()
+		}
+		for k, vs := range q {
+			if !shownParams[strings.ToLower(k)] {
+				for i := range vs {
+					vs[i] = redacted
+				}
+			}
+		}
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
 }
 
 // Parse reads a DATABASE_URL:
@@ -72,8 +120,18 @@ func Parse(raw string) (Source, error) {
 	scheme, rest, _ := strings.Cut(raw, ":")
 	switch strings.ToLower(scheme) {
 	case "postgres", "postgresql":
-		if _, err := url.Parse(raw); err != nil {
+		u, err := url.Parse(raw)
+		if err != nil {
+			var esc url.EscapeError
+			if errors.As(err, &esc) {
+				return Source{}, errors.New("not a valid PostgreSQL URL: a %-escape is invalid") // it may be in the password
+			}
 			return Source{}, fmt.Errorf("not a valid PostgreSQL URL: %w", errors.Unwrap(err))
+		}
+		if u.Opaque != "" {
+			// postgres:user:pw@host: pgx would not read it as a URL, and
+			// nothing could tell which part of it is a password.
+			return Source{}, errors.New("not a valid PostgreSQL URL: want postgres://user@host/database")
 		}
 		return Source{Backend: Postgres, URL: raw}, nil
 	case "sqlite":
@@ -110,9 +168,15 @@ func Open(src Source) (*bun.DB, error) {
 		// A connection attempt gives up after 5 s unless the URL sets its
 		// own connect_timeout, so an unreachable database fails work
 		// instead of holding it.
-		connCfg, err := pgx.ParseConfig(src.URL) // its errors never show the password
+		connCfg, err := pgx.ParseConfig(src.URL)
 		if err != nil {
-			return nil, fmt.Errorf("database: %w", err)
+			// pgx's message repeats the URL, hiding only what it knows to
+			// be a password: keep its reason, show our redaction.
+			reason := err.Error()
+			if i := strings.LastIndex(reason, "`: "); i >= 0 {
+				reason = reason[i+3:]
+			}
+			return nil, fmt.Errorf("database %s: %s", src, reason)
 		}
 		if connCfg.ConnectTimeout == 0 {
 			connCfg.ConnectTimeout = 5 * time.Second
@@ -144,10 +208,13 @@ func Open(src Source) (*bun.DB, error) {
 		sqldb.SetConnMaxLifetime(30 * time.Minute)
 		return bun.NewDB(sqldb, pgdialect.New()), nil
 	case SQLite:
-		sqldb, err := sql.Open("sqlite", src.Path+sqliteParams)
+		probe, err := sql.Open("sqlite", "") // connects to nothing: only to find the driver
 		if err != nil {
 			return nil, fmt.Errorf("database: %w", err)
 		}
+		drv := probe.Driver()
+		probe.Close()
+		sqldb := sql.OpenDB(privateSQLite{path: src.Path, dsn: src.Path + sqliteParams, drv: drv})
 		// One connection: the process's statements and transactions queue
 		// in Go for it, so a transaction is never interleaved with another
 		// and never has to wait on the file lock for one of its own.
@@ -171,3 +238,59 @@ func Open(src Source) (*bun.DB, error) {
 //     needs them.
 //   - WAL: readers and the writer do not block each other.
 const sqliteParams = "?_txlock=immediate&_busy_timeout=10000&_foreign_keys=1&_journal_mode=WAL&_synchronous=NORMAL"
+
+// privateSQLite opens connections to a SQLite file that it first creates,
+// when missing, readable and writable by its owner only (0600): the file
+// holds password hashes and session data, and SQLite itself would create it
+// 0644, readable by every user of the machine. SQLite gives the -wal and
+// -shm files it creates next to it the database file's mode, so they are
+// 0600 too. Creating it at every connection, not once at Open, also covers a
+// directory that appears after the server started.
+type privateSQLite struct {
+	path string
+	dsn  string
+	drv  driver.Driver
+}
+
+func (c privateSQLite) Connect(context.Context) (driver.Conn, error) {
+	// O_EXCL: an existing file keeps its mode (see TightenSQLite). When
+	// this fails otherwise (no such directory, no permission), SQLite's own
+	// open below fails the same way, with the error the domain classifies.
+	if f, err := os.OpenFile(c.path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600); err == nil {
+		f.Close()
+	}
+	return c.drv.Open(c.dsn)
+}
+
+func (c privateSQLite) Driver() driver.Driver { return c.drv }
+
+// SQLiteFiles are the files of the SQLite database at path: the file itself
+// and the write-ahead log and shared-memory index SQLite keeps beside it.
+func SQLiteFiles(path string) []string {
+	return []string{path, path + "-wal", path + "-shm"}
+}
+
+// Exposed is a SQLite file that other users of the machine could read, and
+// what was done about it.
+type Exposed struct {
+	Path string
+	Mode fs.FileMode // its permissions as found
+	Err  error       // nil when narrowed to 0600; else why not
+}
+
+// TightenSQLite narrows the permissions of the existing files of the SQLite
+// database at path (see SQLiteFiles) that group or others may access to
+// 0600, and returns each such file. Files created 0644 by an earlier version
+// stay readable by every user of the machine otherwise; a file it may not
+// change (someone else's) is returned with the error, for a warning.
+func TightenSQLite(path string) []Exposed {
+	var out []Exposed
+	for _, p := range SQLiteFiles(path) {
+		fi, err := os.Stat(p)
+		if err != nil || fi.Mode().Perm()&0o077 == 0 {
+			continue // missing files are created 0600 (see privateSQLite)
+		}
+		out = append(out, Exposed{Path: p, Mode: fi.Mode().Perm(), Err: os.Chmod(p, 0o600)})
+	}
+	return out
+}
