@@ -113,13 +113,6 @@ func validEmail(email string) bool {
 
 func badInput(msg string) *Error { return &Error{Code: CodeBadUserInput, Message: msg} }
 
-func checkPassword(password string) error {
-	if n := utf8.RuneCountInString(password); n < minPasswordLen || n > maxPasswordLen {
-		return badInput("the password must be 8 to 128 characters long")
-	}
-	return nil
-}
-
 func checkDeviceName(name *string) (*string, error) {
 	if name == nil {
 		return nil, nil
