@@ -124,37 +124,6 @@ func samePair(a, b *Issued) bool {
 		a.Session.RefreshExpiresAt.Equal(b.Session.RefreshExpiresAt)
 }
 
-func TestValidEmail(t *testing.T) {
-	const domain = "@example.com"
-	tests := []struct {
-		name, in string
-		want     bool
-	}{
-		{"Plain", "ann@example.com", true},
-		{"Shortest", "a@b.c", true},
-		{"Subdomain", "first.last+tag@mail.example.co.uk", true},
-		{"At254Characters", strings.Repeat("a", 254-len(domain)) + domain, true},
-		{"At255Characters", strings.Repeat("a", 255-len(domain)) + domain, false},
-		{"Empty", "", false},
-		{"MissingAt", "ann.example.com", false},
-		{"MissingLocalPart", "@example.com", false},
-		{"MissingDomain", "ann@", false},
-		{"TwoAts", "ann@b@example.com", false},
-		{"DisplayNameForm", "A <a@b.c>", false},
-		{"AngleBrackets", "<a@b.c>", false},
-		{"NoDotInDomain", "ann@localhost", false},
-		{"SpaceInside", "ann smith@example.com", false},
-		{"SurroundingSpace", " ann@example.com ", false}, // callers trim first
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := validEmail(tt.in); got != tt.want {
-				t.Fatalf("validEmail(%q) = %v, want %v", tt.in, got, tt.want)
-			}
-		})
-	}
-}
-
 func TestCheckDeviceName(t *testing.T) {
 	ptr := func(s string) *string { return &s }
 	tests := []struct {
