@@ -7,7 +7,6 @@ package auth
 import (
 	"context"
 	"log/slog"
-	"net/mail"
 	"net/netip"
 	"strings"
 	"time"
@@ -96,29 +95,7 @@ type sessionRow struct {
 	DBNow          time.Time `bun:"db_now,scanonly"`
 }
 
-// emailKey is the canonical form under which emails compare.
-func emailKey(email string) string { return strings.ToLower(strings.TrimSpace(email)) }
-
-func validEmail(email string) bool {
-	if len(email) > maxEmailLen {
-		return false
-	}
-	addr, err := mail.ParseAddress(email)
-	if err != nil || addr.Address != email || addr.Name != "" {
-		return false
-	}
-	at := strings.LastIndexByte(email, '@')
-	return at > 0 && strings.Contains(email[at+1:], ".")
-}
-
 func badInput(msg string) *Error { return &Error{Code: CodeBadUserInput, Message: msg} }
-
-func checkPassword(password string) error {
-	if n := utf8.RuneCountInString(password); n < minPasswordLen || n > maxPasswordLen {
-		return badInput("the password must be 8 to 128 characters long")
-	}
-	return nil
-}
 
 func checkDeviceName(name *string) (*string, error) {
 	if name == nil {
@@ -143,9 +120,8 @@ func checkDeviceName(name *string) (*string, error) {
 // an overlong one is refused before it reaches argon2.
 // Errors: BAD_USER_INPUT.
 func (c Credentials) validate(signUp bool) (email string, device *string, err error) {
-	email = strings.TrimSpace(c.Email)
-	if !validEmail(email) {
-		return "", nil, badInput("the email address is not valid")
+	if email, err = checkEmail(c.Email); err != nil {
+		return "", nil, err
 	}
 	if signUp {
 		err = checkPassword(c.Password)

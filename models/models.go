@@ -13,8 +13,8 @@ type User struct {
 	bun.BaseModel `bun:"table:users"`
 
 	ID string `bun:"id,pk"`
-	// Email is the address as the user typed it; EmailKey is its canonical
-	// (trimmed, lower-cased) form, unique, used for every comparison.
+	// Email is the address as the user typed it (trimmed, NFC); EmailKey is its
+	// comparison key (see auth/email.go), unique, used for every comparison.
 	Email        string    `bun:"email,notnull"`
 	EmailKey     string    `bun:"email_key,notnull,unique"`
 	PasswordHash string    `bun:"password_hash,notnull"`

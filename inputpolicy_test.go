@@ -1,0 +1,162 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/example/sessionauth/internal/pgtest"
+)
+
+// Issue 9, finding 14: emails compare the way a person reads them (see
+// auth/email.go). The spellings below are one address each.
+const (
+	kate         = "kate@example.com"
+	kelvinKate   = "\u212Aate@example.com" // U+212A KELVIN SIGN, canonically equivalent to K
+	fullKate     = "ｋａｔｅ@ｅｘａｍｐｌｅ．ｃｏｍ"
+	jorgNFC      = "j\u00F6rg@b\u00FCcher.de"
+	jorgNFD      = "jo\u0308rg@bu\u0308cher.de"
+	jorgPunycode = "JÖRG@XN--BCHER-KVA.DE"
+)
+
+// TestEmailSpellingsAreOneAccount: a second sign-up with another spelling of
+// a registered address answers EMAIL_TAKEN, and every spelling signs in to
+// the one account, whose email stays as first typed (in NFC).
+//
+// The Kelvin sign is the same account as "kate", not a refusal: Unicode makes
+// U+212A canonically equivalent to K (NFC replaces it), exactly as it makes a
+// decomposed ö equivalent to the precomposed one, and every renderer shows
+// both as K. Two accounts would let someone register an address that looks
+// exactly like another's; refusing it would refuse a spelling of an address
+// the user owns.
+func TestEmailSpellingsAreOneAccount(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, nil)
+	tests := []struct {
+		name     string
+		first    string
+		stored   string
+		spelling []string
+	}{
+		{"KelvinSign", kate, kate, []string{kelvinKate, "KATE@example.com", fullKate}},
+		{"KelvinSignFirst", "\u212Aelvin@example.com", "Kelvin@example.com", []string{"kelvin@example.com", "KELVIN@EXAMPLE.COM"}},
+		{"PrecomposedFirst", jorgNFC, jorgNFC, []string{jorgNFD, jorgPunycode, "JO\u0308RG@BÜCHER.DE"}},
+		{"DecomposedFirst", "mu\u0308ller@example.de", "m\u00FCller@example.de", []string{"m\u00FCller@example.de", "M\u00DCLLER@example.de"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			first := s.signUp(t, tt.first)
+			if first.User.Email != tt.stored {
+				t.Fatalf("stored email %+q, want %+q", first.User.Email, tt.stored)
+			}
+			for _, spelling := range tt.spelling {
+				r := s.post(t, "", signUpMutation, map[string]any{"email": spelling, "password": testPassword})
+				wantCode(t, r, "EMAIL_TAKEN")
+				p := s.login(t, spelling)
+				if p.User.ID != first.User.ID || p.User.Email != tt.stored {
+					t.Fatalf("login as %q: user %s <%s>, want %s <%s>", spelling, p.User.ID, p.User.Email, first.User.ID, tt.stored)
+				}
+			}
+		})
+	}
+}
+
+// TestEmailsThatDiffer: different letters stay different accounts.
+func TestEmailsThatDiffer(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, nil)
+	for _, email := range []string{
+		"kim@example.com",
+		"k\u0131m@example.com", // Turkish dotless ı: a letter of its own
+		"jorg@bücher.de",
+		"jorg@bucher.de",
+	} {
+		s.signUp(t, email)
+	}
+}
+
+// TestEmailInvisibleCharactersRefused: an address with a character nobody
+// sees would be a second account that looks like the first.
+func TestEmailInvisibleCharactersRefused(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, nil)
+	s.signUp(t, kate)
+	for _, email := range []string{"ka\u200Bte@example.com", "kate\u00AD@example.com", "\u202Eetak@example.com", "kate@exa_mple.com"} {
+		vars := map[string]any{"email": email, "password": testPassword}
+		wantCode(t, s.post(t, "", signUpMutation, vars), "BAD_USER_INPUT")
+		wantCode(t, s.post(t, "", loginMutation, vars), "BAD_USER_INPUT")
+	}
+}
+
+// TestLoginThrottleCountsEverySpelling: failures under different spellings
+// count against one address; switching spellings gains no attempts.
+func TestLoginThrottleCountsEverySpelling(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, func(c *config) { c.Auth.Throttle.MaxFailures = 3 })
+	s.signUp(t, jorgNFC)
+	wantCode(t, s.post(t, "", loginMutation, loginVars(jorgNFC, "guess one")), "INVALID_CREDENTIALS")
+	wantCode(t, s.post(t, "", loginMutation, loginVars(jorgNFD, "guess two")), "INVALID_CREDENTIALS")
+	wantCode(t, s.post(t, "", loginMutation, loginVars(jorgPunycode, "guess three")), "INVALID_CREDENTIALS")
+	retryAfter(t, s.post(t, "", loginMutation, loginVars("JO\u0308RG@b\u00FCcher.de", "guess four")))
+}
+
+// TestRevokeSessionsCommandAnySpelling: the operator's command finds the
+// account under any spelling of its address.
+func TestRevokeSessionsCommandAnySpelling(t *testing.T) {
+	t.Parallel()
+	url := pgtest.New(t)
+	s := newTestServerOn(t, url, nil)
+	p := s.signUp(t, jorgNFC)
+	env := func(k string) string {
+		if k == "DATABASE_URL" {
+			return url
+		}
+		return ""
+	}
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"sessionauth", "revoke-sessions", "--email", jorgNFD}, env, &out, io.Discard)
+	if err != nil || !strings.Contains(out.String(), "revoked 1 live session(s)") {
+		t.Fatalf("revoke-sessions: %q, %v", out.String(), err)
+	}
+	wantCode(t, s.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+}
+
+// Issue 9, finding 15: the most common passwords, white space only, and one
+// character repeated are refused for a new password (ASVS 5.0 V6.2.4).
+var weakPasswords = []string{
+	"password", "PASSWORD", " password ", "ｐａｓｓｗｏｒｄ", "12345678", "iloveyou", "qwertyuiop", "Password1",
+	"        ", "\t\t\t\t\t\t\t\t", "aaaaaaaa", "AaAaAaAa", strings.Repeat("é", 12),
+}
+
+func TestSignUpRefusesWeakPasswords(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, nil)
+	for _, pw := range weakPasswords {
+		r := s.post(t, "", signUpMutation, map[string]any{"email": "weak@example.com", "password": pw})
+		wantCode(t, r, "BAD_USER_INPUT")
+		if msg := r.Errors[0].Message; !strings.Contains(msg, "password") {
+			t.Fatalf("signUp with %q: message %q does not say why", pw, msg)
+		}
+	}
+	// Nothing was created: the address is still free, and a login with a
+	// common password is only checked (it is wrong, not refused).
+	wantCode(t, s.post(t, "", loginMutation, loginVars("weak@example.com", "password")), "INVALID_CREDENTIALS")
+	s.signUp(t, "weak@example.com")
+}
+
+func TestChangePasswordRefusesWeakPasswords(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, nil)
+	p := s.signUp(t, "changer@example.com")
+	other := s.login(t, "changer@example.com")
+	for _, pw := range weakPasswords {
+		r := s.post(t, p.AccessToken, changePassword, map[string]any{"cur": testPassword, "new": pw})
+		wantCode(t, r, "BAD_USER_INPUT")
+	}
+	// Nothing changed: the old password still works and no session ended.
+	wantOK(t, s.post(t, other.AccessToken, meQuery, nil))
+	s.login(t, "changer@example.com")
+	wantOK(t, s.post(t, p.AccessToken, changePassword, map[string]any{"cur": testPassword, "new": "an uncommon passphrase"}))
+}
