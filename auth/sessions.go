@@ -88,11 +88,14 @@ func (s *Service) checkAccess(ctx context.Context, epoch uint64, h []byte, id *I
 
 // touch records a use of sess's current access token. It matches the token's
 // hash too: if a refresh rotated the pair meanwhile, the new pair has not been
-// used and must not be marked so.
+// used and must not be marked so. A use after the reuse window also erases
+// the pair's sealed copy: no retry may ask for it any more (see sealPair).
 func (s *Service) touch(ctx context.Context, sess *models.Session) error {
+	passed, arg := s.windowPassed("prev_rotated_at")
 	_, err := s.db.NewUpdate().Model(sess).
 		Set("last_used_at = "+s.dialect.Now).
 		Set("successor_used = true").
+		Set("prev_sealed = CASE WHEN "+passed+" THEN NULL ELSE prev_sealed END", arg).
 		WherePK().
 		Where("access_hash = ?", sess.AccessHash).
 		Returning("last_used_at, successor_used").
