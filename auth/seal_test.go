@@ -194,10 +194,12 @@ func TestSealSweepRacingRefreshes(t *testing.T) {
 	if !pgtest.SQLite() {
 		instances = append(instances, newTestServiceOn(t, url, instances[0].hasher))
 	}
-	// A short window: a pair used at once keeps its seal for the sweep to
-	// erase while the client may be rotating that very row.
+	// Each client uses its new pair within the window (its seal stays), then
+	// moves the rotation past the window (now the seal is spent, and the
+	// sweepers may erase it) and rotates that very row at once.
+	const window = time.Hour
 	for _, s := range instances {
-		s.cfg.ReuseWindow = 20 * time.Millisecond
+		s.cfg.ReuseWindow = window
 	}
 	first := signUp(t, instances[0], "ann@example.com")
 
@@ -251,14 +253,21 @@ func TestSealSweepRacingRefreshes(t *testing.T) {
 					errs <- fmt.Errorf("client %d round %d: the new access token: %w", c, r, err)
 					return
 				}
+				then, arg := s.dialect.NowMinus(2 * window)
+				if _, err := s.db.NewRaw("UPDATE sessions SET prev_rotated_at = "+then+" WHERE id = ?", arg, iss.Session.ID).Exec(context.Background()); err != nil {
+					errs <- fmt.Errorf("client %d round %d: ageing the rotation: %w", c, r, err)
+					return
+				}
 				token = next.RefreshToken
-				time.Sleep(time.Duration(r%4) * 10 * time.Millisecond) // before, around and after the window
 			}
 		})
 	}
 	wg.Wait()
 	close(stop)
 	sweepers.Wait()
+	// Sweeping erases a seal only in the moment between a client's ageing
+	// and its next rotation: each round offers one, and the sweepers run
+	// without pause, so missing all of them would be a broken sweep.
 	close(errs)
 	for err := range errs {
 		t.Error(err)
