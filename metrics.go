@@ -144,6 +144,9 @@ func (m *metrics) countField(ctx context.Context, next graphql.Resolver) (any, e
 	case "logout":
 		if err == nil {
 			m.revocations.WithLabelValues("logout").Inc()
+		} else if code == auth.CodeRefreshTokenReused { // a replayed refresh token logs out too
+			m.replays.Inc()
+			m.revocations.WithLabelValues("replay").Inc()
 		}
 	case "revokeSession":
 		if err == nil {

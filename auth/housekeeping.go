@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -18,13 +19,22 @@ const (
 	// token expired) is kept: long enough that its tokens are still
 	// recognised and answered precisely, then it goes with its history.
 	endedRetention = 24 * time.Hour
+	// sealSweepInterval is how often RunHousekeeping erases spent sealed
+	// pairs (see eraseSpentSeals), and so how long at most, plus one sweep,
+	// a sealed pair outlives the moment no retry may ask for it any more
+	// (see sealPair).
+	sealSweepInterval = 5 * time.Second
 )
 
-// Housekeep deletes expired login counters, retired refresh tokens past any
-// possible expiry, and long-ended sessions (with what is left of their
-// history), and returns how many rows it deleted.
+// Housekeep erases spent sealed pairs, deletes expired login counters,
+// retired refresh tokens past any possible expiry, and long-ended sessions
+// (with what is left of their history), and returns how many rows it
+// deleted.
 // Errors: SERVICE_UNAVAILABLE, or an internal database error.
 func (s *Service) Housekeep(ctx context.Context) (int, error) {
+	if _, err := s.eraseSpentSeals(ctx); err != nil {
+		return 0, err
+	}
 	steps := []func(context.Context) (int, error){
 		func(ctx context.Context) (int, error) {
 			return s.deleteExpiredThrottles(ctx, s.db, s.cfg.Throttle.Window, housekeepingBatch)
@@ -82,9 +92,98 @@ func (s *Service) deleteEndedSessions(ctx context.Context, db bun.IDB, retention
 	return int(n), err
 }
 
-// RunHousekeeping calls Housekeep every interval until ctx ends, logging
-// failures; the next round retries.
+// windowPassed returns an SQL condition, with one placeholder, and its
+// argument: true when the reuse window of the rotation at column (a trusted
+// identifier) has passed by the database's clock. It is superseded.retriable's
+// test, so a sealed pair is never erased while a retry may ask for it.
+func (s *Service) windowPassed(column string) (string, any) {
+	cutoff, arg := s.dialect.NowMinus(s.cfg.ReuseWindow)
+	return column + " <= " + cutoff, arg
+}
+
+// eraseSpentSeals erases every sealed pair that no retry may ask for any
+// more (see sealPair): on a session row once its pair was used and the reuse
+// window of its rotation has passed; of a retired token (whose successor was
+// used) once its window has passed. It returns how many it erased.
+// Errors: SERVICE_UNAVAILABLE, or an internal database error.
+func (s *Service) eraseSpentSeals(ctx context.Context) (int, error) {
+	total := 0
+	for _, erase := range []func(context.Context, bun.IDB, int) (int, error){s.eraseSessionSeals, s.eraseRetiredSeals} {
+		for {
+			n, err := erase(ctx, s.db, housekeepingBatch)
+			total += n
+			if err != nil {
+				return total, dbError(err)
+			}
+			if n < housekeepingBatch {
+				break
+			}
+		}
+	}
+	return total, nil
+}
+
+// eraseSessionSeals and eraseRetiredSeals erase up to batch spent sealed
+// pairs. Their conditions are those of the partial indexes of migration
+// 20261130110000, so they read only the few rows whose pair was used within
+// about the last window.
+func (s *Service) eraseSessionSeals(ctx context.Context, db bun.IDB, batch int) (int, error) {
+	passed, arg := s.windowPassed("prev_rotated_at")
+	spent := "prev_sealed IS NOT NULL AND successor_used AND " + passed
+	ids := db.NewSelect().Model((*models.Session)(nil)).Column("id").
+		Where(spent, arg).
+		Limit(int64(batch)).Apply(s.dialect.ForUpdateSkipLocked)
+	res, err := db.NewUpdate().Model((*models.Session)(nil)).Set("prev_sealed = NULL").
+		Where("id IN (?)", ids).Where(spent, arg).Exec(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
+}
+
+func (s *Service) eraseRetiredSeals(ctx context.Context, db bun.IDB, batch int) (int, error) {
+	passed, arg := s.windowPassed("rotated_at")
+	spent := "sealed IS NOT NULL AND (rotated_at IS NULL OR " + passed + ")"
+	hashes := db.NewSelect().Model((*models.RetiredRefreshToken)(nil)).Column("token_hash").
+		Where(spent, arg).
+		Limit(int64(batch)).Apply(s.dialect.ForUpdateSkipLocked)
+	res, err := db.NewUpdate().Model((*models.RetiredRefreshToken)(nil)).Set("sealed = NULL").
+		Where("token_hash IN (?)", hashes).Where(spent, arg).Exec(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
+}
+
+// RunHousekeeping calls Housekeep every interval, and eraseSpentSeals every
+// sealSweepInterval (or interval, when shorter) on its own so that a long
+// round of deletions never delays it, until ctx ends, logging failures; the
+// next round retries. It returns when both have stopped.
 func (s *Service) RunHousekeeping(ctx context.Context, interval time.Duration) {
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		every(ctx, min(interval, sealSweepInterval), func(round context.Context) {
+			if _, err := s.eraseSpentSeals(round); err != nil {
+				s.log.WarnContext(ctx, "erasing spent sealed pairs", "err", err)
+			}
+		})
+	})
+	every(ctx, interval, func(round context.Context) {
+		n, err := s.Housekeep(round)
+		if err != nil {
+			s.log.WarnContext(ctx, "housekeeping", "err", err, "deleted", n)
+		} else if n > 0 {
+			s.log.InfoContext(ctx, "housekeeping", "deleted", n)
+		}
+	})
+	wg.Wait()
+}
+
+// every calls run every interval, with a context that ends after interval,
+// until ctx ends.
+func every(ctx context.Context, interval time.Duration, run func(context.Context)) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -93,13 +192,8 @@ func (s *Service) RunHousekeeping(ctx context.Context, interval time.Duration) {
 			return
 		case <-t.C:
 			round, cancel := context.WithTimeout(ctx, interval)
-			n, err := s.Housekeep(round)
+			run(round)
 			cancel()
-			if err != nil {
-				s.log.WarnContext(ctx, "housekeeping", "err", err, "deleted", n)
-			} else if n > 0 {
-				s.log.InfoContext(ctx, "housekeeping", "deleted", n)
-			}
 		}
 	}
 }

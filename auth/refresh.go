@@ -63,72 +63,135 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*Issued, er
 // superseded is what is kept of a refresh token that was rotated away.
 type superseded struct {
 	rotatedAt     time.Time
-	sealed        []byte // the pair it was rotated into, sealed under it
+	sealed        []byte // the pair it was rotated into, sealed under it; nil once spent
 	successorUsed bool
 }
 
-func (s *Service) refreshInTx(ctx context.Context, tx bun.Tx, token string) (*Issued, *Error, error) {
-	h := hashToken(token)
+// retriable reports whether presenting the superseded token at now still
+// returns the pair it was rotated into (API.md, "Refresh"): while that pair
+// is unused, or within window of the rotation. The sealed copy is erased no
+// earlier than this turns false (see sealPair), so a nil one means false.
+func (old *superseded) retriable(now time.Time, window time.Duration) bool {
+	return old.sealed != nil && (!old.successorUsed || now.Before(old.rotatedAt.Add(window)))
+}
+
+// tokenRole is what a presented token is to the session it was found on.
+type tokenRole int
+
+const (
+	unknownToken      tokenRole = iota
+	currentAccess               // the session's access token
+	currentRefresh              // the session's refresh token
+	supersededRefresh           // a refresh token rotated away, on the row or retired
+)
+
+// lockByToken finds the session that a token with hash h belongs to, as its
+// refresh token, the one it replaced, or one retired before that (and, with
+// access, as its access token), reads it with the database's now and locks
+// it until the transaction ends. old is set for a superseded refresh token.
+func (s *Service) lockByToken(ctx context.Context, tx bun.Tx, h []byte, access bool) (*sessionRow, tokenRole, *superseded, error) {
+	where := "refresh_hash = ? OR prev_refresh_hash = ?"
+	args := []any{h, h}
+	if access {
+		where, args = "access_hash = ? OR "+where, append(args, h)
+	}
 	row := new(sessionRow)
 	err := tx.NewSelect().Model(row).
 		ColumnExpr("session.*").ColumnExpr(s.dialect.Now+" AS db_now").
-		Where("refresh_hash = ? OR prev_refresh_hash = ?", h, h).
+		Where(where, args...).
 		Apply(s.dialect.ForUpdate).Scan(ctx)
-	var old *superseded
 	switch {
-	case isNoRows(err):
-		// Not on any session row: retired more than a generation ago, or
-		// unknown.
-		retired := new(models.RetiredRefreshToken)
-		err = tx.NewSelect().Model(retired).Where("token_hash = ?", h).Scan(ctx)
-		if isNoRows(err) {
-			return nil, errUnauthenticated, nil
-		}
-		if err != nil {
-			return nil, nil, err
-		}
-		err = tx.NewSelect().Model(row).
-			ColumnExpr("session.*").ColumnExpr(s.dialect.Now+" AS db_now").
-			Where("id = ?", retired.SessionID).
-			Apply(s.dialect.ForUpdate).Scan(ctx)
-		if err != nil {
-			return nil, nil, err
-		}
-		old = &superseded{sealed: retired.Sealed, successorUsed: true}
-		if retired.RotatedAt != nil {
-			old.rotatedAt = *retired.RotatedAt
-		}
-	case err != nil:
-		return nil, nil, err
-	case string(row.RefreshHash) != string(h):
-		old = &superseded{rotatedAt: *row.PrevRotatedAt, sealed: row.PrevSealed, successorUsed: row.SuccessorUsed}
+	case err == nil && string(row.AccessHash) == string(h):
+		return row, currentAccess, nil, nil
+	case err == nil && string(row.RefreshHash) == string(h):
+		return row, currentRefresh, nil, nil
+	case err == nil:
+		return row, supersededRefresh, &superseded{rotatedAt: *row.PrevRotatedAt, sealed: row.PrevSealed, successorUsed: row.SuccessorUsed}, nil
+	case !isNoRows(err):
+		return nil, unknownToken, nil, err
 	}
+	// Not on any session row: retired more than a generation ago, or
+	// unknown.
+	retired := new(models.RetiredRefreshToken)
+	err = tx.NewSelect().Model(retired).Where("token_hash = ?", h).Scan(ctx)
+	if isNoRows(err) {
+		return nil, unknownToken, nil, nil
+	}
+	if err != nil {
+		return nil, unknownToken, nil, err
+	}
+	err = tx.NewSelect().Model(row).
+		ColumnExpr("session.*").ColumnExpr(s.dialect.Now+" AS db_now").
+		Where("id = ?", retired.SessionID).
+		Apply(s.dialect.ForUpdate).Scan(ctx)
+	if err != nil {
+		return nil, unknownToken, nil, err
+	}
+	// Its successor was used: the token after it was presented to rotate.
+	old := &superseded{sealed: retired.Sealed, successorUsed: true}
+	if retired.RotatedAt != nil {
+		old.rotatedAt = *retired.RotatedAt
+	}
+	return row, supersededRefresh, old, nil
+}
 
+// judgeRefresh decides what presenting a refresh token (the current one, or
+// the superseded old) to its locked session amounts to: nil when it would
+// refresh, errRefreshReused for a replay (the caller revokes the session),
+// or the error to answer. Refresh and Logout decide alike, so that any
+// token that refreshes also logs out.
+func (s *Service) judgeRefresh(row *sessionRow, old *superseded) *Error {
 	sess := &row.Session
 	switch {
 	case sess.RevokedAt != nil:
-		return nil, errUnauthenticated, nil
+		return errUnauthenticated
 	case !row.DBNow.Before(sess.RefreshExpiresAt):
-		return nil, errRefreshExpired, nil
-	case old == nil:
-		issued, err := s.rotate(ctx, tx, row, token)
-		return issued, nil, err
-	case old.sealed != nil && (!old.successorUsed || row.DBNow.Before(old.rotatedAt.Add(s.cfg.ReuseWindow))):
-		pair, err := openPair(token, sess.ID, old.sealed)
-		if err != nil {
-			return nil, nil, err
-		}
-		view := *sess
-		view.AccessExpiresAt, view.RefreshExpiresAt = pair.AccessExpiresAt, pair.RefreshExpiresAt
-		return &Issued{AccessToken: pair.Access, RefreshToken: pair.Refresh, Session: &view, Now: row.DBNow}, nil, nil
+		return errRefreshExpired
+	case old == nil || old.retriable(row.DBNow, s.cfg.ReuseWindow):
+		return nil
 	default:
-		s.log.WarnContext(ctx, "refresh token replayed; session revoked", "session_id", sess.ID, "user_id", sess.UserID)
-		return nil, errRefreshReused, s.revokeSession(ctx, tx, sess.ID)
+		return errRefreshReused
 	}
 }
 
+// replayed revokes the session of a replayed refresh token.
+func (s *Service) replayed(ctx context.Context, tx bun.Tx, sess *models.Session) error {
+	s.log.WarnContext(ctx, "refresh token replayed; session revoked", "session_id", sess.ID, "user_id", sess.UserID)
+	return s.revokeSession(ctx, tx, sess.ID)
+}
+
+func (s *Service) refreshInTx(ctx context.Context, tx bun.Tx, token string) (*Issued, *Error, error) {
+	row, role, old, err := s.lockByToken(ctx, tx, hashToken(token), false)
+	if err != nil {
+		return nil, nil, err
+	}
+	if role == unknownToken {
+		return nil, errUnauthenticated, nil
+	}
+	sess := &row.Session
+	switch outcome := s.judgeRefresh(row, old); {
+	case outcome == errRefreshReused:
+		return nil, outcome, s.replayed(ctx, tx, sess)
+	case outcome != nil:
+		return nil, outcome, nil
+	case old == nil:
+		issued, err := s.rotate(ctx, tx, row, token)
+		return issued, nil, err
+	}
+	pair, err := openPair(token, sess.ID, old.sealed)
+	if err != nil {
+		return nil, nil, err
+	}
+	view := *sess
+	view.AccessExpiresAt, view.RefreshExpiresAt = pair.AccessExpiresAt, pair.RefreshExpiresAt
+	return &Issued{AccessToken: pair.Access, RefreshToken: pair.Refresh, Session: &view, Now: row.DBNow}, nil, nil
+}
+
 // rotate replaces the session's pair, keeps the replaced refresh token's hash
-// and the new pair sealed under it, and retires the generation before.
+// and the new pair sealed under it, and retires the generation before: its
+// hash always (a replay must be recognised), its sealed pair only while a
+// retry may still ask for it. Presenting the replaced token proves that pair
+// used, so that is while the reuse window of its rotation lasts.
 //
 // Every time written is the database's now as read under the row lock, so
 // the rotation happens at one instant: PostgreSQL's now() is fixed for the
@@ -139,8 +202,10 @@ func (s *Service) rotate(ctx context.Context, tx bun.Tx, row *sessionRow, refres
 	sess := &row.Session
 	if sess.PrevRefreshHash != nil {
 		retired := &models.RetiredRefreshToken{
-			TokenHash: sess.PrevRefreshHash, SessionID: sess.ID,
-			RotatedAt: sess.PrevRotatedAt, Sealed: sess.PrevSealed,
+			TokenHash: sess.PrevRefreshHash, SessionID: sess.ID, RotatedAt: sess.PrevRotatedAt,
+		}
+		if sess.PrevRotatedAt != nil && row.DBNow.Before(sess.PrevRotatedAt.Add(s.cfg.ReuseWindow)) {
+			retired.Sealed = sess.PrevSealed
 		}
 		if _, err := tx.NewInsert().Model(retired).Value("retired_at", s.dialect.Now).Exec(ctx); err != nil {
 			return nil, err

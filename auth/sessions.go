@@ -88,11 +88,14 @@ func (s *Service) checkAccess(ctx context.Context, epoch uint64, h []byte, id *I
 
 // touch records a use of sess's current access token. It matches the token's
 // hash too: if a refresh rotated the pair meanwhile, the new pair has not been
-// used and must not be marked so.
+// used and must not be marked so. A use after the reuse window also erases
+// the pair's sealed copy: no retry may ask for it any more (see sealPair).
 func (s *Service) touch(ctx context.Context, sess *models.Session) error {
+	passed, arg := s.windowPassed("prev_rotated_at")
 	_, err := s.db.NewUpdate().Model(sess).
 		Set("last_used_at = "+s.dialect.Now).
 		Set("successor_used = true").
+		Set("prev_sealed = CASE WHEN "+passed+" THEN NULL ELSE prev_sealed END", arg).
 		WherePK().
 		Where("access_hash = ?", sess.AccessHash).
 		Returning("last_used_at, successor_used").
@@ -103,51 +106,60 @@ func (s *Service) touch(ctx context.Context, sess *models.Session) error {
 	return err
 }
 
-// Logout ends the session that token (its access or its refresh token)
-// belongs to.
-// Errors: UNAUTHENTICATED, TOKEN_EXPIRED, SERVICE_UNAVAILABLE.
+// Logout ends the session that token belongs to: its access token, or any
+// refresh token that would still refresh (the current one, or one a retry
+// may still present, see Refresh), so that a client which lost a refresh
+// response can still log out. A superseded refresh token past that is a
+// replay, as it is for Refresh: the session is revoked all the same and the
+// answer says so.
+// Errors: UNAUTHENTICATED, TOKEN_EXPIRED, REFRESH_TOKEN_REUSED,
+// SERVICE_UNAVAILABLE.
 func (s *Service) Logout(ctx context.Context, token string) error {
 	if !wellFormed(token) {
 		return errUnauthenticated
 	}
-	h := hashToken(token)
-	var outcome error
+	var outcome *Error
 	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		row := new(sessionRow)
-		err := tx.NewSelect().Model(row).
-			ColumnExpr("session.*").ColumnExpr(s.dialect.Now+" AS db_now").
-			Where("access_hash = ? OR refresh_hash = ?", h, h).
-			Apply(s.dialect.ForUpdate).Scan(ctx)
-		if isNoRows(err) {
-			outcome = errUnauthenticated
-			return nil
-		}
+		row, role, old, err := s.lockByToken(ctx, tx, hashToken(token), true)
 		if err != nil {
 			return err
 		}
+		if role == unknownToken {
+			outcome = errUnauthenticated
+			return nil
+		}
 		sess := &row.Session
-		isAccess := string(sess.AccessHash) == string(h)
 		switch {
+		case role != currentAccess:
+			outcome = s.judgeRefresh(row, old)
 		case sess.RevokedAt != nil:
 			outcome = errUnauthenticated
-		case isAccess && !row.DBNow.Before(sess.AccessExpiresAt):
+		case !row.DBNow.Before(sess.AccessExpiresAt):
 			outcome = errAccessExpired
-		case !isAccess && !row.DBNow.Before(sess.RefreshExpiresAt):
-			outcome = errRefreshExpired
-		default:
+		}
+		if outcome == nil || outcome == errRefreshReused {
 			noteSubject(ctx, sess) // for the request log
+		}
+		switch outcome {
+		case nil:
 			return s.revokeSession(ctx, tx, sess.ID)
+		case errRefreshReused:
+			return s.replayed(ctx, tx, sess)
 		}
 		return nil
 	})
 	if err != nil {
 		return dbError(err)
 	}
-	if outcome == nil {
-		s.syncInvalidations(ctx)
-		clearRefreshCookie(ctx)
+	if outcome != nil && outcome != errRefreshReused {
+		return outcome
 	}
-	return outcome
+	s.syncInvalidations(ctx)
+	clearRefreshCookie(ctx) // the session is over either way
+	if outcome != nil {
+		return outcome
+	}
+	return nil
 }
 
 // isLive is the condition for a session that still works: not ended and its

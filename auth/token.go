@@ -57,17 +57,50 @@ type tokenPair struct {
 }
 
 // Idempotent refresh needs to hand the same successor pair to every retry of
-// one refresh token, yet the database must never hold a usable token. We
-// keep the successor pair sealed (AES-256-GCM) under a key derived from the
-// parent refresh token itself, which only its holder knows:
+// one refresh token, yet the database must never hold a token a thief could
+// use. We keep the successor pair sealed (AES-256-GCM) under a key derived
+// from the parent refresh token itself: the row has SHA-256(parent) and the
+// sealed pair, and no server-side key has to be configured, shared between
+// instances or rotated.
 //
-//   - nothing secret is stored: the row has SHA-256(parent) and the sealed
-//     pair, and opening it needs the parent, which a database thief lacks;
-//   - no server-side key has to be configured, shared between instances or
-//     rotated, and a leaked server key could not unroll a token chain (as it
-//     would with successors derived by HMAC from the parent);
-//   - whoever holds the parent can open the pair, which is exactly what
-//     idempotence grants anyway, and only while the row keeps it.
+// Sealing alone does not keep that promise. The pair sealed under refresh
+// token n holds token n+1, which opens the pair sealed under it, and so on:
+// the seals form a chain, and whoever holds a copy of the database and any
+// old refresh token whose seal is still there unrolls it offline up to the
+// session's current pair, where replay detection never sees him. (Until
+// migration 20261130110000 every seal was kept in retired_refresh_tokens for
+// REFRESH_TOKEN_TTL, so one token from the last week was enough.) The chain
+// cannot be cut by construction: a retry of token n must get token n+1
+// verbatim, and token n+1 is exactly what its own retries present, so
+// whatever lets the holder of n get n+1 back also opens n+1's seal; only a
+// key the database does not hold could prevent it.
+//
+// What keeps the promise is time. A seal is needed only while presenting its
+// token to refresh would return that pair: while the pair is unused, or
+// within REFRESH_REUSE_WINDOW of the rotation (superseded.retriable). While
+// it is needed, its token's holder gets online, without any replay being
+// detected, exactly what a thief gets offline from it, and the chain
+// onwards too, for each later seal is still needed as well. Once it is not
+// needed, it goes:
+//
+//   - rotate copies the seal of the token it retires into
+//     retired_refresh_tokens only while that rotation's window lasts (the
+//     pair was used: its refresh token is being presented);
+//   - touch erases the session row's seal when the pair is first used after
+//     its window;
+//   - a pair first used within its window keeps its seal until the window
+//     has passed: eraseSpentSeals, which every instance runs every
+//     sealSweepInterval (5 s), erases it then, as it does retired seals whose
+//     window has passed.
+//
+// So a seal outlives its last legitimate use by at most sealSweepInterval
+// plus one sweep's duration; a copy of the database taken after that opens
+// nothing with any token. A seal whose pair is never used stays until the
+// session ends (a retry of its token may still come), and opens only to that
+// token's holder, as refresh would. Erasing a seal keeps its token's hash and
+// rotation time, so a later replay is still answered REFRESH_TOKEN_REUSED.
+// Seals of revoked or expired sessions are not hurried: every token they hold
+// is refused, and they go with the session.
 //
 // The key is derived with a domain-separation prefix, so it is never the
 // value stored in refresh_hash.

@@ -563,7 +563,9 @@ type Mutation {
   """
   Ends the session of the bearer token, which may be its access or its refresh token,
   or, with no Authorization header, of the refresh-token cookie, which it clears.
-  Errors: UNAUTHENTICATED, TOKEN_EXPIRED.
+  Any refresh token that ` + "`" + `refresh` + "`" + ` would still accept also logs out (a client that
+  lost a refresh response may log out with the token it sent).
+  Errors: UNAUTHENTICATED, TOKEN_EXPIRED, REFRESH_TOKEN_REUSED (a replayed refresh token; session revoked).
   """
   logout: Boolean!
   """

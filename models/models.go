@@ -42,7 +42,9 @@ type Session struct {
 
 	// The refresh token that the current pair replaced, kept so that a
 	// retried refresh gets the same pair back. PrevSealed is the current pair
-	// encrypted under a key derived from that previous refresh token.
+	// encrypted under a key derived from that previous refresh token, kept
+	// only while a retry may ask for it (until the pair is used and the reuse
+	// window has passed, see auth/token.go); the hash stays, for replays.
 	PrevRefreshHash []byte     `bun:"prev_refresh_hash"`
 	PrevRotatedAt   *time.Time `bun:"prev_rotated_at"`
 	PrevSealed      []byte     `bun:"prev_sealed"`
@@ -64,7 +66,8 @@ type RetiredRefreshToken struct {
 	SessionID string    `bun:"session_id,notnull"`
 	RetiredAt time.Time `bun:"retired_at,notnull"`
 	// RotatedAt and Sealed are what the session row held as
-	// PrevRotatedAt and PrevSealed for this token.
+	// PrevRotatedAt and PrevSealed for this token; Sealed only until the
+	// reuse window of that rotation has passed, then nil.
 	RotatedAt *time.Time `bun:"rotated_at"`
 	Sealed    []byte     `bun:"sealed"`
 }
