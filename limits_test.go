@@ -195,7 +195,8 @@ func TestQueryCostLimits(t *testing.T) {
 		// 5 ofType in each set, but 10 at __type.ofType.ofType once merged.
 		{"RepeatedNested", "{ __type(name: \"User\") {" + strings.Repeat(" ofType { ofType { name } ofType { name } }", 5) + " } }", "COMPLEXITY_LIMIT_EXCEEDED"},
 		{"SelectionsOverLimit", "{" + aliasesOf(20, "me { ...U ...U ...U ...U ...U ...U ...U ...U }") + "} fragment U on User { id email createdAt }", "COMPLEXITY_LIMIT_EXCEEDED"},
-		{"SelectionsAcrossOperations", repeatf(75, "query Q%d { ...U } ") + "fragment U on Query { me { id email createdAt } mySessions { id } }", "COMPLEXITY_LIMIT_EXCEEDED"},
+		{"SelectionsAcrossOperations", repeatf(30, "query Q%d { ...U } ") + "fragment U on Query {" + strings.Repeat(" me { id email createdAt } mySessions { id }", 4) + " }", "COMPLEXITY_LIMIT_EXCEEDED"},
+		{"OperationsOverLimit", repeatf(maxOperations+1, "query Q%d { __typename } "), "COMPLEXITY_LIMIT_EXCEEDED"},
 		{"AliasesOverLimit", "{" + aliases(21) + "}", "COMPLEXITY_LIMIT_EXCEEDED"},
 		{"TooDeep", "{ __type(name: \"User\") {" + strings.Repeat(" ofType {", 15) + " name" + strings.Repeat(" }", 15) + " } }", "COMPLEXITY_LIMIT_EXCEEDED"},
 		{"FragmentBomb", "{ ...F20 } fragment F0 on Query { __typename } " + fragmentChain(20, "", ""), "COMPLEXITY_LIMIT_EXCEEDED"},
@@ -237,6 +238,13 @@ func TestQueryCostLimits(t *testing.T) {
 		ext := map[string]any{"persistedQuery": map[string]any{"version": 1, "sha256Hash": hex.EncodeToString(sum[:])}}
 		wantCode(t, s.postBody(t, map[string]any{"query": q, "extensions": ext}), "BAD_USER_INPUT")
 		wantCode(t, s.postBody(t, map[string]any{"extensions": ext}), "PERSISTED_QUERY_NOT_FOUND")
+	})
+	t.Run("ErrorsListedUpToLimit", func(t *testing.T) {
+		r := s.post(t, "", "{ __typename"+strings.Repeat(" @d", 300)+" }", nil)
+		wantCode(t, r, "GRAPHQL_VALIDATION_FAILED")
+		if len(r.Errors) != maxErrors {
+			t.Fatalf("%d errors, want %d", len(r.Errors), maxErrors)
+		}
 	})
 	t.Run("WithinTheLimits", func(t *testing.T) {
 		wantOK(t, s.post(t, "", "{"+strings.Repeat(" __typename", maxQueryRepeats)+"}", nil))

@@ -24,9 +24,9 @@ import (
 // what else was tried). Each is sent anonymously, with a fresh comment so
 // that it is parsed and validated every time.
 var worstQueries = map[string]string{
-	// 333 anonymous operations, each selecting an unknown field: two
-	// errors each (not alone; unknown field).
-	"AnonymousOperations": strings.Repeat("{ f } ", 333),
+	// 32 anonymous operations, each selecting 8 unknown fields: errors
+	// for each (not alone, unknown fields).
+	"AnonymousOperations": strings.Repeat("{"+strings.Repeat(" f", 8)+" } ", maxOperations),
 	// 498 unknown directives on one field: one error each.
 	"UnknownDirectives": "{ __typename" + strings.Repeat(" @d", 498) + " }",
 	// 498 unknown fields: one error each, with suggestions.

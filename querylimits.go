@@ -27,9 +27,13 @@ const (
 	// maxQueryTokens bounds the tokens gqlparser reads (comments are not
 	// tokens; maxQueryBytes bounds them). The introspection query has 150.
 	maxQueryTokens = 1000
-	// maxQueryRepeats bounds how often one response name may appear in one
-	// selection set, counting inline fragments and fragment spreads.
+	// maxQueryRepeats bounds how often one response path may be selected,
+	// counting what fragments and inline fragments select into it.
 	maxQueryRepeats = 8
+	// maxOperations bounds the operations in one document (GraphiQL sends
+	// all those in its editor; the playground's has 7): validation reports
+	// errors per operation, the costliest part of an invalid document.
+	maxOperations = 32
 	// queryCacheBytes bounds the memory of the parsed, validated documents
 	// kept for reuse (estimated by documentBytes); persistedQueries bounds
 	// the persisted-query texts, each at most maxQueryBytes.
@@ -65,11 +69,11 @@ func (l queryTextLimit) MutateOperationParameters(_ context.Context, p *graphql.
 // operation is known, more than one password-hashing or token-rotating
 // mutation. Each refusal answers COMPLEXITY_LIMIT_EXCEEDED.
 type queryLimits struct {
-	maxTokens  int
-	maxDepth   int
-	maxAliases int
-	maxFields  int
-	maxRepeats int
+	maxTokens     int
+	maxDepth      int
+	maxAliases    int
+	maxSelections int
+	maxRepeats    int
 	// costly names root mutation fields allowed once per request.
 	costly map[string]bool
 	// validated holds documents that already passed these limits (gqlgen's
@@ -80,12 +84,12 @@ type queryLimits struct {
 
 func defaultQueryLimits() queryLimits {
 	return queryLimits{
-		maxTokens:  maxQueryTokens,
-		maxDepth:   15, // GraphiQL's introspection query needs about 13
-		maxAliases: 20,
-		maxFields:  500,
-		maxRepeats: maxQueryRepeats,
-		costly:     map[string]bool{"signUp": true, "login": true, "changePassword": true, "refresh": true},
+		maxTokens:     maxQueryTokens,
+		maxDepth:      15, // GraphiQL's introspection query needs about 13
+		maxAliases:    20,
+		maxSelections: 500,
+		maxRepeats:    maxQueryRepeats,
+		costly:        map[string]bool{"signUp": true, "login": true, "changePassword": true, "refresh": true},
 	}
 }
 
@@ -120,6 +124,9 @@ func (q queryLimits) MutateOperationParameters(ctx context.Context, p *graphql.R
 }
 
 func (q queryLimits) checkDocument(doc *ast.QueryDocument) *gqlerror.Error {
+	if len(doc.Operations) > maxOperations {
+		return limitError("the document holds more than %d operations", maxOperations)
+	}
 	s := shaper{limits: q, fragments: map[string]*ast.FragmentDefinition{}, memo: map[string]*shape{}, spreading: map[string]bool{}}
 	for _, f := range doc.Fragments {
 		if _, dup := s.fragments[f.Name]; !dup {
@@ -149,8 +156,8 @@ func (q queryLimits) checkDocument(doc *ast.QueryDocument) *gqlerror.Error {
 		}
 		selections = sat(selections + sh.selections)
 		aliases = sat(aliases + sh.aliases)
-		if selections > q.maxFields {
-			return limitError("the query selects more than %d fields (each use of a fragment counts)", q.maxFields)
+		if selections > q.maxSelections {
+			return limitError("the query makes more than %d selections (fields and fragments, each use of a fragment counted)", q.maxSelections)
 		}
 		if aliases > q.maxAliases {
 			return limitError("the query uses more than %d aliases", q.maxAliases)
@@ -195,7 +202,7 @@ func (s *shaper) fragment(name string) (*shape, *gqlerror.Error) {
 	}
 	if s.spreading[name] {
 		// Validation refuses cycles too, but only after walking them.
-		err := gqlerror.ErrorPosf(def.Position, "Cannot spread fragment %q within itself.", truncate(name, 64))
+		err := gqlerror.ErrorPosf(def.Position, "Cannot spread fragment %.64q within itself.", name)
 		err.Extensions = map[string]any{"code": "GRAPHQL_VALIDATION_FAILED"}
 		return nil, err
 	}
@@ -271,7 +278,7 @@ func (s *shaper) paths(sets []ast.SelectionSet) *gqlerror.Error {
 					name = sel.Alias
 				}
 				if count[name]++; count[name] > s.limits.maxRepeats {
-					return limitError("the query selects %q more than %d times in one place", truncate(name, 64), s.limits.maxRepeats)
+					return limitError("the query selects %.64q more than %d times in one place", name, s.limits.maxRepeats)
 				}
 				if count[name] == 1 {
 					names = append(names, name)
@@ -324,6 +331,20 @@ func (q queryLimits) MutateOperationContext(_ context.Context, oc *graphql.Opera
 		return limitError("at most one signUp, login, changePassword or refresh per request")
 	}
 	return nil
+}
+
+// maxErrors bounds the errors one response lists, as graphql-js stops
+// validating at 100: a document of maxQueryTokens can hold an error every two
+// tokens, and presenting and writing them was a third of its cost.
+const maxErrors = 100
+
+// limitErrors is a response middleware that keeps the first maxErrors errors.
+func limitErrors(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
+	resp := next(ctx)
+	if resp != nil && len(resp.Errors) > maxErrors {
+		resp.Errors = resp.Errors[:maxErrors]
+	}
+	return resp
 }
 
 // queryCache is gqlgen's parsed-query cache, least recently used first out,

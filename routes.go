@@ -59,6 +59,7 @@ func newServer(cfg config, db *bun.DB, svc *auth.Service, logger *slog.Logger) h
 	m := newMetrics()
 	gql.AroundFields(m.countField)
 	gql.AroundResponses(recordOperation)
+	gql.AroundResponses(limitErrors)
 	gql.SetErrorPresenter(presentError(logger, !cfg.Playground))
 	gql.SetRecoverFunc(func(ctx context.Context, v any) error {
 		logger.ErrorContext(ctx, "panic in resolver", "panic", v, "request_id", requestID(ctx))

@@ -55,6 +55,17 @@ func TestPresentError(t *testing.T) {
 	}
 }
 
+func TestPresentErrorHidesSuggestions(t *testing.T) {
+	msg := `Cannot query field "emial" on type "User". Did you mean "email"?`
+	for _, hide := range []bool{false, true} {
+		got := presentError(slog.New(slog.NewTextHandler(io.Discard, nil)), hide)(context.Background(),
+			&gqlerror.Error{Message: msg, Extensions: map[string]any{"code": "GRAPHQL_VALIDATION_FAILED"}})
+		if strings.Contains(got.Message, "email") == hide || got.Extensions["code"] != "GRAPHQL_VALIDATION_FAILED" {
+			t.Fatalf("hide=%v: %q %v", hide, got.Message, got.Extensions["code"])
+		}
+	}
+}
+
 func TestNoStore(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, nil)
