@@ -54,12 +54,20 @@ func repeatf(n int, format string) string {
 // process's user and system time, so it holds on a busy machine where ns/op
 // does not).
 func BenchmarkWorstQuery(b *testing.B) {
-	h := benchHandler(b, nil)
 	names := make([]string, 0, len(worstQueries)+1)
 	for name := range worstQueries {
 		names = append(names, name)
 	}
 	sort.Strings(names)
+	for _, playground := range []bool{true, false} {
+		h := benchHandler(b, func(c *config) { c.Playground = playground })
+		b.Run(fmt.Sprintf("Playground=%v", playground), func(b *testing.B) {
+			benchQueries(b, h, names)
+		})
+	}
+}
+
+func benchQueries(b *testing.B, h http.Handler, names []string) {
 	for _, name := range append([]string{"Typename"}, names...) {
 		q := worstQueries[name]
 		if name == "Typename" {
