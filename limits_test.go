@@ -1,12 +1,18 @@
 package main
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/example/sessionauth/internal/pgtest"
 )
 
 func TestInputLimits(t *testing.T) {
@@ -14,8 +20,8 @@ func TestInputLimits(t *testing.T) {
 	s := newTestServer(t, nil)
 	p := s.signUp(t, "limits@example.com")
 
-	t.Run("BodyOver1MiB", func(t *testing.T) {
-		r := s.post(t, "", `{ __typename }`, map[string]any{"pad": strings.Repeat("x", 1<<20)})
+	t.Run("BodyOverLimit", func(t *testing.T) {
+		r := s.post(t, "", `{ __typename }`, map[string]any{"pad": strings.Repeat("x", maxBodyBytes)})
 		wantCode(t, r, "BAD_USER_INPUT")
 		if r.Status != http.StatusRequestEntityTooLarge {
 			t.Fatalf("status %d, want 413", r.Status)
@@ -29,6 +35,16 @@ func TestInputLimits(t *testing.T) {
 		var q strings.Builder
 		q.WriteString("mutation {")
 		for i := range 1000 {
+			fmt.Fprintf(&q, ` l%d: login(input: {email: "limits@example.com", password: "guess%d"}) { accessToken }`, i, i)
+		}
+		q.WriteString("}")
+		// Refused by the body limit now, before the query limits.
+		wantCode(t, s.post(t, "", q.String(), nil), "BAD_USER_INPUT")
+	})
+	t.Run("TwentyLoginsInOneRequest", func(t *testing.T) {
+		var q strings.Builder
+		q.WriteString("mutation {")
+		for i := range 20 {
 			fmt.Fprintf(&q, ` l%d: login(input: {email: "limits@example.com", password: "guess%d"}) { accessToken }`, i, i)
 		}
 		q.WriteString("}")
@@ -46,7 +62,11 @@ func TestInputLimits(t *testing.T) {
 			fmt.Fprintf(&q, " m%d: me { id }", i)
 		}
 		q.WriteString("}")
-		wantCode(t, s.post(t, p.AccessToken, q.String(), nil), "COMPLEXITY_LIMIT_EXCEEDED")
+		// Refused by the parser's token limit now, before the alias limit.
+		wantCode(t, s.post(t, p.AccessToken, q.String(), nil), "GRAPHQL_PARSE_FAILED")
+	})
+	t.Run("TwentyOneMeAliases", func(t *testing.T) {
+		wantCode(t, s.post(t, p.AccessToken, "{"+aliases(21)+"}", nil), "COMPLEXITY_LIMIT_EXCEEDED")
 	})
 	t.Run("DeepQuery", func(t *testing.T) {
 		// Only introspection nests this deep in our schema; gqlparser's own
@@ -60,7 +80,7 @@ func TestInputLimits(t *testing.T) {
 		wantOK(t, s.post(t, "", introspectionQuery, nil))
 	})
 	t.Run("LongPasswordRefusedBeforeHashing", func(t *testing.T) {
-		wantCode(t, s.post(t, "", loginMutation, loginVars("limits@example.com", strings.Repeat("p", 100000))), "BAD_USER_INPUT")
+		wantCode(t, s.post(t, "", loginMutation, loginVars("limits@example.com", strings.Repeat("p", 20000))), "BAD_USER_INPUT")
 	})
 	t.Run("MalformedJSON", func(t *testing.T) {
 		req, _ := http.NewRequest(http.MethodPost, s.URL+"/graphql", strings.NewReader(`{"query": "{ me { id } }", "variables": {"password": "hunter22"`))
@@ -103,7 +123,8 @@ func TestInputLimits(t *testing.T) {
 
 func TestPlaygroundOff(t *testing.T) {
 	t.Parallel()
-	s := newTestServer(t, func(c *config) { c.Playground = false })
+	var logs syncBuffer
+	s := newLoggedTestServer(t, pgtest.New(t), func(c *config) { c.Playground = false }, &logs)
 	resp, err := http.Get(s.URL + "/")
 	if err != nil {
 		t.Fatal(err)
@@ -112,10 +133,174 @@ func TestPlaygroundOff(t *testing.T) {
 	if resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("GET / = %d with PLAYGROUND=false", resp.StatusCode)
 	}
-	r := s.post(t, "", `{ __schema { types { name } } }`, nil)
-	if r.code() == "" {
-		t.Fatal("introspection answered with PLAYGROUND=false")
+	t.Run("IntrospectionIsTheClientsError", func(t *testing.T) {
+		for _, q := range []string{
+			`{ __schema { types { name } } }`,
+			`{ __type(name: "User") { fields { name } } }`,
+			`{ ...I } fragment I on Query { __schema { queryType { name } } }`,
+			introspectionQuery,
+		} {
+			r := s.post(t, "", q, nil)
+			wantCode(t, r, "GRAPHQL_VALIDATION_FAILED")
+			if r.Status != http.StatusUnprocessableEntity {
+				t.Fatalf("status %d, want 422", r.Status)
+			}
+		}
+		if strings.Contains(logs.String(), `"level":"ERROR"`) {
+			t.Fatalf("a refused introspection was logged as our error:\n%s", logs.String())
+		}
+	})
+	t.Run("TypenameStillAnswers", func(t *testing.T) {
+		wantOK(t, s.post(t, "", `{ __typename }`, nil))
+	})
+	t.Run("NoSuggestions", func(t *testing.T) {
+		on := newTestServer(t, nil)
+		for _, q := range typoQueries {
+			r := s.post(t, "", q, nil)
+			wantCode(t, r, "GRAPHQL_VALIDATION_FAILED")
+			for _, e := range r.Errors {
+				if strings.Contains(e.Message, "Did you mean") {
+					t.Fatalf("%s: %q", q, e.Message)
+				}
+			}
+			// With the playground on, the same query gets a suggestion:
+			// the query does test one.
+			if r := on.post(t, "", q, nil); !strings.Contains(fmt.Sprint(r.Errors), "Did you mean") {
+				t.Fatalf("%s with the playground on: no suggestion in %+v", q, r.Errors)
+			}
+		}
+	})
+}
+
+// typoQueries each get a "Did you mean" from gqlparser: a field, an
+// argument and an input field.
+var typoQueries = []string{
+	`{ me { emial } }`,
+	`mutation { login(inptu: {email: "a@example.com", password: "12345678"}) { accessToken } }`,
+	`mutation { login(input: {emial: "a@example.com", password: "12345678"}) { accessToken } }`,
+}
+
+func TestQueryCostLimits(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, nil)
+	// Each of these is refused before validation (or by it, for the
+	// cycle): on main each took parsing and validation (or execution) first.
+	cases := []struct {
+		name, query, code string
+	}{
+		{"TextOverLimit", "{ __typename } #" + strings.Repeat("x", maxQueryBytes), "BAD_USER_INPUT"},
+		{"TokensOverLimit", "{" + strings.Repeat(" me { id }", maxQueryTokens/4) + "}", "GRAPHQL_PARSE_FAILED"},
+		{"RepeatedField", "{" + strings.Repeat(" __typename", maxQueryRepeats+1) + "}", "COMPLEXITY_LIMIT_EXCEEDED"},
+		{"RepeatedThroughFragments", "{ me { ...U ...U ...U } } fragment U on User { id id id }", "COMPLEXITY_LIMIT_EXCEEDED"},
+		// 5 ofType in each set, but 10 at __type.ofType.ofType once merged.
+		{"RepeatedNested", "{ __type(name: \"User\") {" + strings.Repeat(" ofType { ofType { name } ofType { name } }", 5) + " } }", "COMPLEXITY_LIMIT_EXCEEDED"},
+		{"SelectionsOverLimit", "{" + aliasesOf(20, "me { ...U ...U ...U ...U ...U ...U ...U ...U }") + "} fragment U on User { id email createdAt }", "COMPLEXITY_LIMIT_EXCEEDED"},
+		{"SelectionsAcrossOperations", repeatf(30, "query Q%d { ...U } ") + "fragment U on Query {" + strings.Repeat(" me { id email createdAt } mySessions { id }", 4) + " }", "COMPLEXITY_LIMIT_EXCEEDED"},
+		{"OperationsOverLimit", repeatf(maxOperations+1, "query Q%d { __typename } "), "COMPLEXITY_LIMIT_EXCEEDED"},
+		{"AliasesOverLimit", "{" + aliases(21) + "}", "COMPLEXITY_LIMIT_EXCEEDED"},
+		{"TooDeep", "{ __type(name: \"User\") {" + strings.Repeat(" ofType {", 15) + " name" + strings.Repeat(" }", 15) + " } }", "COMPLEXITY_LIMIT_EXCEEDED"},
+		{"FragmentBomb", "{ ...F20 } fragment F0 on Query { __typename } " + fragmentChain(20, "", ""), "COMPLEXITY_LIMIT_EXCEEDED"},
+		{"FragmentCycle", "{ ...A } fragment A on Query { ...B } fragment B on Query { ...A }", "GRAPHQL_VALIDATION_FAILED"},
+		{"SchemaTwice", "{ a: __schema { queryType { name } } b: __schema { queryType { name } } }", "COMPLEXITY_LIMIT_EXCEEDED"},
 	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if len(c.query) > maxBodyBytes-100 {
+				t.Fatalf("the query does not fit in a body (%d bytes)", len(c.query))
+			}
+			wantCode(t, s.post(t, "", c.query, nil), c.code)
+		})
+		t.Run(c.name+"OverGET", func(t *testing.T) {
+			if c.name == "TextOverLimit" {
+				t.Skip("over the query-string limit: see QueryStringOverLimit")
+			}
+			wantCode(t, s.get(t, url.Values{"query": {c.query}}), c.code)
+		})
+	}
+	t.Run("QueryStringOverLimit", func(t *testing.T) {
+		r := s.get(t, url.Values{"query": {"{ __typename } #" + strings.Repeat("x", maxBodyBytes)}})
+		wantCode(t, r, "BAD_USER_INPUT")
+		if r.Status != http.StatusRequestURITooLong {
+			t.Fatalf("status %d, want 414", r.Status)
+		}
+	})
+	t.Run("PersistedQuery", func(t *testing.T) {
+		q := "{" + strings.Repeat(" __typename", maxQueryRepeats+1) + "}"
+		sum := sha256.Sum256([]byte(q))
+		ext := map[string]any{"persistedQuery": map[string]any{"version": 1, "sha256Hash": hex.EncodeToString(sum[:])}}
+		wantCode(t, s.postBody(t, map[string]any{"query": q, "extensions": ext}), "COMPLEXITY_LIMIT_EXCEEDED")
+		// The persisted text is checked again when only its hash comes.
+		wantCode(t, s.postBody(t, map[string]any{"extensions": ext}), "COMPLEXITY_LIMIT_EXCEEDED")
+	})
+	t.Run("PersistedQueryOverLimitIsNotKept", func(t *testing.T) {
+		q := "{ __typename } #" + strings.Repeat("x", maxQueryBytes)
+		sum := sha256.Sum256([]byte(q))
+		ext := map[string]any{"persistedQuery": map[string]any{"version": 1, "sha256Hash": hex.EncodeToString(sum[:])}}
+		wantCode(t, s.postBody(t, map[string]any{"query": q, "extensions": ext}), "BAD_USER_INPUT")
+		wantCode(t, s.postBody(t, map[string]any{"extensions": ext}), "PERSISTED_QUERY_NOT_FOUND")
+	})
+	t.Run("ErrorsListedUpToLimit", func(t *testing.T) {
+		r := s.post(t, "", "{ __typename"+strings.Repeat(" @d", 300)+" }", nil)
+		wantCode(t, r, "GRAPHQL_VALIDATION_FAILED")
+		if len(r.Errors) != maxErrors {
+			t.Fatalf("%d errors, want %d", len(r.Errors), maxErrors)
+		}
+	})
+	t.Run("WithinTheLimits", func(t *testing.T) {
+		wantOK(t, s.post(t, "", "{"+strings.Repeat(" __typename", maxQueryRepeats)+"}", nil))
+		wantOK(t, s.post(t, "", introspectionQuery, nil))
+		wantCode(t, s.postBody(t, map[string]any{"query": playgroundDocument, "operationName": "MySessions"}), "UNAUTHENTICATED")
+		// The benchmark's worst cases must be admitted, or it measures a
+		// refusal.
+		for name, q := range worstQueries {
+			switch c := s.post(t, "", q, nil).code(); c {
+			case "BAD_USER_INPUT", "GRAPHQL_PARSE_FAILED", "COMPLEXITY_LIMIT_EXCEEDED":
+				t.Errorf("%s: refused with %s", name, c)
+			}
+		}
+	})
+}
+
+// aliasesOf selects sel n times, each under its own alias.
+func aliasesOf(n int, sel string) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, " a%d: %s", i, sel)
+	}
+	return b.String()
+}
+
+// get sends a GraphQL GET request with params.
+func (s *testServer) get(t *testing.T, params url.Values) gqlResponse {
+	t.Helper()
+	resp, err := http.Get(s.URL + "/graphql?" + params.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return decodeResponse(t, resp)
+}
+
+// postBody sends body as it is (for fields post does not set).
+func (s *testServer) postBody(t *testing.T, body map[string]any) gqlResponse {
+	t.Helper()
+	raw, _ := json.Marshal(body)
+	resp, err := http.Post(s.URL+"/graphql", "application/json", bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return decodeResponse(t, resp)
+}
+
+func decodeResponse(t *testing.T, resp *http.Response) gqlResponse {
+	t.Helper()
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out gqlResponse
+	if err := json.Unmarshal(raw, &out); err != nil {
+		t.Fatalf("status %d, body %q: %v", resp.StatusCode, raw, err)
+	}
+	out.Status = resp.StatusCode
+	return out
 }
 
 // introspectionQuery is GraphiQL's (graphql-js getIntrospectionQuery).

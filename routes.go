@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -19,6 +20,8 @@ import (
 	"github.com/uptrace/bun"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
+	"github.com/vektah/gqlparser/v2/validator/core"
+	"github.com/vektah/gqlparser/v2/validator/rules"
 
 	"github.com/example/sessionauth/auth"
 	"github.com/example/sessionauth/graph"
@@ -33,25 +36,39 @@ func newServer(cfg config, db *bun.DB, svc *auth.Service, logger *slog.Logger) *
 	gql.AddTransport(transport.Options{})
 	gql.AddTransport(getQueriesOnly{})
 	gql.AddTransport(transport.POST{})
-	gql.SetQueryCache(lru.New[*ast.QueryDocument](1000))
+	// Parsing and validation run before any extension that sees the parsed
+	// document: bound their work first (see querylimits.go).
+	cache := newQueryCache(queryCacheBytes, 1000)
+	gql.SetQueryCache(cache)
+	gql.SetParserTokenLimit(maxQueryTokens)
 	if cfg.Playground {
 		gql.Use(extension.Introspection{})
+	} else {
+		// Without the playground the schema is not public: refuse
+		// introspection as a validation error (the client's, not ours),
+		// and name no fields in "Did you mean" suggestions.
+		gql.SetValidationRulesFn(rulesWithoutIntrospection)
+		gql.SetDisableSuggestion(true)
 	}
-	gql.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](100)})
-	gql.Use(defaultQueryLimits())
+	gql.Use(queryTextLimit{max: maxQueryBytes})
+	gql.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](persistedQueries)})
+	limits := defaultQueryLimits()
+	limits.validated = cache
+	gql.Use(limits)
 	gql.Use(extension.FixedComplexityLimit(1000))
 	m := newMetrics()
 	gql.AroundFields(m.countField)
 	gql.AroundFields(noteSubject)
 	gql.AroundResponses(recordOperation)
-	gql.SetErrorPresenter(presentError(logger))
+	gql.AroundResponses(limitErrors)
+	gql.SetErrorPresenter(presentError(logger, !cfg.Playground))
 	gql.SetRecoverFunc(func(ctx context.Context, v any) error {
 		logger.ErrorContext(ctx, "panic in resolver", "panic", v, "request_id", requestID(ctx))
 		return errors.New("panic in resolver")
 	})
 
 	mux := http.NewServeMux()
-	mux.Handle("/graphql", m.instrument("graphql", withCORS(cfg.Auth.AllowedOrigins, limitBody(maxBodyBytes, svc.Middleware(gql)))))
+	mux.Handle("/graphql", noStore(m.instrument("graphql", withCORS(cfg.Auth.AllowedOrigins, limitBody(maxBodyBytes, svc.Middleware(gql))))))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
@@ -84,10 +101,40 @@ func withDeadline(d time.Duration, next http.Handler) http.Handler {
 	})
 }
 
+// noStore marks every answer as not to be stored by any cache: most carry
+// tokens or say something about a session (RFC 6749 section 5.1; Pragma for
+// HTTP/1.0 caches). Errors too: they are set before anything is written.
+func noStore(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Pragma", "no-cache")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// rulesWithoutIntrospection is gqlparser's validation plus a rule that
+// refuses __schema and __type: a refusal at validation answers
+// GRAPHQL_VALIDATION_FAILED, where gqlgen's own (a resolver error) would be
+// presented as INTERNAL and logged as ours.
+func rulesWithoutIntrospection() *rules.Rules {
+	r := rules.NewDefaultRules()
+	r.AddRule("NoIntrospection", func(observers *core.Events, addError core.AddErrFunc) {
+		observers.OnField(func(_ *core.Walker, f *ast.Field) {
+			if f.Name == "__schema" || f.Name == "__type" {
+				addError(core.Message("introspection is disabled on this server"), core.At(f.Position))
+			}
+		})
+	})
+	return r
+}
+
 // presentError gives every error an extensions.code: domain errors keep
 // theirs, gqlgen's own (parse, validation) keep theirs, and anything else is
-// logged with the request id and shown only as INTERNAL.
-func presentError(logger *slog.Logger) graphql.ErrorPresenterFunc {
+// logged with the request id and shown only as INTERNAL. With
+// hideSuggestions, validation messages lose their "Did you mean …?" (field,
+// argument, type and enum names the schema would otherwise reveal; gqlgen's
+// SetDisableSuggestion covers only fields).
+func presentError(logger *slog.Logger, hideSuggestions bool) graphql.ErrorPresenterFunc {
 	return func(ctx context.Context, err error) *gqlerror.Error {
 		gqlErr := graphql.DefaultErrorPresenter(ctx, err)
 		var domain *auth.Error
@@ -106,6 +153,9 @@ func presentError(logger *slog.Logger) graphql.ErrorPresenterFunc {
 			// never our internals; keep their message and code, but not
 			// the echo of the request body (it may hold a password).
 			if msg, _, cut := strings.Cut(gqlErr.Message, " body:"); cut {
+				gqlErr.Message = msg
+			}
+			if msg, _, cut := strings.Cut(gqlErr.Message, " Did you mean "); cut && hideSuggestions {
 				gqlErr.Message = msg
 			}
 			if _, ok := gqlErr.Extensions["code"]; !ok {
@@ -127,15 +177,18 @@ func setCode(e *gqlerror.Error, code string) {
 	e.Extensions["code"] = code
 }
 
-// maxBodyBytes bounds a GraphQL request body (1 MiB).
-const maxBodyBytes = 1 << 20
+// maxBodyBytes bounds a GraphQL request body, and the query string of a GET:
+// room for a query of maxQueryBytes and its variables. Decoding JSON costs
+// about 80 ms of CPU per MiB of variables (BENCHMARKS.md), before any other
+// limit can look at it.
+const maxBodyBytes = 32 << 10
 
 // limitBody refuses bodies over n bytes (at once when Content-Length says so,
 // while reading otherwise) and POST bodies that are not JSON.
 func limitBody(n int64, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > n {
-			writeError(w, http.StatusRequestEntityTooLarge, auth.CodeBadUserInput, "the request body is larger than 1 MiB")
+			writeError(w, http.StatusRequestEntityTooLarge, auth.CodeBadUserInput, fmt.Sprintf("the request body is larger than %d bytes", n))
 			return
 		}
 		if r.Method == http.MethodPost {

@@ -3,9 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -16,7 +20,7 @@ import (
 
 func TestPresentError(t *testing.T) {
 	var logs bytes.Buffer
-	present := presentError(slog.New(slog.NewTextHandler(&logs, nil)))
+	present := presentError(slog.New(slog.NewTextHandler(&logs, nil)), false)
 	ctx := context.WithValue(context.Background(), requestInfoKey{}, &requestInfo{id: "req-42"})
 
 	cases := []struct {
@@ -48,5 +52,70 @@ func TestPresentError(t *testing.T) {
 				t.Fatalf("logged = %v, want %v: %s", logged, c.logged, logs.String())
 			}
 		})
+	}
+}
+
+func TestPresentErrorHidesSuggestions(t *testing.T) {
+	msg := `Cannot query field "emial" on type "User". Did you mean "email"?`
+	for _, hide := range []bool{false, true} {
+		got := presentError(slog.New(slog.NewTextHandler(io.Discard, nil)), hide)(context.Background(),
+			&gqlerror.Error{Message: msg, Extensions: map[string]any{"code": "GRAPHQL_VALIDATION_FAILED"}})
+		if strings.Contains(got.Message, "email") == hide || got.Extensions["code"] != "GRAPHQL_VALIDATION_FAILED" {
+			t.Fatalf("hide=%v: %q %v", hide, got.Message, got.Extensions["code"])
+		}
+	}
+}
+
+func TestNoStore(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, nil)
+	p := s.signUp(t, "nostore@example.com")
+	cases := []struct {
+		name, token, query string
+		vars               map[string]any
+		body               string // sent as it is when set
+	}{
+		{name: "SignUp", query: signUpMutation, vars: map[string]any{"email": "nostore2@example.com", "password": testPassword}},
+		{name: "Login", query: loginMutation, vars: map[string]any{"email": "nostore@example.com", "password": testPassword}},
+		{name: "Refresh", token: p.refresh(), query: refreshMutation},
+		{name: "WrongPassword", query: loginMutation, vars: map[string]any{"email": "nostore@example.com", "password": "wrong password"}},
+		{name: "ValidationError", query: `{ nothing }`},
+		{name: "BodyTooLarge", body: `{"query": "{ __typename }", "pad": "` + strings.Repeat("x", maxBodyBytes) + `"}`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			body := c.body
+			if body == "" {
+				raw, _ := json.Marshal(map[string]any{"query": c.query, "variables": c.vars})
+				body = string(raw)
+			}
+			req, _ := http.NewRequest(http.MethodPost, s.URL+"/graphql", strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			if c.token != "" {
+				req.Header.Set("Authorization", "Bearer "+c.token)
+			}
+			wantNoStore(t, req)
+		})
+	}
+	t.Run("GET", func(t *testing.T) {
+		req, _ := http.NewRequest(http.MethodGet, s.URL+"/graphql?query="+url.QueryEscape(meQuery), nil)
+		req.Header.Set("Authorization", "Bearer "+p.AccessToken)
+		wantNoStore(t, req)
+	})
+}
+
+func wantNoStore(t *testing.T, req *http.Request) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if got := resp.Header.Get("Cache-Control"); got != "no-store" {
+		t.Fatalf("status %d: Cache-Control %q, want no-store", resp.StatusCode, got)
+	}
+	if got := resp.Header.Get("Pragma"); got != "no-cache" {
+		t.Fatalf("status %d: Pragma %q, want no-cache", resp.StatusCode, got)
 	}
 }
