@@ -65,7 +65,7 @@ func newServer(cfg config, db *bun.DB, svc *auth.Service, logger *slog.Logger) h
 		w.Write([]byte("ok\n"))
 	})
 	if cfg.Playground {
-		mux.Handle("GET /{$}", playgroundHandler())
+		mountPlayground(mux)
 	}
 	return withRequestLog(logger, withDeadline(requestTimeout, mux))
 }
