@@ -16,6 +16,7 @@ package playground
 
 import (
 	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
 	"crypto/sha512"
 	"embed"
@@ -27,6 +28,7 @@ import (
 	"net/http"
 	"path"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -63,6 +65,19 @@ type asset struct {
 	contentType string
 	etag        string
 	sri         string
+	// gzipped compresses body once, on first use; nil for types that are
+	// compressed already (fonts, images).
+	gzipped func() []byte
+}
+
+func gzipOnce(body []byte) func() []byte {
+	return sync.OnceValue(func() []byte {
+		var b bytes.Buffer
+		zw, _ := gzip.NewWriterLevel(&b, gzip.BestCompression)
+		zw.Write(body)
+		zw.Close()
+		return b.Bytes()
+	})
 }
 
 // site is what the handler serves: the assets under a version that changes
@@ -114,12 +129,16 @@ var load = sync.OnceValue(func() *site {
 		if ct == "" {
 			ct = "application/octet-stream"
 		}
-		s.assets[name] = asset{
+		a := asset{
 			body:        body,
 			contentType: ct,
 			etag:        `"` + hex.EncodeToString(sum[:16]) + `"`,
 			sri:         "sha384-" + base64.StdEncoding.EncodeToString(sri[:]),
 		}
+		if strings.HasPrefix(ct, "text/") || strings.HasPrefix(ct, "image/svg") {
+			a.gzipped = gzipOnce(body)
+		}
+		s.assets[name] = a
 		all.Write([]byte(name))
 		all.Write([]byte{0})
 		all.Write(sum[:])
@@ -181,7 +200,17 @@ func Handler(endpoint string) http.Handler {
 			}
 			// The URL changes with the content: cache it for good.
 			h.Set("Cache-Control", "public, max-age=31536000, immutable")
-			serve(w, r, a.contentType, a.etag, a.body)
+			if a.gzipped == nil {
+				serve(w, r, a.contentType, a.etag, a.body)
+				return
+			}
+			h.Add("Vary", "Accept-Encoding")
+			if !acceptsGzip(r.Header.Get("Accept-Encoding")) {
+				serve(w, r, a.contentType, a.etag, a.body)
+				return
+			}
+			h.Set("Content-Encoding", "gzip")
+			serve(w, r, a.contentType, strings.TrimSuffix(a.etag, `"`)+`-gzip"`, a.gzipped())
 		default:
 			// Another version's assets (a page from an older build), or
 			// no asset at all: never serve today's bytes under a URL
@@ -200,6 +229,24 @@ func serve(w http.ResponseWriter, r *http.Request, contentType, etag string, bod
 	}
 	h.Set("Content-Type", contentType)
 	w.Write(body)
+}
+
+// acceptsGzip reports whether an Accept-Encoding header takes gzip (and
+// does not refuse it with q=0).
+func acceptsGzip(header string) bool {
+	for _, part := range strings.Split(header, ",") {
+		coding, params, _ := strings.Cut(part, ";")
+		if strings.TrimSpace(coding) != "gzip" {
+			continue
+		}
+		q, ok := strings.CutPrefix(strings.TrimSpace(params), "q=")
+		if !ok {
+			return true
+		}
+		weight, err := strconv.ParseFloat(q, 64)
+		return err == nil && weight > 0
+	}
+	return false
 }
 
 func etagMatches(header, etag string) bool {

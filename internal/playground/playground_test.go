@@ -2,10 +2,12 @@ package playground
 
 import (
 	"bytes"
+	"compress/gzip"
 	"crypto/sha512"
 	"encoding/base64"
 	"encoding/json"
 	"html"
+	"io"
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
@@ -266,5 +268,53 @@ func TestVersionsArePinned(t *testing.T) {
 		if locked := lock.Packages["node_modules/"+name].Version; locked != version {
 			t.Errorf("package-lock.json has %s %s, package.json %s", name, locked, version)
 		}
+	}
+}
+
+// TestGzip: text assets go gzipped to a client that takes gzip, with their
+// own ETag; the bytes they unpack to are the ones the integrity hash covers.
+func TestGzip(t *testing.T) {
+	h := Handler("/graphql")
+	url := load().URL("vendor/graphiql.min.js")
+	plain := get(t, h, url, nil)
+	if plain.Header().Get("Content-Encoding") != "" || !strings.Contains(plain.Header().Get("Vary"), "Accept-Encoding") {
+		t.Fatalf("plain: Content-Encoding %q Vary %q", plain.Header().Get("Content-Encoding"), plain.Header().Get("Vary"))
+	}
+	for _, refused := range []string{"gzip;q=0", "gzip; q=0.000", "br", "identity"} {
+		if rec := get(t, h, url, http.Header{"Accept-Encoding": {refused}}); rec.Header().Get("Content-Encoding") != "" {
+			t.Errorf("Accept-Encoding %q got %q", refused, rec.Header().Get("Content-Encoding"))
+		}
+	}
+	zipped := get(t, h, url, http.Header{"Accept-Encoding": {"br, gzip;q=0.8"}})
+	if zipped.Header().Get("Content-Encoding") != "gzip" {
+		t.Fatalf("Content-Encoding %q", zipped.Header().Get("Content-Encoding"))
+	}
+	if zipped.Header().Get("ETag") == plain.Header().Get("ETag") {
+		t.Fatal("the gzipped and plain bodies share an ETag")
+	}
+	if zipped.Body.Len() >= plain.Body.Len()/2 {
+		t.Fatalf("gzipped %d bytes, plain %d", zipped.Body.Len(), plain.Body.Len())
+	}
+	zr, err := gzip.NewReader(zipped.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unpacked, err := io.ReadAll(zr)
+	if err != nil || !bytes.Equal(unpacked, plain.Body.Bytes()) {
+		t.Fatalf("the gzipped body does not unpack to the plain one (%v)", err)
+	}
+	again := get(t, h, url, http.Header{"Accept-Encoding": {"gzip"}, "If-None-Match": {zipped.Header().Get("ETag")}})
+	if again.Code != http.StatusNotModified {
+		t.Fatalf("revalidating the gzipped body = %d", again.Code)
+	}
+	var fontURL string
+	for name := range load().assets {
+		if strings.HasSuffix(name, ".woff2") {
+			fontURL = load().URL(name)
+		}
+	}
+	font := get(t, h, fontURL, http.Header{"Accept-Encoding": {"gzip"}})
+	if font.Code != http.StatusOK || font.Header().Get("Content-Encoding") != "" {
+		t.Fatalf("a font: %d, Content-Encoding %q", font.Code, font.Header().Get("Content-Encoding"))
 	}
 }

@@ -170,13 +170,13 @@
     },
   }));
 
-  // Once GraphiQL has drawn its editors: wrap long lines in the query and
-  // response editors (the walkthrough and 256-character tokens stay
-  // readable at any width), and open the guide. The editors are created
+  // Once GraphiQL has drawn its editors: wrap long lines in every editor
+  // (the walkthrough and 256-character tokens stay readable at any width),
+  // and open the guide. The editors are created
   // after GraphiQL's first effects have run, so the guide's button is ready
   // by then; clicking it is the one way that both shows the pane and sizes it.
   new MutationObserver(() => {
-    for (const cm of root.querySelectorAll('.graphiql-query-editor .CodeMirror, .result-window .CodeMirror')) {
+    for (const cm of root.querySelectorAll('.CodeMirror')) {
       if (cm.CodeMirror && !cm.CodeMirror.getOption('lineWrapping')) cm.CodeMirror.setOption('lineWrapping', true);
     }
     const button = root.querySelector('.graphiql-sidebar button[aria-label="Show Guide"]');

@@ -38,6 +38,7 @@ const browser = await chromium.launch({
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
 });
 let step = 'start';
+let page = null;
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   await context.route('**/*', (route) => {
@@ -46,7 +47,7 @@ try {
     blocked.push(route.request().url());
     return route.abort('blockedbyclient');
   });
-  const page = await context.newPage();
+  page = await context.newPage();
   page.on('console', (m) => { if (m.type() === 'error') problems.push('console: ' + m.text()); });
   page.on('pageerror', (e) => problems.push('page error: ' + e.message));
   page.on('request', (r) => {
@@ -70,10 +71,9 @@ try {
   };
   const response = () => page.evaluate(() => document.querySelector('.result-window .CodeMirror').CodeMirror.getValue());
   const kept = () => page.evaluate((k) => ({ session: sessionStorage.getItem(k), local: localStorage.getItem(k) }), TOKENS);
-  const headersTyped = () => page.evaluate(() => {
-    const cm = document.querySelector('.graphiql-editor-tool .CodeMirror');
-    return cm ? cm.CodeMirror.getValue() : '';
-  });
+  // GraphiQL draws the variables editor, then the headers editor.
+  const headersEditor = '.graphiql-editor-tool .graphiql-editor:nth-of-type(2) .CodeMirror';
+  const headersTyped = () => page.evaluate((sel) => document.querySelector(sel).CodeMirror.getValue(), headersEditor);
   // run picks the operation from the run button's list, as a developer
   // would with the mouse, and waits for its answer.
   const run = async (name) => {
@@ -132,6 +132,23 @@ try {
   if (await headersTyped() !== headersBefore) fail('the headers editor was written to');
   await shot('3-me');
 
+  // What the playground holds is visible in full.
+  step = 'show tokens';
+  await page.locator('#session-details summary').click();
+  const shown = await page.locator('#session-tokens').textContent();
+  if (!shown.includes(pair.accessToken) || !shown.includes(pair.refreshToken)) fail('Show tokens does not show the kept pair');
+  await shot('3b-show-tokens');
+  await page.locator('#session-details summary').click();
+
+  // Kept across the tab's end only when the developer asks.
+  step = 'persist';
+  await page.locator('#session-persist').check();
+  stored = await kept();
+  if (stored.session || !stored.local) fail('ticking "Keep after this tab closes" did not move the pair to localStorage: ' + JSON.stringify(stored));
+  await page.locator('#session-persist').uncheck();
+  stored = await kept();
+  if (!stored.session || stored.local) fail('unticking it did not move the pair back to sessionStorage: ' + JSON.stringify(stored));
+
   const refresh = await run('Refresh');
   if (refresh.authorization !== 'Bearer ' + pair.refreshToken) fail('Refresh was not sent with the kept refresh token');
   const next = refresh.answer.data && refresh.answer.data.refresh;
@@ -140,6 +157,21 @@ try {
   const nextKept = JSON.parse(stored.session || 'null');
   if (!nextKept || nextKept.accessToken !== next.accessToken || nextKept.refreshToken !== next.refreshToken) fail('Refresh: the new pair is not kept');
   await shot('4-refresh');
+
+  // An Authorization typed in Headers wins, and stays as typed.
+  step = 'typed header';
+  await page.getByRole('button', { name: 'Headers', exact: true }).click();
+  await page.locator(headersEditor).click();
+  const typed = '{"Authorization": "Bearer typed-by-hand"}';
+  await page.keyboard.insertText(typed);
+  if (await headersTyped() !== typed) fail('the headers editor holds ' + JSON.stringify(await headersTyped()));
+  const typedMe = await run('Me');
+  if (typedMe.authorization !== 'Bearer typed-by-hand') fail('Me was sent with ' + typedMe.authorization + ', not the typed header');
+  if (await headersTyped() !== typed) fail('the headers editor was written to: ' + JSON.stringify(await headersTyped()));
+  stored = await kept();
+  if (!stored.session || JSON.parse(stored.session).accessToken !== next.accessToken) fail('a typed header changed the kept pair');
+  await shot('4b-typed-header');
+  await page.evaluate((sel) => document.querySelector(sel).CodeMirror.setValue(''), headersEditor);
 
   const logout = await run('Logout');
   if (logout.authorization !== 'Bearer ' + next.accessToken) fail('Logout was not sent with the new access token');
@@ -169,6 +201,10 @@ try {
   console.log('ok: rendered, SignUp, Me, Refresh, Logout, Me UNAUTHENTICATED; no request left the loopback host');
 } catch (e) {
   console.error(`FAIL at step ${step}: ${e.message}`);
+  if (page) {
+    const file = join(shots, 'failed-' + step.replace(/\W+/g, '-') + '.png');
+    await page.screenshot({ path: file }).then(() => console.error('screenshot ' + file), () => {});
+  }
   if (blocked.length) console.error('blocked requests: ' + blocked.join(', '));
   if (problems.length) console.error('page problems:\n  ' + problems.join('\n  '));
   process.exitCode = 1;
