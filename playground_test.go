@@ -7,12 +7,15 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/vektah/gqlparser/v2"
@@ -173,8 +176,8 @@ const playgroundWeb = "internal/playground/web"
 
 // TestPlaygroundInBrowser opens the playground of the real server in
 // headless Chromium with every host but the loopback one blocked, and runs
-// SignUp, Me, Refresh, Logout and Me from the UI with no header typed (see
-// internal/playground/web/browser-test.mjs). It saves a screenshot of each
+// SignUp, Me, Refresh, Logout and Me from the UI with no header typed, then
+// the cookie path (see internal/playground/web/browser-test.mjs). It saves a screenshot of each
 // step under testdata/screenshots (PLAYGROUND_SCREENSHOTS overrides). It
 // needs Debian's chromium (CHROMIUM overrides the path), node, and
 // npm ci --prefix internal/playground/web; without them it fails, saying so.
@@ -200,10 +203,25 @@ func TestPlaygroundInBrowser(t *testing.T) {
 	}
 	shots, _ = filepath.Abs(shots)
 
-	s := newTestServer(t, nil)
-	cmd := exec.CommandContext(t.Context(), node, "browser-test.mjs", s.URL+"/", shots)
+	// The cookie path needs the page's origin in ALLOWED_ORIGINS, but a test
+	// server's address is known only once it listens: the browser opens the
+	// playground through a front that listens first and forwards everything.
+	var backend atomic.Pointer[url.URL]
+	front := httptest.NewServer(&httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(backend.Load())
+		r.Out.Host = r.In.Host
+	}})
+	t.Cleanup(front.Close)
+	s := newTestServer(t, func(c *config) { c.Auth.AllowedOrigins = []string{front.URL} })
+	u, err := url.Parse(s.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend.Store(u)
+
+	cmd := exec.CommandContext(t.Context(), node, "browser-test.mjs", front.URL+"/", shots)
 	cmd.Dir = playgroundWeb
-	cmd.Env = append(os.Environ(), "CHROMIUM="+chromium)
+	cmd.Env = append(os.Environ(), "CHROMIUM="+chromium, "COOKIE_PATH=1")
 	out, err := cmd.CombinedOutput()
 	t.Logf("screenshots in %s\n%s", shots, out)
 	if err != nil {

@@ -9,12 +9,16 @@
 //
 // Steps: the page renders with no CSP violation, no horizontal scrolling of
 // the walkthrough at 1,280 px; SignUp run from the UI; Me run from the UI
-// answers the email with no header typed; Refresh sends the refresh token
-// and the new pair is kept; Logout forgets it; Me answers UNAUTHENTICATED.
+// answers the email with no header typed; Show tokens shows them, and the
+// persist opt-in moves them to localStorage and back; Refresh sends the
+// refresh token and the new pair is kept; a typed Authorization wins and is
+// left as typed; Logout forgets the pair; Me answers UNAUTHENTICATED. With
+// COOKIE_PATH=1 (the server allows the page's origin), the browser path too:
+// Login with X-Token-Transport: cookie, Refresh by the cookie, Logout.
 // A screenshot of each step is saved. Exit status 0 when every step passed;
 // otherwise a message on stderr says which did not.
 import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
 const [url, shots] = process.argv.slice(2);
@@ -23,7 +27,11 @@ if (!url || !shots) {
   process.exit(2);
 }
 mkdirSync(shots, { recursive: true });
+for (const f of readdirSync(shots)) if (/^(\d|failed-).*\.png$/.test(f)) rmSync(join(shots, f)); // an earlier run's
 const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
+// COOKIE_PATH=1: the server's ALLOWED_ORIGINS holds the page's origin, so
+// the browser path can be tried too.
+const cookiePath = process.env.COOKIE_PATH === '1';
 const TOKENS = 'sessionauth.playground.tokens';
 
 const blocked = [];      // requests to any other host, aborted
@@ -85,7 +93,7 @@ try {
     await page.waitForFunction(() => {
       const v = document.querySelector('.result-window .CodeMirror').CodeMirror.getValue();
       return v.trim().startsWith('{');
-    }, null, { timeout: 15000 });
+    }, null, { timeout: 30000 });
     if (graphql.length !== before + 1) fail(`${name}: ${graphql.length - before} requests to /graphql, want 1`);
     const sent = graphql[graphql.length - 1];
     if (sent.operationName !== name) fail(`${name}: the request ran ${sent.operationName}`);
@@ -94,12 +102,12 @@ try {
 
   step = 'render';
   await page.goto(url);
-  await page.locator('.graphiql-query-editor .CodeMirror').waitFor({ timeout: 20000 });
+  await page.locator('.graphiql-query-editor .CodeMirror').waitFor({ timeout: 60000 });
   await page.locator('.graphiql-execute-button').waitFor();
   await page.locator('.guide').waitFor();
   // Wait for the schema (introspection), so the Docs and the run button's
   // list reflect the API.
-  await page.waitForFunction(() => !document.querySelector('.graphiql-spinner'), null, { timeout: 15000 }).catch(() => {});
+  await page.waitForFunction(() => !document.querySelector('.graphiql-spinner'), null, { timeout: 30000 }).catch(() => {});
   const overflow = await page.evaluate(() => {
     const out = {};
     const scroller = document.querySelector('.graphiql-query-editor .CodeMirror-scroll');
@@ -186,6 +194,36 @@ try {
   if (code !== 'UNAUTHENTICATED') fail('Me after Logout answered ' + JSON.stringify(after.answer));
   await shot('6-me-unauthenticated');
 
+  // The browser path: the refresh token as the __Host-refresh_token cookie.
+  if (cookiePath) {
+    step = 'cookie transport';
+    await page.locator(headersEditor).click();
+    const cookieHeader = '{"X-Token-Transport": "cookie"}';
+    await page.keyboard.insertText(cookieHeader);
+    const login = await run('Login');
+    const lp = login.answer.data && login.answer.data.login;
+    if (!lp || !lp.accessToken || lp.refreshToken !== null) fail('Login with cookie transport answered ' + JSON.stringify(login.answer));
+    const cookies = async () => (await context.cookies()).filter((c) => c.name === '__Host-refresh_token');
+    if ((await cookies()).length !== 1) fail('no __Host-refresh_token cookie after Login');
+    let k = JSON.parse((await kept()).session || 'null');
+    if (!k || k.accessToken !== lp.accessToken || k.refreshToken !== null || !k.refreshByCookie) fail('Login with cookie transport: kept ' + JSON.stringify(k));
+    const bar = await page.locator('#session-state').textContent();
+    if (!bar.includes('__Host-refresh_token')) fail('the bar does not say the refresh token is in the cookie: ' + bar);
+    const cookieRefresh = await run('Refresh');
+    if (cookieRefresh.authorization !== null) fail('Refresh by cookie was sent with an Authorization header');
+    const rp = cookieRefresh.answer.data && cookieRefresh.answer.data.refresh;
+    if (!rp || !rp.accessToken || rp.refreshToken !== null) fail('Refresh by cookie answered ' + JSON.stringify(cookieRefresh.answer));
+    k = JSON.parse((await kept()).session || 'null');
+    if (!k || k.accessToken !== rp.accessToken || !k.refreshByCookie) fail('Refresh by cookie: kept ' + JSON.stringify(k));
+    await shot('7-cookie-refresh');
+    const cookieLogout = await run('Logout');
+    if (!cookieLogout.answer.data || cookieLogout.answer.data.logout !== true) fail('Logout answered ' + JSON.stringify(cookieLogout.answer));
+    if ((await cookies()).length !== 0) fail('the cookie outlived Logout');
+    const k2 = await kept();
+    if (k2.session || k2.local) fail('Logout: the tokens are still kept');
+    if (await headersTyped() !== cookieHeader) fail('the headers editor was written to: ' + JSON.stringify(await headersTyped()));
+  }
+
   step = 'end';
   // The one thing the policy blocks: the <style> element that GraphiQL's
   // menus and dialogs (react-remove-scroll-bar) add to lock the body's
@@ -198,7 +236,7 @@ try {
   if (csp.some(scrollLock)) problems.splice(0, problems.length, ...problems.filter((p) => !known.test(p)));
   if (blocked.length) fail('requests to other hosts were attempted: ' + blocked.join(', '));
   if (problems.length) fail('the page reported problems:\n  ' + problems.join('\n  '));
-  console.log('ok: rendered, SignUp, Me, Refresh, Logout, Me UNAUTHENTICATED; no request left the loopback host');
+  console.log('ok: rendered, SignUp, Me, Refresh, Logout, Me UNAUTHENTICATED' + (cookiePath ? ', the cookie path' : '') + '; no request left the loopback host');
 } catch (e) {
   console.error(`FAIL at step ${step}: ${e.message}`);
   if (page) {
