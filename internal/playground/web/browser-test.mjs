@@ -225,6 +225,11 @@ try {
   }
 
   step = 'end';
+  // Nothing of the session outlives the tab: no token anywhere in
+  // localStorage (GraphiQL keeps its tabs and history there).
+  const seen = [pair.accessToken, pair.refreshToken, next.accessToken, next.refreshToken, 'typed-by-hand'];
+  const local = await page.evaluate(() => Object.entries(localStorage).map(([k, v]) => k + '=' + v).join('\n'));
+  for (const token of seen) if (local.includes(token)) fail('localStorage holds a token: ' + token.slice(0, 12) + '…');
   // The one thing the policy blocks: the <style> element that GraphiQL's
   // menus and dialogs (react-remove-scroll-bar) add to lock the body's
   // scrolling while they are open. The page never scrolls, so nothing is
