@@ -94,8 +94,15 @@
     .map((e) => e.extensions && e.extensions.code);
 
   // One JSON answer per request (the API does not stream @defer results),
-  // so the answer can be read before GraphiQL shows it.
-  const http = GraphiQL.createFetcher({ url: endpoint, enableIncrementalDelivery: false });
+  // so the answer can be read before GraphiQL shows it. Subscriptions go
+  // over a WebSocket to the same path (graphql-transport-ws, bundled in
+  // GraphiQL), with the request's headers, and so the kept access token, as
+  // the connection_init payload; the policy's connect-src 'self' covers it.
+  const http = GraphiQL.createFetcher({
+    url: endpoint,
+    subscriptionUrl: endpoint.replace(/^http/, 'ws'),
+    enableIncrementalDelivery: false,
+  });
 
   // fetcher adds the kept token, unless the developer typed an
   // Authorization header (theirs wins and the headers editor is never
