@@ -54,3 +54,6 @@ require (
 )
 
 tool github.com/99designs/gqlgen
+
+// npm packages of the playground (see internal/playground/web); none is Go.
+ignore ./internal/playground/web/node_modules

@@ -7,14 +7,22 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
-	"github.com/99designs/gqlgen/graphql/playground"
 	"github.com/vektah/gqlparser/v2"
 
 	"github.com/example/sessionauth/graph"
+	"github.com/example/sessionauth/internal/pgtest"
+	"github.com/example/sessionauth/internal/playground"
 )
 
 // playgroundOperations are the example operations the playground opens with,
@@ -22,30 +30,57 @@ import (
 var playgroundOperations = []string{"SignUp", "Login", "Me", "MySessions", "RenameSession", "Refresh", "Logout"}
 
 func TestPlayground(t *testing.T) {
+	mux := http.NewServeMux()
+	mountPlayground(mux)
 	rec := httptest.NewRecorder()
-	playgroundHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+	mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
 	if rec.Code != http.StatusOK {
 		t.Fatalf("status %d", rec.Code)
 	}
 	if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "text/html") {
 		t.Fatalf("Content-Type %q", ct)
 	}
-	body := rec.Body.String()
+	body := html.UnescapeString(rec.Body.String())
 	for _, op := range playgroundOperations {
 		if !strings.Contains(body, " "+op+" {") {
 			t.Errorf("page lacks the %s operation", op)
 		}
 	}
-	for _, hint := range []string{"defaultQuery:", "defaultHeaders:", `\"Authorization\": \"Bearer `, "Authorization: Bearer "} {
+	for _, hint := range []string{`data-endpoint="/graphql"`, "X-Token-Transport: cookie", "__Host-refresh_token", "ALLOWED_ORIGINS", "Authorization: Bearer <accessToken>"} {
 		if !strings.Contains(body, hint) {
 			t.Errorf("page lacks %q", hint)
 		}
+	}
+	// The assets are mounted too.
+	asset := regexp.MustCompile(`src="(` + playground.AssetPrefix + `[^"]+)"`).FindStringSubmatch(rec.Body.String())
+	if asset == nil {
+		t.Fatal("the page loads no asset")
+	}
+	rec = httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, asset[1], nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("GET %s = %d", asset[1], rec.Code)
+	}
+}
+
+// TestPlaygroundOffServesNoAssets: with PLAYGROUND=false nothing of the
+// playground is served (TestPlaygroundOff covers / and introspection).
+func TestPlaygroundOffServesNoAssets(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, func(c *config) { c.Playground = false })
+	resp, err := http.Get(s.URL + playground.AssetPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("GET %s = %d with PLAYGROUND=false", playground.AssetPrefix, resp.StatusCode)
 	}
 }
 
 func TestPlaygroundDocumentIsValid(t *testing.T) {
 	schema := graph.NewExecutableSchema(graph.Config{}).Schema()
-	doc, errs := gqlparser.LoadQuery(schema, playgroundDocument)
+	doc, errs := gqlparser.LoadQuery(schema, playground.Document)
 	if errs != nil {
 		t.Fatalf("the playground's document does not validate against the schema: %v", errs)
 	}
@@ -56,63 +91,38 @@ func TestPlaygroundDocumentIsValid(t *testing.T) {
 	if !slices.Equal(names, playgroundOperations) {
 		t.Fatalf("operations %v, want %v", names, playgroundOperations)
 	}
-	var headers map[string]string
-	if err := json.Unmarshal([]byte(playgroundHeaders), &headers); err != nil {
-		t.Fatalf("default headers are not JSON: %v", err)
-	}
-	if !strings.HasPrefix(headers["Authorization"], "Bearer ") {
-		t.Fatalf("default headers %v lack an Authorization: Bearer hint", headers)
-	}
-}
-
-// The page loads the very builds gqlgen's own playground loads, so a gqlgen
-// upgrade that moves them makes this fail rather than silently diverge.
-func TestPlaygroundAssetsMatchGqlgen(t *testing.T) {
-	rec := httptest.NewRecorder()
-	playground.Handler("x", "/graphql").ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
-	theirs := html.UnescapeString(rec.Body.String())
-	rec = httptest.NewRecorder()
-	playgroundHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
-	ours := html.UnescapeString(rec.Body.String())
-	a := playgroundAssets
-	for _, s := range []string{a.ReactJS, a.ReactJSSRI, a.ReactDOMJS, a.ReactDOMJSSRI, a.GraphiQLJS, a.GraphiQLJSSRI, a.GraphiQLCSS, a.GraphiQLCSSRI} {
-		if !strings.Contains(theirs, s) {
-			t.Errorf("gqlgen's playground no longer loads %s", s)
-		}
-		if !strings.Contains(ours, s) {
-			t.Errorf("our page does not load %s as written", s)
+	if playground.Headers != "" {
+		var headers map[string]string
+		if err := json.Unmarshal([]byte(playground.Headers), &headers); err != nil {
+			t.Fatalf("default headers are not a JSON object: %v", err)
 		}
 	}
 }
 
 // TestPlaygroundDocumentRuns runs the example operations through the real
-// handler with the tokens their comments name, including the placeholder
-// header a newcomer will send before pasting anything.
+// handler with the tokens the playground sends for each (the access token,
+// the refresh token for Refresh), and with none, as on a first visit.
 func TestPlaygroundDocumentRuns(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, nil)
-	var placeholder map[string]string
-	if err := json.Unmarshal([]byte(playgroundHeaders), &placeholder); err != nil {
-		t.Fatal(err)
-	}
 	run := func(authorization, operation string) gqlResponse {
 		t.Helper()
 		return s.runPlayground(t, authorization, operation)
 	}
 
-	r := run(placeholder["Authorization"], "SignUp")
+	r := run("", "SignUp")
 	wantOK(t, r)
 	var signedUp payload
 	r.field(t, "signUp", &signedUp)
 	wantCode(t, run("", "SignUp"), "EMAIL_TAKEN")
 
-	r = run(placeholder["Authorization"], "Login")
+	r = run("", "Login")
 	wantOK(t, r)
 	var loggedIn payload
 	r.field(t, "login", &loggedIn)
 
 	access := "Bearer " + loggedIn.AccessToken
-	wantCode(t, run(placeholder["Authorization"], "Me"), "UNAUTHENTICATED")
+	wantCode(t, run("", "Me"), "UNAUTHENTICATED")
 	wantOK(t, run(access, "Me"))
 	var list []session
 	run(access, "MySessions").field(t, "mySessions", &list)
@@ -133,12 +143,12 @@ func TestPlaygroundDocumentRuns(t *testing.T) {
 	wantOK(t, run("Bearer "+signedUp.refresh(), "Logout"))
 }
 
-// runPlayground sends playgroundDocument as GraphiQL does, selecting
+// runPlayground sends the playground's document as GraphiQL does, selecting
 // operation by name, with authorization as the Authorization header ("" for
 // none).
 func (s *testServer) runPlayground(t *testing.T, authorization, operation string) gqlResponse {
 	t.Helper()
-	body, _ := json.Marshal(map[string]any{"query": playgroundDocument, "operationName": operation})
+	body, _ := json.Marshal(map[string]any{"query": playground.Document, "operationName": operation})
 	req, err := http.NewRequest(http.MethodPost, s.URL+"/graphql", bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
@@ -159,4 +169,62 @@ func (s *testServer) runPlayground(t *testing.T, authorization, operation string
 	}
 	out.Status = resp.StatusCode
 	return out
+}
+
+// playgroundWeb is the npm project of the browser test.
+const playgroundWeb = "internal/playground/web"
+
+// TestPlaygroundInBrowser opens the playground of the real server in
+// headless Chromium with every host but the loopback one blocked, and runs
+// SignUp, Me, Refresh, Logout and Me from the UI with no header typed, then
+// the cookie path (see internal/playground/web/browser-test.mjs). It saves a screenshot of each
+// step under testdata/screenshots (PLAYGROUND_SCREENSHOTS overrides). It
+// needs Debian's chromium (CHROMIUM overrides the path), node, and
+// npm ci --prefix internal/playground/web; without them it fails, saying so.
+func TestPlaygroundInBrowser(t *testing.T) {
+	t.Parallel()
+	chromium := os.Getenv("CHROMIUM")
+	if chromium == "" {
+		chromium, _ = exec.LookPath("chromium")
+	}
+	if _, err := os.Stat(chromium); chromium == "" || err != nil {
+		t.Fatal("no headless browser: apt-get install -y chromium (or set CHROMIUM to a Chromium binary); bash test.sh does it")
+	}
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatal("node is not installed: install Node.js 20 or later with npm, then bash test.sh")
+	}
+	if _, err := os.Stat(filepath.Join(playgroundWeb, "node_modules", "playwright-core", "package.json")); err != nil {
+		t.Fatal("playwright-core is not installed: npm ci --prefix " + playgroundWeb + " (bash test.sh does it)")
+	}
+	shots := os.Getenv("PLAYGROUND_SCREENSHOTS")
+	if shots == "" {
+		shots = filepath.Join("testdata", "screenshots", string(pgtest.Backend()))
+	}
+	shots, _ = filepath.Abs(shots)
+
+	// The cookie path needs the page's origin in ALLOWED_ORIGINS, but a test
+	// server's address is known only once it listens: the browser opens the
+	// playground through a front that listens first and forwards everything.
+	var backend atomic.Pointer[url.URL]
+	front := httptest.NewServer(&httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(backend.Load())
+		r.Out.Host = r.In.Host
+	}})
+	t.Cleanup(front.Close)
+	s := newTestServer(t, func(c *config) { c.Auth.AllowedOrigins = []string{front.URL} })
+	u, err := url.Parse(s.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend.Store(u)
+
+	cmd := exec.CommandContext(t.Context(), node, "browser-test.mjs", front.URL+"/", shots)
+	cmd.Dir = playgroundWeb
+	cmd.Env = append(os.Environ(), "CHROMIUM="+chromium, "COOKIE_PATH=1")
+	out, err := cmd.CombinedOutput()
+	t.Logf("screenshots in %s\n%s", shots, out)
+	if err != nil {
+		t.Fatalf("the playground failed in the browser: %v", err)
+	}
 }

@@ -82,7 +82,7 @@ func newServer(cfg config, db *bun.DB, svc *auth.Service, logger *slog.Logger) *
 		w.Write([]byte("ok\n"))
 	})
 	if cfg.Playground {
-		mux.Handle("GET /{$}", playgroundHandler())
+		mountPlayground(mux)
 	}
 	return &server{Handler: withRequestLog(logger, cfg.Auth.TrustedProxies, withDeadline(requestTimeout, mux)), metrics: m}
 }
