@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/example/sessionauth/internal/pgtest"
+	"github.com/example/sessionauth/internal/playground"
 )
 
 func TestInputLimits(t *testing.T) {
@@ -249,7 +250,7 @@ func TestQueryCostLimits(t *testing.T) {
 	t.Run("WithinTheLimits", func(t *testing.T) {
 		wantOK(t, s.post(t, "", "{"+strings.Repeat(" __typename", maxQueryRepeats)+"}", nil))
 		wantOK(t, s.post(t, "", introspectionQuery, nil))
-		wantCode(t, s.postBody(t, map[string]any{"query": playgroundDocument, "operationName": "MySessions"}), "UNAUTHENTICATED")
+		wantCode(t, s.postBody(t, map[string]any{"query": playground.Document, "operationName": "MySessions"}), "UNAUTHENTICATED")
 		// The benchmark's worst cases must be admitted, or it measures a
 		// refusal.
 		for name, q := range worstQueries {

@@ -7,6 +7,8 @@ import (
 
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/parser"
+
+	"github.com/example/sessionauth/internal/playground"
 )
 
 func TestQueryLimitsShape(t *testing.T) {
@@ -18,7 +20,7 @@ func TestQueryLimitsShape(t *testing.T) {
 	}{
 		{"Shallow", "{ me { id } }", true},
 		{"Introspection", introspectionQuery, true},
-		{"Playground", playgroundDocument, true},
+		{"Playground", playground.Document, true},
 		{"AtDepthLimit", strings.Repeat("{ a ", 15) + strings.Repeat("}", 15), true},
 		{"TooDeep", strings.Repeat("{ a ", 16) + strings.Repeat("}", 16), false},
 		{"TooDeepThroughFragments", "{ ...F8 } " + fragmentChain(8, "a { a { ", " } }"), false},
