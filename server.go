@@ -145,4 +145,3 @@ func logDatabase(logger *slog.Logger, src database.Source) {
 	}
 	logger.Info("database", "database", "postgres", "url", src.String())
 }
-
