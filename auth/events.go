@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
 	"strings"
 	"time"
 
@@ -70,11 +71,13 @@ const noUser = "00000000-0000-0000-0000-000000000000"
 // Event is what recordEvent writes.
 type Event struct {
 	Kind EventKind
-	// UserID is the account's. For the failure kinds it may be empty when
-	// the email is not registered: recordEvent then runs the same
+	// UserID is the account's. For the failure kinds, give EmailKey (the
+	// canonical email tried) instead: recordEvent then finds the account in
+	// its own statement, and for an unregistered email runs the same
 	// statements, which insert nothing, so a registered email costs no
-	// more than an unknown one.
-	UserID string
+	// more than an unknown one. Neither: no such account.
+	UserID   string
+	EmailKey string
 	// SessionID is the session the event concerns (created, ended,
 	// renamed...), DeviceName that session's name; BySessionID is the
 	// caller's session that caused the change, when one did.
@@ -97,20 +100,18 @@ func (s *Service) recordEvent(ctx context.Context, db bun.IDB, e Event) error {
 		c := clientFromContext(ctx)
 		e.IPAddress, e.UserAgent = c.ipAddress(), c.userAgent()
 	}
-	user := e.UserID
-	if user == "" {
+	user, match := e.UserID, "u.id = ?"
+	switch {
+	case user == "" && e.EmailKey != "":
+		user, match = e.EmailKey, "u.email_key = ?"
+	case user == "":
 		user = noUser
 	}
 	id, err := uuid.NewV7() // time-ordered: breaks ties of one instant in insertion order
 	if err != nil {
 		return err
 	}
-	names := s.events.names()
-	handlers := strings.TrimSuffix(strings.Repeat("SELECT ? AS name UNION ALL ", len(names)), " UNION ALL ")
-	handlerArgs := make([]any, len(names))
-	for i, n := range names {
-		handlerArgs[i] = n
-	}
+	handlers, handlerArgs := s.handlerList()
 	if e.Kind == EventAccountDeleted {
 		// No event row: the account and its events are gone (or going, in
 		// this transaction). The outbox rows carry the user's id only.
@@ -119,13 +120,13 @@ func (s *Service) recordEvent(ctx context.Context, db bun.IDB, e Event) error {
 			SELECT h.name, ?, ?, ?, `+s.dialect.Now+`, `+s.dialect.Now+` FROM (`+handlers+`) AS h`,
 			append([]any{id.String(), user, string(e.Kind)}, handlerArgs...)...)
 		if err == nil {
-			s.events.signal()
+			s.recorded()
 		}
 		return err
 	}
 	query := `INSERT INTO security_events
 		(id, user_id, kind, at, session_id, device_name, ip_address, user_agent, by_session_id)
-		SELECT ?, u.id, ?, ` + s.dialect.Now + `, ?, ?, ?, ?, ? FROM users AS u WHERE u.id = ?`
+		SELECT ?, u.id, ?, ` + s.dialect.Now + `, ?, ?, ?, ?, ? FROM users AS u WHERE ` + match
 	args := []any{id.String(), string(e.Kind), e.SessionID, e.DeviceName, e.IPAddress, e.UserAgent, e.BySessionID, user}
 	if e.Kind.isFailure() {
 		cutoff, arg := s.dialect.NowMinus(s.failureWindow())
@@ -144,9 +145,73 @@ func (s *Service) recordEvent(ctx context.Context, db bun.IDB, e Event) error {
 		FROM security_events AS e, (`+handlers+`) AS h WHERE e.id = ?`,
 		append(handlerArgs, id.String())...)
 	if err == nil {
-		s.events.signal() // on SQLite the deliverer's claim queues behind this transaction
+		s.recorded()
 	}
 	return err
+}
+
+// recordEvents writes several events of changes made by db's transaction,
+// for instance one per session a statement ended, in two statements
+// whatever their number; the outbox keeps their order. Each must name its
+// account by UserID and be of a kind that is neither a failure (those are
+// capped one by one: use recordEvent) nor EventAccountDeleted.
+func (s *Service) recordEvents(ctx context.Context, db bun.IDB, events []Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	c := clientFromContext(ctx)
+	rows := make([]models.SecurityEvent, len(events))
+	ids := make([]string, len(events))
+	for i, e := range events {
+		if e.UserID == "" || e.Kind.isFailure() || e.Kind == EventAccountDeleted {
+			return fmt.Errorf("recordEvents: %s event of user %q: use recordEvent", e.Kind, e.UserID)
+		}
+		if e.IPAddress == nil && e.UserAgent == nil {
+			e.IPAddress, e.UserAgent = c.ipAddress(), c.userAgent()
+		}
+		id, err := uuid.NewV7()
+		if err != nil {
+			return err
+		}
+		ids[i] = id.String()
+		rows[i] = models.SecurityEvent{
+			ID: ids[i], UserID: e.UserID, Kind: string(e.Kind), SessionID: e.SessionID,
+			DeviceName: e.DeviceName, IPAddress: e.IPAddress, UserAgent: e.UserAgent, BySessionID: e.BySessionID,
+		}
+	}
+	if _, err := db.NewInsert().Model(&rows).Value("at", s.dialect.Now).Exec(ctx); err != nil {
+		return err
+	}
+	handlers, handlerArgs := s.handlerList()
+	_, err := db.ExecContext(ctx, `INSERT INTO security_event_outbox
+		(handler, event_id, user_id, kind, at, session_id, by_session_id, available_at)
+		SELECT h.name, e.id, e.user_id, e.kind, e.at, e.session_id, e.by_session_id, e.at
+		FROM security_events AS e, (`+handlers+`) AS h WHERE e.id IN (?) ORDER BY e.id`,
+		append(handlerArgs, bun.In(ids))...)
+	if err == nil {
+		s.recorded()
+	}
+	return err
+}
+
+// recorded wakes the local deliverers on SQLite, where a claim waits for
+// the recording transaction on the one connection (PostgreSQL's trigger
+// NOTIFYs every instance at commit instead).
+func (s *Service) recorded() {
+	if s.isSQLite() {
+		s.events.signal()
+	}
+}
+
+// handlerList returns an SQL subquery listing the handlers' names (column
+// name) and its arguments.
+func (s *Service) handlerList() (string, []any) {
+	names := s.events.names()
+	args := make([]any, len(names))
+	for i, n := range names {
+		args[i] = n
+	}
+	return strings.TrimSuffix(strings.Repeat("SELECT ? AS name UNION ALL ", len(names)), " UNION ALL "), args
 }
 
 func (s *Service) failureWindow() time.Duration {

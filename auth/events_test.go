@@ -116,8 +116,16 @@ func TestFailureEventsAreCapped(t *testing.T) {
 	t.Run("UnknownAccountRecordsNothing", func(t *testing.T) {
 		before := countRows(t, s, (*models.SecurityEvent)(nil), "true")
 		record(t, s, s.db, Event{Kind: EventSignInFailed})
+		record(t, s, s.db, Event{Kind: EventSignInFailed, EmailKey: "nobody@example.com"})
 		if n := countRows(t, s, (*models.SecurityEvent)(nil), "true"); n != before {
 			t.Fatalf("an unknown account got an event")
+		}
+	})
+	t.Run("ByEmailKey", func(t *testing.T) {
+		other := signUp(t, s, "Events-Key@example.com").User
+		record(t, s, s.db, Event{Kind: EventSignInRateLimited, EmailKey: emailKey("EVENTS-key@example.com ")})
+		if n := countRows(t, s, (*models.SecurityEvent)(nil), "user_id = ? AND kind = ?", other.ID, string(EventSignInRateLimited)); n != 1 {
+			t.Fatalf("%d events found by email key", n)
 		}
 	})
 }
@@ -295,4 +303,39 @@ func TestEventRetention(t *testing.T) {
 			t.Fatalf("default retention %v", got)
 		}
 	})
+}
+
+func TestRecordEvents(t *testing.T) {
+	t.Parallel()
+	s := newTestService(t, testConfig)
+	s.OnEvent("mail", func(context.Context, DeliveredEvent) error { return nil })
+	user := signUp(t, s, "events-bulk@example.com").User
+	ctx := context.Background()
+	var events []Event
+	for i := range 5 {
+		events = append(events, Event{Kind: EventSessionExpired, UserID: user.ID, SessionID: ptr(fmt.Sprintf("00000000-0000-4000-8000-00000000000%d", i)), DeviceName: ptr(fmt.Sprint(i))})
+	}
+	if err := s.recordEvents(ctx, s.db, events); err != nil {
+		t.Fatal(err)
+	}
+	var rows []models.SecurityEventOutbox
+	if err := s.db.NewSelect().Model(&rows).Where("handler = 'mail'").Order("id").Scan(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 5 {
+		t.Fatalf("%d outbox rows for mail, want 5", len(rows))
+	}
+	for i, r := range rows {
+		if *r.SessionID != fmt.Sprintf("00000000-0000-4000-8000-00000000000%d", i) {
+			t.Fatalf("outbox row %d is of session %s: the order of the events is lost", i, *r.SessionID)
+		}
+	}
+	if n := countRows(t, s, (*models.SecurityEvent)(nil), "user_id = ?", user.ID); n != 5 {
+		t.Fatalf("%d events", n)
+	}
+	for _, bad := range []Event{{Kind: EventSignInFailed, UserID: user.ID}, {Kind: EventAccountDeleted, UserID: user.ID}, {Kind: EventSignedIn}} {
+		if err := s.recordEvents(ctx, s.db, []Event{bad}); err == nil {
+			t.Errorf("recordEvents took %+v", bad)
+		}
+	}
 }
