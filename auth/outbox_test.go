@@ -167,7 +167,13 @@ func TestDeliveryRetriesInOrder(t *testing.T) {
 	if got := audit.succeeded(); len(got) != 3 || len(audit.snapshot()) != 3 {
 		t.Fatalf("audit handler calls %v, want each of %s %s %s once", audit.snapshot(), a1, a2, b1)
 	}
-	first := calls[0].event
+	var first DeliveredEvent
+	for _, c := range calls {
+		if c.event.ID == a1 {
+			first = c.event
+			break
+		}
+	}
 	if first.ID != a1 || first.Kind != EventSignedIn || first.SessionID == nil || *first.SessionID != a.ID || first.At.IsZero() {
 		t.Fatalf("delivered event %+v", first)
 	}
