@@ -95,7 +95,12 @@ type Event struct {
 // the event, and no handler ever hears of it. Two statements; a failure
 // kind is skipped (without error) once its account has reached
 // maxFailureEventsPerWindow in the window, and for an unknown account.
+// Given the pool itself (an event without a change, such as a refused
+// sign-in), it runs them in a transaction of their own.
 func (s *Service) recordEvent(ctx context.Context, db bun.IDB, e Event) error {
+	if pool, ok := db.(*bun.DB); ok {
+		return pool.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error { return s.recordEvent(ctx, tx, e) })
+	}
 	if e.IPAddress == nil && e.UserAgent == nil {
 		c := clientFromContext(ctx)
 		e.IPAddress, e.UserAgent = c.ipAddress(), c.userAgent()
@@ -158,6 +163,9 @@ func (s *Service) recordEvent(ctx context.Context, db bun.IDB, e Event) error {
 func (s *Service) recordEvents(ctx context.Context, db bun.IDB, events []Event) error {
 	if len(events) == 0 {
 		return nil
+	}
+	if pool, ok := db.(*bun.DB); ok {
+		return pool.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error { return s.recordEvents(ctx, tx, events) })
 	}
 	c := clientFromContext(ctx)
 	rows := make([]models.SecurityEvent, len(events))
