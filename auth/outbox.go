@@ -228,7 +228,7 @@ func (s *Service) DeliverEvents(ctx context.Context) {
 
 func (s *Service) deliverLoop(ctx context.Context, h namedHandler, wake <-chan struct{}) {
 	t := s.events.tune()
-	timer := time.NewTimer(0)
+	timer := time.NewTimer(t.poll)
 	defer timer.Stop()
 	for {
 		n, err := s.deliverBatch(ctx, h, t)
@@ -246,12 +246,6 @@ func (s *Service) deliverLoop(ctx context.Context, h namedHandler, wake <-chan s
 			return
 		case <-wake:
 		case <-timer.C:
-		}
-		if !timer.Stop() {
-			select {
-			case <-timer.C:
-			default:
-			}
 		}
 	}
 }

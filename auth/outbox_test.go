@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -404,4 +406,45 @@ func TestHandlerPanicIsRetried(t *testing.T) {
 	if calls != 2 {
 		t.Fatalf("%d calls, want a panic and a retry", calls)
 	}
+}
+
+func TestLogHandlerLogsIDsOnly(t *testing.T) {
+	t.Parallel()
+	s := newTestService(t, testConfig)
+	fastDelivery(s)
+	var logs syncBuffer
+	s.log = slog.New(slog.NewJSONHandler(&logs, nil))
+	user := signUp(t, s, "logged@example.com").User
+	record(t, s, s.db, Event{Kind: EventSignedIn, UserID: user.ID, SessionID: ptr(user.ID),
+		DeviceName: ptr("Alice's iPhone"), IPAddress: ptr("198.51.100.23"), UserAgent: ptr("SecretAgent/1.0")})
+	runDeliverer(t, s)
+	eventually(t, "the log line", func() bool { return outboxLeft(t, s) == 0 })
+	out := logs.String()
+	for _, want := range []string{`"msg":"security event"`, `"kind":"SIGNED_IN"`, `"user_id":"` + user.ID, `"session_id":"` + user.ID} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %s: %s", want, out)
+		}
+	}
+	for _, secret := range []string{"Alice", "198.51.100.23", "SecretAgent", "logged@example.com"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("log holds %q: %s", secret, out)
+		}
+	}
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
