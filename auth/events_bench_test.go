@@ -108,3 +108,59 @@ func BenchmarkSecurityEventsPage(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkClaimBehindFailingHandler measures a deliverer's poll while a
+// handler fails for everyone (its mail server is down): 500 users with 40
+// queued events each, every user's oldest in backoff. Nothing is due; the
+// poll should not have to read the 19,500 rows queued behind the failures.
+func BenchmarkClaimBehindFailingHandler(b *testing.B) {
+	s := newTestService(b, testConfig)
+	ctx := context.Background()
+	rows := make([]models.SecurityEventOutbox, 0, 1000)
+	start := time.Now().Add(-time.Hour).UTC()
+	flush := func() {
+		if _, err := s.db.NewInsert().Model(&rows).ExcludeColumn("id").Exec(ctx); err != nil {
+			b.Fatal(err)
+		}
+		rows = rows[:0]
+	}
+	users := make([]string, 500)
+	for u := range users {
+		users[u] = uuid.NewString()
+	}
+	for range 40 {
+		for _, u := range users {
+			rows = append(rows, models.SecurityEventOutbox{Handler: "mail", EventID: uuid.NewString(), UserID: u,
+				Kind: string(EventSignedIn), At: start, AvailableAt: start})
+			if len(rows) == cap(rows) {
+				flush()
+			}
+		}
+	}
+	t := s.events.tune()
+	t.batch = 100
+	for {
+		claimed, err := s.claimOutbox(ctx, s.db, "mail", t)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(claimed) == 0 {
+			break
+		}
+		for _, r := range claimed {
+			s.settle(ctx, r, false, time.Hour)
+		}
+	}
+	if !s.isSQLite() {
+		if _, err := s.db.ExecContext(ctx, "ANALYZE security_event_outbox"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		claimed, err := s.claimOutbox(ctx, s.db, "mail", t)
+		if err != nil || len(claimed) != 0 {
+			b.Fatal(len(claimed), err)
+		}
+	}
+}

@@ -359,10 +359,31 @@ func (s *Service) settle(ctx context.Context, r models.SecurityEventOutbox, done
 		_, err = s.db.NewDelete().Model((*models.SecurityEventOutbox)(nil)).
 			Where("id = ? AND claim = ?", r.ID, r.Claim).Exec(ctx)
 	} else {
-		next, arg := s.dialect.NowPlus(wait)
-		_, err = s.db.NewUpdate().Model((*models.SecurityEventOutbox)(nil)).
-			Set("claim = NULL").Set("available_at = "+next, arg).
-			Where("id = ? AND claim = ?", r.ID, r.Claim).Exec(ctx)
+		err = s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			next, arg := s.dialect.NowPlus(wait)
+			res, err := tx.NewUpdate().Model((*models.SecurityEventOutbox)(nil)).
+				Set("claim = NULL").Set("available_at = "+next, arg).
+				Where("id = ? AND claim = ?", r.ID, r.Claim).
+				Returning("available_at").Exec(ctx, &r.AvailableAt)
+			if isNoRows(err) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				return nil
+			}
+			// The user's later rows wait for this one anyway: make them not
+			// due until then, so that polls do not read them meanwhile (a
+			// handler failing for everyone would otherwise have each poll
+			// read its whole backlog).
+			_, err = tx.NewUpdate().Model((*models.SecurityEventOutbox)(nil)).
+				Set("available_at = ?", r.AvailableAt).
+				Where("handler = ? AND user_id = ? AND id > ? AND available_at < ?", r.Handler, r.UserID, r.ID, r.AvailableAt).
+				Exec(ctx)
+			return err
+		})
 	}
 	if err != nil {
 		s.log.WarnContext(ctx, "security events: settling a delivery", "event_id", r.EventID, "handler", r.Handler, "err", err)

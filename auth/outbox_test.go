@@ -448,3 +448,44 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// TestFailureHoldsBackTheUsersLaterRows: after a failed attempt, the user's
+// later rows (which wait for it anyway) are not due before its retry, so
+// polls skip them; other users' rows stay due.
+func TestFailureHoldsBackTheUsersLaterRows(t *testing.T) {
+	t.Parallel()
+	s := newTestService(t, testConfig)
+	s.OnEvent("mail", func(context.Context, DeliveredEvent) error { return nil })
+	a := signUp(t, s, "held-a@example.com").User
+	b := signUp(t, s, "held-b@example.com").User
+	for range 3 {
+		record(t, s, s.db, Event{Kind: EventSignedIn, UserID: a.ID})
+	}
+	record(t, s, s.db, Event{Kind: EventSignedIn, UserID: b.ID})
+	ctx := context.Background()
+	tune := s.events.tune()
+	claimed, err := s.claimOutbox(ctx, s.db, "mail", tune)
+	if err != nil || len(claimed) != 2 {
+		t.Fatalf("claimed %d heads, want a's and b's: %v", len(claimed), err)
+	}
+	for _, r := range claimed {
+		if r.UserID == a.ID {
+			s.settle(ctx, r, false, time.Hour)
+		}
+	}
+	var rows []models.SecurityEventOutbox
+	if err := s.db.NewSelect().Model(&rows).Where("handler = 'mail' AND user_id = ?", a.ID).Order("id").Scan(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 3 || rows[0].Claim != nil || rows[0].Attempts != 1 {
+		t.Fatalf("a's rows %+v", rows)
+	}
+	for _, r := range rows[1:] {
+		if !r.AvailableAt.Equal(rows[0].AvailableAt) {
+			t.Fatalf("a later row is due at %v, its head at %v", r.AvailableAt, rows[0].AvailableAt)
+		}
+	}
+	if again, err := s.claimOutbox(ctx, s.db, "mail", tune); err != nil || len(again) != 0 {
+		t.Fatalf("claimed %d rows while a's head waits and b's is leased: %v", len(again), err)
+	}
+}
