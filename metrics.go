@@ -28,6 +28,8 @@ type metrics struct {
 	replays     prometheus.Counter
 	revocations *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
+	wsOpen      prometheus.Gauge
+	wsCloses    *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -52,8 +54,14 @@ func newMetrics() *metrics {
 			Name: "sessionauth_request_duration_seconds", Help: "HTTP request latency by route.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}, []string{"route"}),
+		wsOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sessionauth_websocket_connections", Help: "WebSocket (subscription) connections open now.",
+		}),
+		wsCloses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sessionauth_websocket_closes_total", Help: "WebSocket connections closed, by reason: SESSION_ENDED, TOKEN_EXPIRED, UNAUTHENTICATED, SERVICE_UNAVAILABLE, INIT_TIMEOUT, TOO_MANY_CONNECTIONS, TOO_MANY_SUBSCRIPTIONS, GOING_AWAY, client_closed, other.",
+		}, []string{"reason"}),
 	}
-	m.registry.MustRegister(m.logins, m.signUps, m.refreshes, m.replays, m.revocations, m.duration,
+	m.registry.MustRegister(m.logins, m.signUps, m.refreshes, m.replays, m.revocations, m.duration, m.wsOpen, m.wsCloses,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -70,6 +78,7 @@ func (m *metrics) handler() http.Handler {
 type server struct {
 	http.Handler
 	metrics *metrics
+	ws      *wsHub // its WebSocket connections, closed apart at shutdown
 }
 
 // checkMetricsAddr refuses a METRICS_ADDR that is not host:port, or that

@@ -206,6 +206,9 @@ func (s *Service) listenOnce(ctx context.Context, databaseURL string) error {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN "+eventStreamChannel); err != nil {
+		return err
+	}
 	if _, err := conn.Exec(ctx, listenStatement); err != nil {
 		return err
 	}
@@ -216,6 +219,11 @@ func (s *Service) listenOnce(ctx context.Context, databaseURL string) error {
 		if err != nil {
 			return err
 		}
+		if n.Channel == eventStreamChannel {
+			s.streamNotified(n.Payload)
+			continue
+		}
+		s.watchInvalidated(n.Payload)
 		if nonce := s.cache.invalidate(n.Payload); nonce != "" {
 			// Everything before the marker has been applied here.
 			go s.notify(context.WithoutCancel(ctx), "ack:"+nonce)
@@ -302,6 +310,7 @@ func (s *Service) dropSync(w *syncWaiter) {
 // awaitSync waits until as many instances as were listening have
 // acknowledged w's marker; nil waits for nothing.
 func (s *Service) awaitSync(ctx context.Context, w *syncWaiter) {
+	s.changedHere() // after every commit that ends sessions or rotates tokens
 	if w == nil {
 		return
 	}

@@ -1,0 +1,206 @@
+package auth
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/example/sessionauth/models"
+)
+
+// Streaming security events as they are recorded (API.md, "Subscriptions":
+// securityEvents), on whichever instance they are recorded. The recording
+// transaction announces the accounts it wrote events for (recorded, in
+// events.go): on PostgreSQL with pg_notify on eventStreamChannel, delivered
+// at commit to every instance's invalidation listener (auth/cache.go); on
+// SQLite in-process. A stream, woken for its account, reads the account's
+// events recorded since it started and sends those it has not sent yet, in
+// order of (at, id). While notifications cannot be trusted (no session
+// cache, its listener down) streams also look every watchPoll.
+//
+// Before a connection is closed because its session ended, DrainEvents has
+// its streams send what the ending recorded (SESSION_REVOKED, SIGNED_OUT...)
+// and complete: the device learns why it was signed out.
+
+// eventStreamChannel carries the user id of each transaction that recorded
+// security events for that user.
+const eventStreamChannel = "sessionauth_security_event"
+
+type eventStream struct {
+	user  string
+	since time.Time
+	sent  map[string]struct{}
+	out   chan *models.SecurityEvent
+	wake  chan struct{}
+	drain chan struct{} // closed to have the stream send what is left and end
+	done  chan struct{} // closed when the consumer's context has ended
+}
+
+// streamHub is a Service's event streams by user; its zero value is ready.
+type streamHub struct {
+	mu     sync.Mutex
+	byUser map[string]map[*eventStream]struct{}
+}
+
+// SecurityEventStream returns who's security events as they are recorded
+// from now on, on any instance, until ctx ends (then the channel is closed).
+// The context must be a connection's (AuthenticateConnection) for
+// DrainEvents to reach the stream.
+func (s *Service) SecurityEventStream(ctx context.Context, who *Identity) <-chan *models.SecurityEvent {
+	st := &eventStream{
+		user: who.User.ID, since: who.Now, sent: map[string]struct{}{},
+		out: make(chan *models.SecurityEvent), wake: make(chan struct{}, 1),
+		drain: make(chan struct{}), done: make(chan struct{}),
+	}
+	h := &s.streams
+	h.mu.Lock()
+	if h.byUser == nil {
+		h.byUser = map[string]map[*eventStream]struct{}{}
+	}
+	if h.byUser[st.user] == nil {
+		h.byUser[st.user] = map[*eventStream]struct{}{}
+	}
+	h.byUser[st.user][st] = struct{}{}
+	h.mu.Unlock()
+	if r := requestFromContext(ctx); r != nil {
+		r.subjectMu.Lock()
+		r.streams = append(r.streams, st)
+		r.subjectMu.Unlock()
+	}
+	go func() {
+		defer func() {
+			h.mu.Lock()
+			delete(h.byUser[st.user], st)
+			if len(h.byUser[st.user]) == 0 {
+				delete(h.byUser, st.user)
+			}
+			h.mu.Unlock()
+		}()
+		s.runStream(ctx, st)
+	}()
+	context.AfterFunc(ctx, func() { close(st.done) })
+	return st.out
+}
+
+func (s *Service) runStream(ctx context.Context, st *eventStream) {
+	defer close(st.out)
+	tick := time.NewTicker(watchPoll)
+	defer tick.Stop()
+	for {
+		draining := false
+		select {
+		case <-ctx.Done():
+			return
+		case <-st.wake:
+		case <-st.drain:
+			draining = true
+		case <-tick.C:
+			if s.CacheLive() {
+				continue // notifications are trusted: nothing to look for
+			}
+		}
+		if !s.sendNew(ctx, st) || draining {
+			return
+		}
+	}
+}
+
+// sendNew sends the events of st's user recorded since st began that it has
+// not sent; false when ctx ended meanwhile.
+func (s *Service) sendNew(ctx context.Context, st *eventStream) bool {
+	rctx, cancel := context.WithTimeout(ctx, watchReadTimeout)
+	var events []*models.SecurityEvent
+	err := s.db.NewSelect().Model(&events).
+		Where("user_id = ?", st.user).Where("at >= ?", st.since).
+		Order("at", "id").Limit(MaxEventPage).Scan(rctx)
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.WarnContext(ctx, "securityEvents: reading new events", "err", err)
+		}
+		return ctx.Err() == nil
+	}
+	for _, e := range events {
+		if _, ok := st.sent[e.ID]; ok {
+			continue
+		}
+		select {
+		case st.out <- e:
+			st.sent[e.ID] = struct{}{}
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
+}
+
+// wakeStreams wakes the streams of users, after their events committed.
+func (s *Service) wakeStreams(users ...string) {
+	h := &s.streams
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, u := range users {
+		for st := range h.byUser[u] {
+			select {
+			case st.wake <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// streamNotified is the invalidation listener's hook for eventStreamChannel.
+func (s *Service) streamNotified(user string) { s.wakeStreams(user) }
+
+// announceEvents tells every instance's streams that the events ids, just
+// written by db's transaction, are there for their users: on PostgreSQL a
+// NOTIFY that leaves at commit (identical ones of one transaction are sent
+// once); on SQLite in-process (a stream's read waits for the one
+// connection, so it sees the commit).
+func (s *Service) announceEvents(ctx context.Context, db bun.IDB, ids ...string) error {
+	if s.isSQLite() {
+		var users []string
+		err := db.NewSelect().Table("security_events").ColumnExpr("DISTINCT user_id").
+			Where("id IN (?)", bun.In(ids)).Scan(ctx, &users)
+		if err != nil {
+			return err
+		}
+		s.wakeStreams(users...)
+		return nil
+	}
+	_, err := db.ExecContext(ctx, `SELECT pg_notify(?, user_id::text) FROM security_events WHERE id IN (?)`,
+		eventStreamChannel, bun.In(ids))
+	return err
+}
+
+// DrainEvents has the event streams of ctx's connection send what has been
+// recorded for them and end, and waits (at most until ctx... or timeout) until
+// each one's consumer is done. Called before a connection is closed because its
+// session ended.
+func DrainEvents(ctx context.Context, timeout time.Duration) {
+	r := requestFromContext(ctx)
+	if r == nil {
+		return
+	}
+	r.subjectMu.Lock()
+	streams := r.streams
+	r.streams = nil
+	r.subjectMu.Unlock()
+	if len(streams) == 0 {
+		return
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for _, st := range streams {
+		close(st.drain)
+	}
+	for _, st := range streams {
+		select {
+		case <-st.done:
+		case <-t.C:
+			return
+		}
+	}
+}
