@@ -27,7 +27,7 @@ func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 // testServer is the real handler of newServer, over its own database.
 type testServer struct {
-	URL string
+	URL     string
 	db      *bun.DB
 	svc     *auth.Service
 	handler *server
