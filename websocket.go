@@ -226,7 +226,17 @@ func (c *wsConn) closeWith(code int, reason string) {
 		return
 	}
 	if ws != nil {
-		time.AfterFunc(wsCloseGrace+wsWriteTimeout, func() { ws.CloseNow() })
+		// gqlgen closes under the lock its writes hold: a write blocked on
+		// a client that does not read would hold the close until
+		// wsWriteTimeout. Cut such a connection instead.
+		time.AfterFunc(wsCloseGrace, func() {
+			c.mu.Lock()
+			sent := c.sentCode != 0
+			c.mu.Unlock()
+			if !sent {
+				ws.CloseNow()
+			}
+		})
 	}
 }
 

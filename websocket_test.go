@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -403,4 +404,76 @@ func TestWebSocketEventBeforeClose(t *testing.T) {
 	if len(got) == 0 || got[0].Type != "next" || !strings.Contains(string(got[0].Payload), "SESSION_REVOKED") {
 		t.Fatalf("before the close: %v; want the SESSION_REVOKED event", kinds)
 	}
+}
+
+// TestWebSocketShutdownAndObservability runs the real program: a connection
+// outlives the 10 s request deadline's reach (it is not a request), is logged
+// when it opens and closes, counted in the metrics, and closed with 1001 by a
+// graceful stop, which then completes.
+func TestWebSocketShutdownAndObservability(t *testing.T) {
+	url := pgtest.NewURL(t)
+	srv := startRun(t, map[string]string{"DATABASE_URL": url, "METRICS_ADDR": "127.0.0.1:0"})
+	client := &testServer{URL: srv.base}
+	p := client.signUp(t, "shut@example.com")
+	c := client.dialWS(t, nil)
+	c.mustInit(authInit(p.AccessToken))
+	c.subscribe("1", securityEventsSubscription)
+	anon := client.dialWS(t, nil)
+	anon.mustInit(nil)
+
+	metrics := func() string {
+		resp, err := http.Get(srv.metrics + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	if m := metrics(); !strings.Contains(m, "sessionauth_websocket_connections 2") {
+		t.Fatalf("gauge of open connections missing or wrong:\n%s", grepLines(m, "websocket"))
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- srv.stop(t) }()
+	c.wantClose(1001, "GOING_AWAY", 5*time.Second)
+	anon.wantClose(1001, "GOING_AWAY", 5*time.Second)
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatalf("run returned %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("graceful stop did not finish")
+	}
+	var opened, closed int
+	for _, line := range logLines(t, srv.logs) {
+		switch line["msg"] {
+		case "websocket opened":
+			opened++
+		case "websocket closed":
+			closed++
+			if line["reason"] != "GOING_AWAY" || line["code"] != float64(1001) || line["duration_ms"] == nil {
+				t.Errorf("close line %v, want GOING_AWAY 1001 with a duration", line)
+			}
+			if line["session_id"] != nil && line["session_id"] != p.Session.ID {
+				t.Errorf("close line names session %v, want %s", line["session_id"], p.Session.ID)
+			}
+		}
+	}
+	if opened != 2 || closed != 2 {
+		t.Fatalf("%d opened and %d closed lines, want 2 each:\n%s", opened, closed, srv.logs)
+	}
+	if strings.Contains(srv.logs.String(), p.AccessToken) {
+		t.Fatal("the access token reached the log")
+	}
+}
+
+func grepLines(s, word string) string {
+	var out []string
+	for line := range strings.Lines(s) {
+		if strings.Contains(line, word) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "")
 }
