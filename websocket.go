@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -119,6 +120,7 @@ type wsConn struct {
 	user       string
 	subs       int
 	deadline   *time.Timer
+	draining   atomic.Bool // the session ended: completes are not sent
 }
 
 type wsConnKey struct{}
@@ -314,7 +316,11 @@ func (h *wsHub) initFunc(ctx context.Context, payload transport.InitPayload) (co
 				case auth.SessionEnded:
 					code = closeForbidden
 					// The device learns why: the event that ended its
-					// session goes out before the close.
+					// session goes out before the close. Its streams end;
+					// their "complete" is not sent (the subscription ends
+					// with the close, as a client expects), and seeing it
+					// written is how we know every event before it was.
+					c.draining.Store(true)
 					auth.DrainEvents(connCtx, wsDrainTimeout)
 				case auth.Unverifiable:
 					code = closeUnavailable
@@ -411,9 +417,19 @@ func (s *wsSocket) NextReader() (int, io.Reader, error) {
 // the socket): a client that does not read must not hold the connection's
 // writer, and with it every close, forever.
 func (s *wsSocket) WriteJSON(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if s.c.draining.Load() {
+		var m struct{ Type string }
+		if json.Unmarshal(b, &m) == nil && m.Type == "complete" {
+			return nil
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), wsWriteTimeout)
 	defer cancel()
-	return writeJSON(ctx, s.ws, v)
+	return s.ws.Write(ctx, coderws.MessageText, b)
 }
 
 // WriteClose writes the close frame: the one the server chose, if it did,
@@ -447,14 +463,6 @@ func (s *wsSocket) SetReadDeadline(t time.Time) error {
 		s.c.deadline = time.AfterFunc(time.Until(t), func() { s.ws.CloseNow() })
 	}
 	return nil
-}
-
-func writeJSON(ctx context.Context, ws *coderws.Conn, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	return ws.Write(ctx, coderws.MessageText, b)
 }
 
 var (

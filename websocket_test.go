@@ -6,6 +6,9 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -404,6 +407,11 @@ func TestWebSocketEventBeforeClose(t *testing.T) {
 	if len(got) == 0 || got[0].Type != "next" || !strings.Contains(string(got[0].Payload), "SESSION_REVOKED") {
 		t.Fatalf("before the close: %v; want the SESSION_REVOKED event", kinds)
 	}
+	for _, m := range got {
+		if m.Type == "complete" {
+			t.Fatalf("the subscription completed before the close: %v; it ends with the 4403", kinds)
+		}
+	}
 }
 
 // TestWebSocketShutdownAndObservability runs the real program: a connection
@@ -476,4 +484,31 @@ func grepLines(s, word string) string {
 		}
 	}
 	return strings.Join(out, "")
+}
+
+// TestSubscriptionsWithGraphQLWS drives the server with a real client, the
+// graphql-ws library (internal/playground/web/ws-client-test.mjs, run by
+// Node's test runner): lazy connectionParams returning the current token,
+// refresh and reconnect after 4401, stop after 4403. It needs node and
+// npm ci --prefix internal/playground/web (bash test.sh does it).
+func TestSubscriptionsWithGraphQLWS(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatal("node is not installed: install Node.js 20 or later with npm, then bash test.sh")
+	}
+	if _, err := os.Stat(filepath.Join(playgroundWeb, "node_modules", "graphql-ws", "package.json")); err != nil {
+		t.Fatal("graphql-ws is not installed: npm ci --prefix " + playgroundWeb + " (bash test.sh does it)")
+	}
+	s := newTestServer(t, func(c *config) { c.Auth.AccessTTL = 3 * time.Second })
+	s.signUp(t, "node@example.com")
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", "ws-client-test.mjs")
+	cmd.Dir = playgroundWeb
+	cmd.Env = append(os.Environ(), "SESSIONAUTH_URL="+s.URL, "SESSIONAUTH_EMAIL=node@example.com", "SESSIONAUTH_PASSWORD="+testPassword)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("node --test ws-client-test.mjs: %v\n%s", err, out)
+	}
+	t.Logf("%s", out)
 }
