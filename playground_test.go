@@ -27,7 +27,7 @@ import (
 
 // playgroundOperations are the example operations the playground opens with,
 // in order.
-var playgroundOperations = []string{"SignUp", "Login", "Me", "MySessions", "RenameSession", "Refresh", "Logout"}
+var playgroundOperations = []string{"SignUp", "Login", "Me", "MySessions", "RenameSession", "Refresh", "Logout", "SecurityEvents"}
 
 func TestPlayground(t *testing.T) {
 	mux := http.NewServeMux()

@@ -19,6 +19,7 @@ import (
 
 	"github.com/example/sessionauth/internal/database"
 	"github.com/example/sessionauth/internal/pgtest"
+	"github.com/example/sessionauth/internal/playground"
 )
 
 // wsClient speaks graphql-transport-ws to a test server, as the graphql-ws
@@ -511,4 +512,29 @@ func TestSubscriptionsWithGraphQLWS(t *testing.T) {
 		t.Fatalf("node --test ws-client-test.mjs: %v\n%s", err, out)
 	}
 	t.Logf("%s", out)
+}
+
+// TestPlaygroundSubscription: the playground document's SecurityEvents
+// operation subscribes over the WebSocket as GraphiQL sends it (the whole
+// document and an operation name).
+func TestPlaygroundSubscription(t *testing.T) {
+	s := newTestServer(t, nil)
+	p := s.signUp(t, "pg@example.com")
+	send := func(c *wsClient) {
+		b, _ := json.Marshal(map[string]any{"query": playground.Document, "operationName": "SecurityEvents"})
+		c.send(wsMessage{ID: "1", Type: "subscribe", Payload: b})
+	}
+	anon := s.dialWS(t, nil)
+	anon.mustInit(nil)
+	send(anon)
+	if m, err := anon.read(5 * time.Second); err != nil || !strings.Contains(string(m.Payload), "UNAUTHENTICATED") {
+		t.Fatalf("anonymous: %+v, %v; want UNAUTHENTICATED", m, err)
+	}
+	c := s.dialWS(t, nil)
+	c.mustInit(map[string]any{"authorization": "Bearer " + p.AccessToken})
+	send(c)
+	eventually(t, func() bool { return s.svc.Watched() == 1 })
+	if m, err := c.read(700 * time.Millisecond); err == nil {
+		t.Fatalf("got %+v, want the subscription running quietly", m)
+	}
 }
