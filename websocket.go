@@ -307,28 +307,24 @@ func (h *wsHub) initFunc(ctx context.Context, payload transport.InitPayload) (co
 	attrs := []any{"request_id", c.reqID}
 	if id != nil {
 		attrs = append(attrs, "user_id", id.Session.UserID, "session_id", id.Session.ID)
-		ended := h.svc.WatchSession(connCtx, id)
-		go func() {
-			select {
-			case r := <-ended:
-				code := closeUnauthorized
-				switch r {
-				case auth.SessionEnded:
-					code = closeForbidden
-					// The device learns why: the event that ended its
-					// session goes out before the close. Its streams end;
-					// their "complete" is not sent (the subscription ends
-					// with the close, as a client expects), and seeing it
-					// written is how we know every event before it was.
-					c.draining.Store(true)
-					auth.DrainEvents(connCtx, wsDrainTimeout)
-				case auth.Unverifiable:
-					code = closeUnavailable
-				}
-				c.closeWith(code, r.String())
-			case <-connCtx.Done():
+		h.svc.OnSessionEnd(connCtx, id, func(r auth.EndReason) {
+			code := closeUnauthorized
+			switch r {
+			case auth.SessionEnded:
+				code = closeForbidden
+				// The device learns why: the event that ended its
+				// session goes out before the close. Its streams end;
+				// their "complete" is not sent (the subscription ends
+				// with the close, as a client expects), and seeing it
+				// written is how we know every event before it was.
+				c.draining.Store(true)
+				auth.DrainEvents(connCtx, wsDrainTimeout)
+			case auth.Unverifiable:
+				code = closeUnavailable
 			}
-		}()
+			c.closeWith(code, r.String())
+		})
+
 	}
 	h.logger.Info("websocket opened", attrs...)
 	return connCtx, nil, nil

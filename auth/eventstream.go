@@ -32,7 +32,9 @@ type eventStream struct {
 	user  string
 	since time.Time
 	sent  map[string]struct{}
-	out   chan *models.SecurityEvent
+	// send hands one event to the consumer; false when ctx ended first.
+	send  func(context.Context, *models.SecurityEvent) bool
+	end   func() // closes the consumer's channel
 	wake  chan struct{}
 	drain chan struct{} // closed to have the stream send what is left and end
 	done  chan struct{} // closed when the consumer's context has ended
@@ -45,14 +47,24 @@ type streamHub struct {
 }
 
 // SecurityEventStream returns who's security events as they are recorded
-// from now on, on any instance, until ctx ends (then the channel is closed).
-// The context must be a connection's (AuthenticateConnection) for
-// DrainEvents to reach the stream.
-func (s *Service) SecurityEventStream(ctx context.Context, who *Identity) <-chan *models.SecurityEvent {
+// from now on, on any instance, each passed through convert (a resolver's
+// conversion to its GraphQL type), until ctx ends: then the channel is
+// closed. The context must be a connection's (AuthenticateConnection) for
+// DrainEvents to reach the stream. One goroutine per stream.
+func SecurityEventStream[T any](ctx context.Context, s *Service, who *Identity, convert func(*models.SecurityEvent) T) <-chan T {
+	out := make(chan T)
 	st := &eventStream{
 		user: who.User.ID, since: who.Now, sent: map[string]struct{}{},
-		out: make(chan *models.SecurityEvent), wake: make(chan struct{}, 1),
-		drain: make(chan struct{}), done: make(chan struct{}),
+		wake: make(chan struct{}, 1), drain: make(chan struct{}), done: make(chan struct{}),
+		send: func(ctx context.Context, e *models.SecurityEvent) bool {
+			select {
+			case out <- convert(e):
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		},
+		end: func() { close(out) },
 	}
 	h := &s.streams
 	h.mu.Lock()
@@ -81,11 +93,11 @@ func (s *Service) SecurityEventStream(ctx context.Context, who *Identity) <-chan
 		s.runStream(ctx, st)
 	}()
 	context.AfterFunc(ctx, func() { close(st.done) })
-	return st.out
+	return out
 }
 
 func (s *Service) runStream(ctx context.Context, st *eventStream) {
-	defer close(st.out)
+	defer st.end()
 	tick := time.NewTicker(watchPoll)
 	defer tick.Stop()
 	for {
@@ -126,12 +138,10 @@ func (s *Service) sendNew(ctx context.Context, st *eventStream) bool {
 		if _, ok := st.sent[e.ID]; ok {
 			continue
 		}
-		select {
-		case st.out <- e:
-			st.sent[e.ID] = struct{}{}
-		case <-ctx.Done():
+		if !st.send(ctx, e) {
 			return false
 		}
+		st.sent[e.ID] = struct{}{}
 	}
 	return true
 }

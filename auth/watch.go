@@ -60,13 +60,19 @@ const (
 	watchReadTimeout = time.Second
 	// watchBatch is how many sessions one re-read asks for.
 	watchBatch = 500
+	// watchUnverifiedAfter is how long re-reads may keep failing before
+	// the watches they were for end with Unverifiable: one failed read (a
+	// pool momentarily exhausted) is retried at the next poll, so that a
+	// blip does not close every connection, while a session that cannot be
+	// checked is still given up inside API.md's one second.
+	watchUnverifiedAfter = 900 * time.Millisecond
 )
 
 type watcher struct {
 	session, user string
 	hash          []byte
 	expires       time.Time // the access token's, as last read
-	ch            chan EndReason
+	onEnd         func(EndReason)
 	timer         *time.Timer
 	ended         bool // guarded by watchHub.mu
 }
@@ -79,6 +85,7 @@ type watchHub struct {
 	dirty     map[string]struct{} // sessions to re-read
 	all       bool                // re-read every watched session
 	trusted   bool                // notifications were trusted at the last look
+	failing   time.Time           // when re-reads began to fail; zero while they succeed
 	running   bool                // the checker goroutine runs
 	wake      chan struct{}
 }
@@ -87,11 +94,19 @@ type watchHub struct {
 // id stopped authenticating (SessionEnded, TokenExpired, Unverifiable). The
 // watch ends with ctx; nothing is sent after that.
 func (s *Service) WatchSession(ctx context.Context, id *Identity) <-chan EndReason {
+	ch := make(chan EndReason, 1)
+	s.OnSessionEnd(ctx, id, func(r EndReason) { ch <- r })
+	return ch
+}
+
+// OnSessionEnd is WatchSession with a callback instead of a channel, for
+// holders of many connections (no goroutine per watch): f runs once, on a
+// goroutine of its own, unless ctx ends first. f must not block for long.
+func (s *Service) OnSessionEnd(ctx context.Context, id *Identity, f func(EndReason)) {
 	h := &s.watch
 	w := &watcher{
 		session: id.Session.ID, user: id.Session.UserID, hash: id.Session.AccessHash,
-		expires: id.Session.AccessExpiresAt,
-		ch:      make(chan EndReason, 1),
+		expires: id.Session.AccessExpiresAt, onEnd: f,
 	}
 	h.mu.Lock()
 	if h.bySession == nil {
@@ -113,7 +128,6 @@ func (s *Service) WatchSession(ctx context.Context, id *Identity) <-chan EndReas
 	h.mu.Unlock()
 	h.nudge()
 	context.AfterFunc(ctx, func() { s.endWatch(w, 0) })
-	return w.ch
 }
 
 func add(m map[string]map[*watcher]struct{}, k string, w *watcher) {
@@ -145,7 +159,7 @@ func (s *Service) endWatch(w *watcher, reason EndReason) {
 	remove(h.bySession, w.session, w)
 	remove(h.byUser, w.user, w)
 	if reason != 0 {
-		w.ch <- reason // capacity 1, sent once
+		go w.onEnd(reason)
 	}
 }
 
@@ -285,6 +299,18 @@ func (s *Service) recheck(ids []string) {
 	var ends []func()
 	h.mu.Lock()
 	if err != nil {
+		now := time.Now()
+		if h.failing.IsZero() {
+			h.failing = now
+		}
+		if now.Sub(h.failing) < watchUnverifiedAfter {
+			for _, id := range ids {
+				h.dirty[id] = struct{}{} // again at the next poll
+			}
+			h.mu.Unlock()
+			s.log.Warn("subscriptions: cannot re-read watched sessions; retrying", "sessions", len(ids), "err", err)
+			return
+		}
 		s.log.Warn("subscriptions: cannot re-read watched sessions; closing their connections", "sessions", len(ids), "err", err)
 		for _, id := range ids {
 			for w := range h.bySession[id] {
@@ -292,6 +318,7 @@ func (s *Service) recheck(ids []string) {
 			}
 		}
 	} else {
+		h.failing = time.Time{}
 		found := make(map[string]*watchedRow, len(rows))
 		for i := range rows {
 			found[rows[i].ID] = &rows[i]

@@ -159,7 +159,7 @@ func TestSecurityEventStream(t *testing.T) {
 	who := authenticate(t, b, ann.AccessToken)
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	events := b.SecurityEventStream(sctx, who)
+	events := SecurityEventStream(sctx, b, who, func(e *models.SecurityEvent) *models.SecurityEvent { return e })
 	time.Sleep(50 * time.Millisecond)
 
 	record := func(user *models.User, kind EventKind) {

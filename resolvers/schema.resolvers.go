@@ -120,19 +120,7 @@ func (r *queryResolver) MySecurityEvents(ctx context.Context, first *int, after 
 
 // SecurityEvents is the resolver for the securityEvents field.
 func (r *subscriptionResolver) SecurityEvents(ctx context.Context) (<-chan *graph.SecurityEvent, error) {
-	events := r.Auth.SecurityEventStream(ctx, auth.IdentityFromContext(ctx))
-	out := make(chan *graph.SecurityEvent)
-	go func() {
-		defer close(out)
-		for e := range events {
-			select {
-			case out <- toSecurityEvent(e):
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return out, nil
+	return auth.SecurityEventStream(ctx, r.Auth, auth.IdentityFromContext(ctx), toSecurityEvent), nil
 }
 
 // Mutation returns graph.MutationResolver implementation.

@@ -214,7 +214,8 @@ type wsSampleT struct {
 func wsSample(o options) wsSampleT {
 	var s wsSampleT
 	if o.PID > 0 {
-		s.rss, _ = readVmRSS(o.PID)
+		kib, _ := readVmRSS(o.PID)
+		s.rss = kib << 10
 	}
 	if o.MetricsURL != "" {
 		resp, err := http.Get(o.MetricsURL)
