@@ -37,10 +37,11 @@ func newServer(cfg config, db *bun.DB, svc *auth.Service, logger *slog.Logger) *
 	ws := newWSHub(svc, cfg.WebSocket, logger, m)
 	// First: a GET that upgrades is a subscription connection, not a query.
 	gql.AddTransport(wsTransport{transport.Websocket{
-		Implementation:   wsImplementation{ws},
-		InitFunc:         ws.initFunc,
-		InitTimeout:      cfg.WebSocket.InitTimeout,
-		PingPongInterval: cfg.WebSocket.PingInterval,
+		Implementation: wsImplementation{ws},
+		InitFunc:       ws.initFunc,
+		InitTimeout:    cfg.WebSocket.InitTimeout,
+		// Pings: one ticker for the whole hub (wsHub.pinger), not a
+		// goroutine per connection as gqlgen's PingPongInterval has.
 	}})
 	gql.AddTransport(transport.Options{})
 	gql.AddTransport(getQueriesOnly{})

@@ -94,6 +94,7 @@ type wsHub struct {
 	conns     map[*wsConn]struct{}
 	bySession map[string]int
 	closing   bool
+	pinging   bool // the pinger runs
 	wg        sync.WaitGroup
 }
 
@@ -119,6 +120,7 @@ type wsConn struct {
 	session    string
 	user       string
 	subs       int
+	lastRead   atomic.Int64 // unix nanoseconds of the last message read
 	deadline   *time.Timer
 	draining   atomic.Bool // the session ended: completes are not sent
 }
@@ -274,6 +276,58 @@ func (h *wsHub) closeAll(ctx context.Context) {
 	}
 }
 
+// startPinger starts the hub's pinger unless it runs or pings are off.
+func (h *wsHub) startPinger() {
+	if h.limits.PingInterval <= 0 {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.pinging {
+		h.pinging = true
+		go h.pinger()
+	}
+}
+
+// pinger sends graphql-transport-ws pings to every connection each
+// PingInterval (coder/websocket's Write is safe beside gqlgen's), and cuts
+// a connection from which nothing, not even a pong, came for two intervals:
+// a peer that vanished without a close. It stops when no connection is left.
+func (h *wsHub) pinger() {
+	every := h.limits.PingInterval
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	ping := []byte(`{"type":"ping"}`)
+	for now := range tick.C {
+		h.mu.Lock()
+		conns := make([]*wsConn, 0, len(h.conns))
+		for c := range h.conns {
+			conns = append(conns, c)
+		}
+		if len(conns) == 0 {
+			h.pinging = false
+			h.mu.Unlock()
+			return
+		}
+		h.mu.Unlock()
+		for _, c := range conns {
+			c.mu.Lock()
+			ws, initialised := c.ws, c.cancel != nil
+			c.mu.Unlock()
+			if ws == nil || !initialised {
+				continue // the init timeout covers it
+			}
+			if now.Sub(time.Unix(0, c.lastRead.Load())) > 2*every {
+				ws.CloseNow()
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			ws.Write(ctx, coderws.MessageText, ping)
+			cancel()
+		}
+	}
+}
+
 // initFunc authenticates a connection from its connection_init (API.md:
 // the payload's Authorization, any case, else the upgrade's header), applies
 // the per-session limit and starts watching its session.
@@ -378,10 +432,12 @@ func (i wsImplementation) Accept(w http.ResponseWriter, r *http.Request, opts tr
 		return nil, err
 	}
 	ws.SetReadLimit(maxBodyBytes)
+	c.lastRead.Store(time.Now().UnixNano())
 	c.mu.Lock()
 	c.ws = ws
 	c.mu.Unlock()
 	i.hub.metrics.wsOpen.Inc()
+	i.hub.startPinger()
 	return &wsSocket{c: c, ws: ws}, nil
 }
 
@@ -395,6 +451,7 @@ func (s *wsSocket) Subprotocol() string { return s.ws.Subprotocol() }
 
 func (s *wsSocket) NextReader() (int, io.Reader, error) {
 	typ, data, err := s.ws.Read(context.Background())
+	s.c.lastRead.Store(time.Now().UnixNano())
 	if err != nil {
 		if st := coderws.CloseStatus(err); st != -1 {
 			s.c.mu.Lock()

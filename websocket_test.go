@@ -538,3 +538,36 @@ func TestPlaygroundSubscription(t *testing.T) {
 		t.Fatalf("got %+v, want the subscription running quietly", m)
 	}
 }
+
+// TestWebSocketPing: the server pings; a client that answers keeps its
+// connection, one from which nothing comes for two intervals is cut.
+func TestWebSocketPing(t *testing.T) {
+	s := newTestServer(t, func(c *config) { c.WebSocket.PingInterval = 100 * time.Millisecond })
+	live := s.dialWS(t, nil)
+	live.mustInit(nil)
+	silent := s.dialWS(t, nil)
+	silent.mustInit(nil)
+	pings := make(chan struct{}, 100)
+	go func() { // live answers pings (read does), for a second
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		for ctx.Err() == nil {
+			_, b, err := live.conn.Read(ctx)
+			if err != nil {
+				return
+			}
+			if strings.Contains(string(b), `"ping"`) {
+				pings <- struct{}{}
+				live.conn.Write(ctx, coderws.MessageText, []byte(`{"type":"pong"}`))
+			}
+		}
+	}()
+	eventually(t, func() bool { return s.wsCount() == 1 })
+	time.Sleep(500 * time.Millisecond)
+	if n := s.wsCount(); n != 1 {
+		t.Fatalf("%d connections, want the answering one only", n)
+	}
+	if len(pings) < 3 {
+		t.Fatalf("%d pings in about a second, want one per 100ms", len(pings))
+	}
+}
