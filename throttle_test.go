@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -54,14 +55,19 @@ func TestLoginBruteForce(t *testing.T) {
 	wantOK(t, b.post(t, "", loginMutation, loginVars("victim@example.com", testPassword)))
 }
 
-func TestLoginSuccessClearsFailures(t *testing.T) {
+// TestRightPasswordKeepsOthersFailures: a right password gives back only its
+// own place; the failures before it stand until the window closes (an
+// attacker must not get a fresh budget each time the owner signs in), and a
+// device that signed in before is not locked out by them (TestDeviceProof…).
+func TestRightPasswordKeepsOthersFailures(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, func(c *config) { c.Auth.Throttle.MaxFailures = 2 })
 	s.signUp(t, "clear@example.com")
 	wantCode(t, s.post(t, "", loginMutation, loginVars("clear@example.com", "wrong one")), "INVALID_CREDENTIALS")
 	wantOK(t, s.post(t, "", loginMutation, loginVars("clear@example.com", testPassword)))
-	wantCode(t, s.post(t, "", loginMutation, loginVars("clear@example.com", "wrong two")), "INVALID_CREDENTIALS")
 	wantOK(t, s.post(t, "", loginMutation, loginVars("clear@example.com", testPassword)))
+	wantCode(t, s.post(t, "", loginMutation, loginVars("clear@example.com", "wrong two")), "INVALID_CREDENTIALS")
+	retryAfter(t, s.post(t, "", loginMutation, loginVars("clear@example.com", testPassword)))
 }
 
 func TestLoginUnknownEmailIsThrottledToo(t *testing.T) {
@@ -118,4 +124,173 @@ func TestThrottleCountersAreCleanedUp(t *testing.T) {
 	if n := count(); n != 0 {
 		t.Fatalf("%d expired counters left after housekeeping", n)
 	}
+}
+
+// verified is how many passwords the instances have checked with argon2.
+func verified(servers ...*testServer) int64 {
+	var n int64
+	for _, s := range servers {
+		n += s.svc.PasswordWork().Verified
+	}
+	return n
+}
+
+// codes counts the extensions.code of each response ("" for success).
+type codes struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *codes) add(r gqlResponse) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = map[string]int{}
+	}
+	c.n[r.code()]++
+}
+
+// TestConcurrentWrongPasswordsVerifyAtMostTheLimit sends 50 wrong passwords
+// for one account at once, spread over two instances: every attempt is
+// counted before its hash, so at most LOGIN_MAX_FAILURES passwords are
+// checked and every other attempt answers RATE_LIMITED.
+func TestConcurrentWrongPasswordsVerifyAtMostTheLimit(t *testing.T) {
+	t.Parallel()
+	url := pgtest.New(t)
+	edit := func(c *config) { c.Auth.Throttle.MaxFailures = 5 }
+	a := newTestServerOn(t, url, edit)
+	b := newTestServerOn(t, url, edit)
+	a.signUp(t, "target@example.com")
+	before := verified(a, b)
+
+	var got codes
+	var wg sync.WaitGroup
+	for i := range 50 {
+		s := []*testServer{a, b}[i%2]
+		wg.Go(func() { got.add(s.post(t, "", loginMutation, loginVars("target@example.com", fmt.Sprintf("guess %d!", i)))) })
+	}
+	wg.Wait()
+	if n := verified(a, b) - before; n > 5 {
+		t.Errorf("%d passwords verified, want at most 5", n)
+	}
+	if got.n["INVALID_CREDENTIALS"] > 5 || got.n["INVALID_CREDENTIALS"]+got.n["RATE_LIMITED"] != 50 {
+		t.Errorf("answers %v, want at most 5 INVALID_CREDENTIALS and RATE_LIMITED for the rest", got.n)
+	}
+}
+
+// TestConcurrentSprayVerifiesAtMostThePerAddressLimit is the same race on
+// the per-address limit: 50 wrong passwords for 50 accounts at once from one
+// address, over two instances.
+func TestConcurrentSprayVerifiesAtMostThePerAddressLimit(t *testing.T) {
+	t.Parallel()
+	url := pgtest.New(t)
+	edit := func(c *config) { c.Auth.Throttle.MaxFailuresPerIP = 5 }
+	a := newTestServerOn(t, url, edit)
+	b := newTestServerOn(t, url, edit)
+	var got codes
+	var wg sync.WaitGroup
+	for i := range 50 {
+		s := []*testServer{a, b}[i%2]
+		wg.Go(func() { got.add(s.post(t, "", loginMutation, loginVars(fmt.Sprintf("user%d@example.com", i), "Spring2026!"))) })
+	}
+	wg.Wait()
+	if n := verified(a, b); n > 5 {
+		t.Errorf("%d passwords verified, want at most 5", n)
+	}
+	if got.n["INVALID_CREDENTIALS"] > 5 || got.n["INVALID_CREDENTIALS"]+got.n["RATE_LIMITED"] != 50 {
+		t.Errorf("answers %v, want at most 5 INVALID_CREDENTIALS and RATE_LIMITED for the rest", got.n)
+	}
+}
+
+// TestConcurrentRightPasswordDoesNotReopenGuessing races the owner's right
+// password against 49 wrong ones over two instances: the wrong ones still
+// get at most LOGIN_MAX_FAILURES checks in all, and the failures they earned
+// still lock the account afterwards.
+func TestConcurrentRightPasswordDoesNotReopenGuessing(t *testing.T) {
+	t.Parallel()
+	url := pgtest.New(t)
+	edit := func(c *config) { c.Auth.Throttle.MaxFailures = 5 }
+	a := newTestServerOn(t, url, edit)
+	b := newTestServerOn(t, url, edit)
+	a.signUp(t, "owner@example.com")
+
+	var got codes
+	var wg sync.WaitGroup
+	for i := range 50 {
+		s := []*testServer{a, b}[i%2]
+		password := fmt.Sprintf("guess %d!", i)
+		if i == 25 {
+			password = testPassword
+		}
+		wg.Go(func() { got.add(s.post(t, "", loginMutation, loginVars("owner@example.com", password))) })
+	}
+	wg.Wait()
+	if got.n["INVALID_CREDENTIALS"] > 5 || got.n["INVALID_CREDENTIALS"]+got.n["RATE_LIMITED"]+got.n[""] != 50 || got.n[""] > 1 {
+		t.Fatalf("answers %v, want at most 5 INVALID_CREDENTIALS", got.n)
+	}
+	if got.n["INVALID_CREDENTIALS"] == 5 {
+		// The window's failures stand: no more guesses, on either instance.
+		retryAfter(t, a.post(t, "", loginMutation, loginVars("owner@example.com", "one more guess")))
+		retryAfter(t, b.post(t, "", loginMutation, loginVars("owner@example.com", "one more guess")))
+	}
+}
+
+// TestConcurrentRightPasswordsAllGetIn: attempts in flight fill the limit
+// only for a moment, so concurrent logins with the right password wait for
+// each other instead of answering RATE_LIMITED.
+func TestConcurrentRightPasswordsAllGetIn(t *testing.T) {
+	t.Parallel()
+	url := pgtest.New(t)
+	edit := func(c *config) { c.Auth.Throttle.MaxFailures = 3 }
+	a := newTestServerOn(t, url, edit)
+	b := newTestServerOn(t, url, edit)
+	a.signUp(t, "fleet@example.com")
+	var wg sync.WaitGroup
+	for i := range 6 {
+		s := []*testServer{a, b}[i%2]
+		wg.Go(func() { wantOK(t, s.post(t, "", loginMutation, loginVars("fleet@example.com", testPassword))) })
+	}
+	wg.Wait()
+}
+
+// TestChangePasswordCountsFailures: wrong current passwords given to
+// changePassword count with the account's failed logins, concurrently too,
+// and answer RATE_LIMITED with retryAfterSeconds at the limit; so does a
+// login then.
+func TestChangePasswordCountsFailures(t *testing.T) {
+	t.Parallel()
+	url := pgtest.New(t)
+	edit := func(c *config) { c.Auth.Throttle.MaxFailures = 3 }
+	a := newTestServerOn(t, url, edit)
+	b := newTestServerOn(t, url, edit)
+	p := a.signUp(t, "oracle@example.com")
+	before := verified(a, b)
+
+	var got codes
+	var wg sync.WaitGroup
+	for i := range 12 {
+		s := []*testServer{a, b}[i%2]
+		vars := map[string]any{"cur": fmt.Sprintf("guess %d!", i), "new": "a new password 1"}
+		wg.Go(func() { got.add(s.post(t, p.AccessToken, changePassword, vars)) })
+	}
+	wg.Wait()
+	if n := verified(a, b) - before; n > 3 {
+		t.Errorf("%d passwords verified, want at most 3", n)
+	}
+	if got.n["INVALID_CREDENTIALS"] != 3 || got.n["RATE_LIMITED"] != 9 {
+		t.Errorf("answers %v, want 3 INVALID_CREDENTIALS and 9 RATE_LIMITED", got.n)
+	}
+	retryAfter(t, b.post(t, p.AccessToken, changePassword, map[string]any{"cur": testPassword, "new": "a new password 1"}))
+	retryAfter(t, a.post(t, "", loginMutation, loginVars("oracle@example.com", testPassword)))
+}
+
+// TestChangePasswordRightPasswordIsNotAFailure: a successful change gives
+// its place back.
+func TestChangePasswordRightPasswordIsNotAFailure(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, func(c *config) { c.Auth.Throttle.MaxFailures = 1 })
+	p := s.signUp(t, "changer@example.com")
+	wantOK(t, s.post(t, p.AccessToken, changePassword, map[string]any{"cur": testPassword, "new": "a new password 1"}))
+	wantOK(t, s.post(t, p.AccessToken, changePassword, map[string]any{"cur": "a new password 1", "new": "a new password 2"}))
+	wantOK(t, s.post(t, "", loginMutation, loginVars("changer@example.com", "a new password 2")))
 }
