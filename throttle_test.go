@@ -167,7 +167,9 @@ func TestConcurrentWrongPasswordsVerifyAtMostTheLimit(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 50 {
 		s := []*testServer{a, b}[i%2]
-		wg.Go(func() { got.add(s.post(t, "", loginMutation, loginVars("target@example.com", fmt.Sprintf("guess %d!", i)))) })
+		wg.Go(func() {
+			got.add(s.post(t, "", loginMutation, loginVars("target@example.com", fmt.Sprintf("guess %d!", i))))
+		})
 	}
 	wg.Wait()
 	if n := verified(a, b) - before; n > 5 {
@@ -191,7 +193,9 @@ func TestConcurrentSprayVerifiesAtMostThePerAddressLimit(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 50 {
 		s := []*testServer{a, b}[i%2]
-		wg.Go(func() { got.add(s.post(t, "", loginMutation, loginVars(fmt.Sprintf("user%d@example.com", i), "Spring2026!"))) })
+		wg.Go(func() {
+			got.add(s.post(t, "", loginMutation, loginVars(fmt.Sprintf("user%d@example.com", i), "Spring2026!")))
+		})
 	}
 	wg.Wait()
 	if n := verified(a, b); n > 5 {
