@@ -28,6 +28,9 @@ func TestLoginRacingChangePassword(t *testing.T) {
 	b := newLoggedTestServer(t, url, edit, &logs)
 	p := a.signUp(t, "racer@example.com")
 	passwords := []string{testPassword, "second password 2", "third password 3", "fourth password 4"}
+	// Every login costs an argon2 run: few enough to stay well inside the
+	// request deadline on a loaded machine under the race detector.
+	const logins = 8
 	lapse := 100 * time.Millisecond
 	for round := range len(passwords) - 1 {
 		old, next := passwords[round], passwords[round+1]
@@ -38,14 +41,14 @@ func TestLoginRacingChangePassword(t *testing.T) {
 		)
 		start := make(chan struct{})
 		spread := lapse
-		for i := range 12 {
+		for i := range logins {
 			s := []*testServer{a, b}[i%2]
 			wg.Go(func() {
 				<-start
-				// Spread over the change's two argon2 runs, so that some
-				// logins read the old hash before its commit and reach
-				// their sign-in after it.
-				time.Sleep(time.Duration(i) * spread / 12)
+				// Spread over the change's second argon2 run and its
+				// commit, so that some logins read the old hash before
+				// the commit and reach their sign-in after it.
+				time.Sleep(spread/4 + time.Duration(i)*spread/logins)
 				r := s.post(t, "", loginMutation, loginVars("racer@example.com", old))
 				switch r.code() {
 				case "":
@@ -81,7 +84,7 @@ func TestLoginRacingChangePassword(t *testing.T) {
 		if live != 0 {
 			t.Fatalf("round %d: %d sessions made with the old password are live after changePassword returned", round, live)
 		}
-		t.Logf("round %d: %d of 12 logins got in before the change, all ended", round, len(tokens)/2)
+		t.Logf("round %d: %d of %d logins got in before the change, all ended", round, len(tokens)/2, logins)
 	}
 	wantOK(t, b.post(t, "", loginMutation, loginVars("racer@example.com", passwords[len(passwords)-1])))
 	wantCode(t, b.post(t, "", loginMutation, loginVars("racer@example.com", passwords[0])), "INVALID_CREDENTIALS")
