@@ -31,7 +31,9 @@ import (
 //     device, and the answer says nothing about the proof.
 //   - Each successful login replaces the proof it presented with a new one,
 //     so a stolen copy dies the next time the owner signs in; changePassword
-//     deletes all of the user's proofs (they proved the old password).
+//     deletes all of the user's proofs (they proved the old password). A
+//     user keeps the newest maxDeviceProofs proofs: a client that never
+//     sends its proof back cannot pile them up.
 //
 // So an attacker without the password gets at most LOGIN_MAX_FAILURES
 // guesses per window per account from unknown devices, plus as many per
@@ -136,8 +138,9 @@ func (s *Service) issueDevice(ctx context.Context, db bun.IDB, userID string, re
 		return "", nil
 	}
 	token := newToken()
+	h := hashToken(token)
 	expires, arg := s.dialect.NowPlus(ttl)
-	_, err := db.NewInsert().Model(&models.DeviceToken{TokenHash: hashToken(token), UserID: userID}).
+	_, err := db.NewInsert().Model(&models.DeviceToken{TokenHash: h, UserID: userID}).
 		Value("created_at", s.dialect.Now).
 		Value("window_start", s.dialect.Now).
 		Value("expires_at", expires, arg).
@@ -145,8 +148,26 @@ func (s *Service) issueDevice(ctx context.Context, db bun.IDB, userID string, re
 	if err != nil {
 		return "", err
 	}
+	// A client that never sends its proof back gets a new one at every
+	// login: keep the user's newest only, so they cannot pile up for
+	// DeviceTokenTTL. signIn holds the user's row, so this cannot race.
+	newest := db.NewSelect().Model((*models.DeviceToken)(nil)).Column("token_hash").
+		Where("user_id = ? AND token_hash <> ?", userID, h).
+		Order("created_at DESC", "token_hash").
+		Limit(maxDeviceProofs - 1)
+	_, err = db.NewDelete().Model((*models.DeviceToken)(nil)).
+		Where("user_id = ? AND token_hash <> ?", userID, h).
+		Where("token_hash NOT IN (?)", newest).
+		Exec(ctx)
+	if err != nil {
+		return "", err
+	}
 	return token, nil
 }
+
+// maxDeviceProofs is how many device proofs one user keeps; a new one ends
+// the oldest beyond it.
+const maxDeviceProofs = 20
 
 // deleteUserDevices deletes every device proof of user.
 func (s *Service) deleteUserDevices(ctx context.Context, db bun.IDB, userID string) error {

@@ -162,3 +162,42 @@ func TestHousekeepingKeepsSignUpCountersForTheirWindow(t *testing.T) {
 		t.Fatalf("counters left: %v, want only the sign-up counter", keys)
 	}
 }
+
+// TestDeviceProofsPerUserAreCapped: a client that never presents its proof
+// gets a new one at each login; the user keeps only the newest.
+func TestDeviceProofsPerUserAreCapped(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig
+	cfg.Throttle = ThrottleConfig{DeviceTokenTTL: time.Hour}
+	s := newTestService(t, cfg)
+	ctx := context.Background()
+	iss := signUp(t, s, "many@example.com")
+	other := signUp(t, s, "other@example.com")
+	var last string
+	for range maxDeviceProofs + 5 {
+		err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			var err error
+			last, err = s.issueDevice(ctx, tx, iss.User.ID, nil)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func(userID string) int64 {
+		n, err := s.db.NewSelect().Model((*models.DeviceToken)(nil)).Where("user_id = ?", userID).Count(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := count(iss.User.ID); n != maxDeviceProofs {
+		t.Fatalf("%d device proofs kept, want %d", n, maxDeviceProofs)
+	}
+	if n := count(other.User.ID); n != 1 {
+		t.Fatalf("another user's proofs went too: %d left", n)
+	}
+	if r, err := s.reserveDevice(ctx, last, iss.User.ID); err != nil || r == nil {
+		t.Fatalf("the newest proof is not live: %v", err)
+	}
+}
