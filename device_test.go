@@ -68,6 +68,7 @@ func TestDeviceProofSurvivesLockout(t *testing.T) {
 	edit := func(c *config) { c.Auth.Throttle.MaxFailures = 5 }
 	a := newTestServerOn(t, url, edit)
 	b := newTestServerOn(t, url, edit)
+	smallPools(a, b)
 	r := a.post(t, "", signUpDeviceMutation, loginVars("owner@example.com", testPassword))
 	first := deviceToken(t, r, "signUp")
 	var p devicePayload
@@ -99,6 +100,7 @@ func TestDeviceProofHasItsOwnLimit(t *testing.T) {
 	edit := func(c *config) { c.Auth.Throttle.MaxFailures = 3 }
 	a := newTestServerOn(t, url, edit)
 	b := newTestServerOn(t, url, edit)
+	smallPools(a, b)
 	proof := deviceToken(t, a.post(t, "", signUpDeviceMutation, loginVars("stolen@example.com", testPassword)), "signUp")
 	lockOut(t, a, "stolen@example.com", 3)
 

@@ -26,6 +26,7 @@ func TestLoginRacingChangePassword(t *testing.T) {
 	})
 	a := newLoggedTestServer(t, url, edit, &logs)
 	b := newLoggedTestServer(t, url, edit, &logs)
+	smallPools(a, b)
 	p := a.signUp(t, "racer@example.com")
 	passwords := []string{testPassword, "second password 2", "third password 3", "fourth password 4"}
 	// Every login costs an argon2 run: few enough to stay well inside the
@@ -98,6 +99,7 @@ func TestConcurrentSignUpsOfOneEmail(t *testing.T) {
 	url := pgtest.New(t)
 	a := newTestServerOn(t, url, nil)
 	b := newTestServerOn(t, url, nil)
+	smallPools(a, b)
 	var got codes
 	var wg sync.WaitGroup
 	for i := range 6 {

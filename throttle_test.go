@@ -161,6 +161,7 @@ func TestConcurrentWrongPasswordsVerifyAtMostTheLimit(t *testing.T) {
 	edit := func(c *config) { c.Auth.Throttle.MaxFailures = 5 }
 	a := newTestServerOn(t, url, edit)
 	b := newTestServerOn(t, url, edit)
+	smallPools(a, b)
 	a.signUp(t, "target@example.com")
 	before := verified(a, b)
 
@@ -190,6 +191,7 @@ func TestConcurrentSprayVerifiesAtMostThePerAddressLimit(t *testing.T) {
 	edit := func(c *config) { c.Auth.Throttle.MaxFailuresPerIP = 5 }
 	a := newTestServerOn(t, url, edit)
 	b := newTestServerOn(t, url, edit)
+	smallPools(a, b)
 	var got codes
 	var wg sync.WaitGroup
 	for i := range 50 {
@@ -217,6 +219,7 @@ func TestConcurrentRightPasswordDoesNotReopenGuessing(t *testing.T) {
 	edit := func(c *config) { c.Auth.Throttle.MaxFailures = 5 }
 	a := newTestServerOn(t, url, edit)
 	b := newTestServerOn(t, url, edit)
+	smallPools(a, b)
 	a.signUp(t, "owner@example.com")
 
 	var got codes
@@ -249,6 +252,7 @@ func TestConcurrentRightPasswordsAllGetIn(t *testing.T) {
 	edit := func(c *config) { c.Auth.Throttle.MaxFailures = 3 }
 	a := newTestServerOn(t, url, edit)
 	b := newTestServerOn(t, url, edit)
+	smallPools(a, b)
 	a.signUp(t, "fleet@example.com")
 	var wg sync.WaitGroup
 	for i := range 6 {
@@ -268,6 +272,7 @@ func TestChangePasswordCountsFailures(t *testing.T) {
 	edit := func(c *config) { c.Auth.Throttle.MaxFailures = 3 }
 	a := newTestServerOn(t, url, edit)
 	b := newTestServerOn(t, url, edit)
+	smallPools(a, b)
 	p := a.signUp(t, "oracle@example.com")
 	before := verified(a, b)
 
@@ -334,6 +339,7 @@ func TestSignUpLimitedPerAddress(t *testing.T) {
 	}
 	a := newTestServerOn(t, url, edit)
 	b := newTestServerOn(t, url, edit)
+	smallPools(a, b)
 	h := from("203.0.113.7")
 	wantOK(t, a.postHeader(t, h, signUpMutation, signUpVars("one@example.com")))
 	wantOK(t, b.postHeader(t, h, signUpMutation, signUpVars("two@example.com")))
@@ -438,5 +444,14 @@ func TestThrottleVariables(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), kv[0]) {
 			t.Errorf("%s=%s: %v, want an error naming the variable", kv[0], kv[1], err)
 		}
+	}
+}
+
+// smallPools caps each instance's connections: the tests' PostgreSQL server
+// is shared, and 50 concurrent requests on two instances must not take 40
+// of its connections. Requests wait for a connection instead.
+func smallPools(servers ...*testServer) {
+	for _, s := range servers {
+		s.db.SetMaxOpenConns(4)
 	}
 }

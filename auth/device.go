@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 
+	"github.com/google/uuid"
 	"github.com/uptrace/bun"
 
 	"github.com/example/sessionauth/models"
@@ -78,8 +79,13 @@ func deviceFromContext(ctx context.Context) string {
 // token is not a live proof of user's device with attempts left: the login
 // is then counted like any other.
 func (s *Service) reserveDevice(ctx context.Context, token, userID string) (*reservation, error) {
-	if token == "" || userID == "" || s.cfg.Throttle.DeviceTokenTTL <= 0 {
+	if token == "" || s.cfg.Throttle.DeviceTokenTTL <= 0 {
 		return nil, nil
+	}
+	if userID == "" {
+		// An unknown email runs the same query, matching nothing, so that
+		// its answer takes as long as a known email's.
+		userID = uuid.Nil.String()
 	}
 	h := hashToken(token)
 	cutoff, arg := s.dialect.NowMinus(s.cfg.Throttle.Window)

@@ -232,8 +232,7 @@ func (s *Service) ChangePassword(ctx context.Context, who *Identity, current, ne
 	if err := checkPassword(next); err != nil {
 		return err
 	}
-	t := s.cfg.Throttle
-	held, err := s.reserve(ctx, []limit{{key: emailThrottleKey(who.User.EmailKey), max: t.MaxFailures, window: t.Window}}, errLoginLimited)
+	held, err := s.reserve(ctx, []limit{s.emailLimit(who.User.EmailKey)}, errLoginLimited)
 	if err != nil {
 		return err
 	}

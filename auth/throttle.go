@@ -49,14 +49,19 @@ type ThrottleConfig struct {
 	DeviceTokenTTL time.Duration
 }
 
-// Keys of login_throttle: the prefix says what is counted.
-func emailThrottleKey(key string) string     { return "email:" + key }
-func ipThrottleKey(bucket string) string     { return "ip:" + bucket }
-func signUpThrottleKey(bucket string) string { return "signup:" + bucket }
+// Keys of login_throttle: the prefix says what is counted. signup_throttle,
+// of the same shape, is keyed by the address bucket alone.
+func emailThrottleKey(key string) string { return "email:" + key }
+func ipThrottleKey(bucket string) string { return "ip:" + bucket }
 
-// signUpKeyPattern matches the keys counted in SignUpWindow; every other
-// key is counted in the login window.
-const signUpKeyPattern = "signup:%"
+// The counter tables, each named by the alias login_throttle in queries so
+// that one spelling of them serves both.
+const (
+	loginThrottle  = "login_throttle"
+	signUpThrottle = "signup_throttle"
+)
+
+func counterTable(table string) string { return table + " AS login_throttle" }
 
 // addressBucket is the unit every per-address limit counts: an IPv4 address,
 // or the /64 an IPv6 address belongs to. One subscriber gets at least a /64
@@ -78,6 +83,7 @@ func addressBucket(ip string) string {
 // limit is one key an attempt is counted on: at most max attempts per
 // window; max 0 means no limit, and the key is not counted at all.
 type limit struct {
+	table  string // loginThrottle or signUpThrottle
 	key    string
 	max    int
 	window time.Duration
@@ -87,11 +93,17 @@ type limit struct {
 // (its canonical key) from client address ip ("" when unknown).
 func (s *Service) loginLimits(email, ip string) []limit {
 	t := s.cfg.Throttle
-	limits := []limit{{key: emailThrottleKey(email), max: t.MaxFailures, window: t.Window}}
+	limits := []limit{s.emailLimit(email)}
 	if ip != "" {
-		limits = append(limits, limit{key: ipThrottleKey(addressBucket(ip)), max: t.MaxFailuresPerIP, window: t.Window})
+		limits = append(limits, limit{table: loginThrottle, key: ipThrottleKey(addressBucket(ip)), max: t.MaxFailuresPerIP, window: t.Window})
 	}
 	return limits
+}
+
+// emailLimit is the per-email key, which login and changePassword share.
+func (s *Service) emailLimit(email string) limit {
+	t := s.cfg.Throttle
+	return limit{table: loginThrottle, key: emailThrottleKey(email), max: t.MaxFailures, window: t.Window}
 }
 
 func (s *Service) signUpLimits(ip string) []limit {
@@ -99,7 +111,7 @@ func (s *Service) signUpLimits(ip string) []limit {
 		return nil
 	}
 	t := s.cfg.Throttle
-	return []limit{{key: signUpThrottleKey(addressBucket(ip)), max: t.MaxSignUpsPerIP, window: t.SignUpWindow}}
+	return []limit{{table: signUpThrottle, key: addressBucket(ip), max: t.MaxSignUpsPerIP, window: t.SignUpWindow}}
 }
 
 var (
@@ -114,7 +126,7 @@ type reservation struct {
 }
 
 type slot struct {
-	key         string // a login_throttle key, or "" for a device proof
+	table, key  string // a counter, or "" for a device proof
 	device      []byte // the device proof's token hash
 	windowStart time.Time
 }
@@ -171,7 +183,7 @@ func (s *Service) tryReserve(ctx context.Context, limits []limit, refusal *Error
 			cutoff, arg := s.dialect.NowMinus(l.window)
 			expired := "login_throttle.window_start <= " + cutoff
 			row := &models.LoginThrottle{Key: l.key, Pending: 1}
-			res, err := tx.NewInsert().Model(row).
+			res, err := tx.NewInsert().Model(row).ModelTableExpr(counterTable(l.table)).
 				Value("window_start", s.dialect.Now).
 				On("CONFLICT (key) DO UPDATE").
 				Set("failures = CASE WHEN "+expired+" THEN 0 ELSE login_throttle.failures END", arg).
@@ -189,7 +201,7 @@ func (s *Service) tryReserve(ctx context.Context, limits []limit, refusal *Error
 			} else if n == 0 {
 				return s.refuse(ctx, tx, limits[i:], refusal)
 			}
-			r.slots = append(r.slots, slot{key: l.key, windowStart: row.WindowStart})
+			r.slots = append(r.slots, slot{table: l.table, key: l.key, windowStart: row.WindowStart})
 		}
 		return nil
 	})
@@ -211,7 +223,7 @@ func (s *Service) refuse(ctx context.Context, tx bun.Tx, limits []limit, refusal
 			continue
 		}
 		var rows []float64
-		err := tx.NewSelect().Model((*models.LoginThrottle)(nil)).
+		err := tx.NewSelect().Model((*models.LoginThrottle)(nil)).ModelTableExpr(counterTable(l.table)).
 			ColumnExpr("? - "+s.dialect.SecondsSince("window_start"), l.window.Seconds()).
 			Where("key = ? AND failures >= ?", l.key, l.max).
 			Scan(ctx, &rows)
@@ -255,7 +267,7 @@ func (s *Service) settle(ctx context.Context, r *reservation, failed bool) {
 				Where("token_hash = ? AND window_start = ? AND failures > 0", sl.device, sl.windowStart).
 				Exec(ctx)
 		default:
-			q := s.db.NewUpdate().Model((*models.LoginThrottle)(nil)).
+			q := s.db.NewUpdate().Model((*models.LoginThrottle)(nil)).ModelTableExpr(counterTable(sl.table)).
 				Set("pending = pending - 1").
 				Where("key = ? AND window_start = ? AND pending > 0", sl.key, sl.windowStart)
 			if failed {
@@ -270,25 +282,31 @@ func (s *Service) settle(ctx context.Context, r *reservation, failed bool) {
 }
 
 // deleteExpiredThrottles removes counters whose window has closed (window
-// for login keys, SignUpWindow for sign-up keys) and then expired device
-// proofs, at most batch rows in all, and returns how many it removed.
+// for login counters, SignUpWindow for sign-up counters) and then expired
+// device proofs, at most batch rows in all, and returns how many it removed.
 func (s *Service) deleteExpiredThrottles(ctx context.Context, db bun.IDB, window time.Duration, batch int) (int, error) {
-	loginCutoff, loginArg := s.dialect.NowMinus(window)
-	signUpCutoff, signUpArg := s.dialect.NowMinus(s.cfg.Throttle.SignUpWindow)
-	expired := db.NewSelect().Model((*models.LoginThrottle)(nil)).Column("key").
-		Where("(key LIKE ? AND window_start <= "+signUpCutoff+") OR (key NOT LIKE ? AND window_start <= "+loginCutoff+")",
-			signUpKeyPattern, signUpArg, signUpKeyPattern, loginArg).
-		Limit(int64(batch)).Apply(s.dialect.ForUpdateSkipLocked)
-	res, err := db.NewDelete().Model((*models.LoginThrottle)(nil)).
-		Where("key IN (?)", expired).
-		Exec(ctx)
-	if err != nil {
-		return 0, err
+	total := 0
+	for _, c := range []struct {
+		table  string
+		window time.Duration
+	}{{loginThrottle, window}, {signUpThrottle, s.cfg.Throttle.SignUpWindow}} {
+		cutoff, arg := s.dialect.NowMinus(c.window)
+		expired := db.NewSelect().Model((*models.LoginThrottle)(nil)).ModelTableExpr(counterTable(c.table)).
+			Column("key").
+			Where("window_start <= "+cutoff, arg).
+			Limit(int64(batch - total)).Apply(s.dialect.ForUpdateSkipLocked)
+		res, err := db.NewDelete().Model((*models.LoginThrottle)(nil)).ModelTableExpr(counterTable(c.table)).
+			Where("key IN (?)", expired).
+			Exec(ctx)
+		if err != nil {
+			return total, err
+		}
+		n, err := res.RowsAffected()
+		total += int(n)
+		if err != nil || total >= batch {
+			return total, err
+		}
 	}
-	n, err := res.RowsAffected()
-	if err != nil || int(n) >= batch {
-		return int(n), err
-	}
-	devices, err := s.deleteExpiredDevices(ctx, db, batch-int(n))
-	return int(n) + devices, err
+	devices, err := s.deleteExpiredDevices(ctx, db, batch-total)
+	return total + devices, err
 }

@@ -70,8 +70,9 @@ type RetiredRefreshToken struct {
 }
 
 // LoginThrottle counts failed password checks for one key (an email, a
-// client address), or sign-ups of a client address, in a fixed window that
-// starts at the first attempt counted.
+// client address) in a fixed window that starts at the first attempt
+// counted. The table signup_throttle has the same shape and counts sign-up
+// attempts per client address.
 type LoginThrottle struct {
 	bun.BaseModel `bun:"table:login_throttle"`
 

@@ -1,1 +1,0 @@
-ALTER TABLE login_throttle DROP COLUMN pending;
