@@ -255,27 +255,39 @@ func (s *Service) settle(ctx context.Context, r *reservation, failed bool) {
 	// The client may have gone already; the place must be settled anyway.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
+	counters := map[string][]slot{} // by table: one statement for each
 	for _, sl := range r.slots {
 		var err error
 		switch {
-		case sl.device != nil && failed:
+		case sl.device == nil:
+			counters[sl.table] = append(counters[sl.table], sl)
+		case failed:
 			err = s.failDevice(ctx, sl.device)
-		case sl.device != nil:
+		default:
 			// A device proof counts its attempts in flight as failures.
 			_, err = s.db.NewUpdate().Model((*models.DeviceToken)(nil)).
 				Set("failures = failures - 1").
 				Where("token_hash = ? AND window_start = ? AND failures > 0", sl.device, sl.windowStart).
 				Exec(ctx)
-		default:
-			q := s.db.NewUpdate().Model((*models.LoginThrottle)(nil)).ModelTableExpr(counterTable(sl.table)).
-				Set("pending = pending - 1").
-				Where("key = ? AND window_start = ? AND pending > 0", sl.key, sl.windowStart)
-			if failed {
-				q = q.Set("failures = failures + 1")
-			}
-			_, err = q.Exec(ctx)
 		}
 		if err != nil {
+			s.log.WarnContext(ctx, "settling a device proof's place", "err", err, "failed", failed)
+		}
+	}
+	for table, slots := range counters {
+		q := s.db.NewUpdate().Model((*models.LoginThrottle)(nil)).ModelTableExpr(counterTable(table)).
+			Set("pending = pending - 1").
+			Where("pending > 0").
+			WhereGroup(" AND ", func(q *bun.UpdateQuery) *bun.UpdateQuery {
+				for _, sl := range slots {
+					q = q.WhereOr("key = ? AND window_start = ?", sl.key, sl.windowStart)
+				}
+				return q
+			})
+		if failed {
+			q = q.Set("failures = failures + 1")
+		}
+		if _, err := q.Exec(ctx); err != nil {
 			s.log.WarnContext(ctx, "settling a throttle place", "err", err, "failed", failed)
 		}
 	}

@@ -202,3 +202,65 @@ func TestDeviceProofsPerUserAreCapped(t *testing.T) {
 		t.Fatalf("the newest proof is not live: %v", err)
 	}
 }
+
+// BenchmarkLoginRefused is the cheapest answer an attacker can make the
+// server give over and over: a login for an account whose limit is
+// exhausted, refused before any hashing.
+func BenchmarkLoginRefused(b *testing.B) {
+	cfg := testConfig
+	cfg.Throttle = ThrottleConfig{MaxFailures: 1, MaxFailuresPerIP: 100, Window: time.Hour}
+	s := newTestService(b, cfg)
+	ctx := context.Background()
+	c := Credentials{Email: "locked@example.com", Password: "wrong password"}
+	if _, err := s.Login(ctx, c); ErrorCode(err) != CodeInvalidCredentials {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.Login(ctx, c); ErrorCode(err) != CodeRateLimited {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkReserveRelease is the database work the throttle adds to a
+// login with the right password: a place on the email and the address
+// before the hash, given back after.
+func BenchmarkReserveRelease(b *testing.B) {
+	cfg := testConfig
+	cfg.Throttle = ThrottleConfig{MaxFailures: 5, MaxFailuresPerIP: 100, Window: time.Hour}
+	s := newTestService(b, cfg)
+	ctx := context.Background()
+	limits := s.loginLimits("bench@example.com", "192.0.2.1")
+	b.ReportAllocs()
+	for b.Loop() {
+		r, err := s.reserve(ctx, limits, errLoginLimited)
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.release(ctx, r)
+	}
+}
+
+// TestSettlingCountsEveryKey: one attempt's places on the email and the
+// address are settled together, as failures or given back.
+func TestSettlingCountsEveryKey(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig
+	cfg.Throttle = ThrottleConfig{MaxFailures: 5, MaxFailuresPerIP: 5, Window: time.Hour}
+	s := newTestService(t, cfg)
+	ctx := context.Background()
+	limits := s.loginLimits("both@example.com", "2001:db8::7")
+	for _, failed := range []bool{true, false, true} {
+		r, err := s.reserve(ctx, limits, errLoginLimited)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.settle(ctx, r, failed)
+	}
+	for _, key := range []string{emailThrottleKey("both@example.com"), ipThrottleKey("2001:db8::/64")} {
+		if row := throttleRow(t, s, key); row.Failures != 2 || row.Pending != 0 {
+			t.Fatalf("%s: %+v, want 2 failures and nothing in flight", key, row)
+		}
+	}
+}
