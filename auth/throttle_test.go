@@ -40,7 +40,7 @@ func TestSignInRefusesAStaleHash(t *testing.T) {
 	iss := signUp(t, s, "stale@example.com")
 	stale := *iss.User // what a racing login read and verified against
 	who := authenticate(t, s, iss.AccessToken)
-	if err := s.ChangePassword(ctx, who, "password123", "another password 9"); err != nil {
+	if err := s.ChangePassword(ctx, who, "orchid lantern 7", "another password 9"); err != nil {
 		t.Fatal(err)
 	}
 	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
