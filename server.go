@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -46,6 +47,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}
 	logger := slog.New(slog.NewJSONHandler(stdout, nil))
+	if cfg.SoftMemoryLimit {
+		// The budget that password hashing is sized to (auth.hashSlots).
+		debug.SetMemoryLimit(cfg.Auth.MemoryBudget)
+	}
 
 	logDatabase(logger, cfg.Database)
 	db, err := database.Open(cfg.Database)

@@ -34,8 +34,44 @@ type hasher struct {
 	dummy string
 }
 
-func newHasher() *hasher {
-	h := &hasher{slots: make(chan struct{}, 2*runtime.GOMAXPROCS(0))}
+// DefaultMemoryBudget is MEMORY_BUDGET's default.
+const DefaultMemoryBudget = 80 << 20
+
+const (
+	// baseMemory is what the server uses without hashing or cached
+	// sessions: code, goroutine stacks, pools, buffers of requests in
+	// flight (measured: 20-27 MiB RSS under load, see BENCHMARKS.md).
+	baseMemory = 24 << 20
+	// cacheEntryMemory is an upper estimate of one session-cache entry.
+	cacheEntryMemory = 1 << 10
+	// hashMemory is one argon2id hash's working memory.
+	hashMemory = argonMemoryKiB << 10
+)
+
+// hashSlots is how many password hashes may run at once within budget
+// bytes (0: DefaultMemoryBudget): what is left once the rest of the server
+// and a full session cache of cacheSize entries are paid for, divided by
+// one hash's memory. At least one, so that logins work under any budget
+// (then queueing), and at most GOMAXPROCS, since more would only queue for
+// the cores. Together with the runtime's soft limit at the same budget
+// (server.go), which collects a finished hash's 19 MiB before the heap
+// grows past it, a burst of logins cannot take the process over budget.
+func hashSlots(budget int64, cacheSize int) int {
+	if budget <= 0 {
+		budget = DefaultMemoryBudget
+	}
+	if cacheSize <= 0 {
+		cacheSize = DefaultCacheSize
+	}
+	free := budget - baseMemory - int64(cacheSize)*cacheEntryMemory
+	return int(max(1, min(int64(runtime.GOMAXPROCS(0)), free/hashMemory)))
+}
+
+// newHasher returns a hasher with the default budget's slots.
+func newHasher() *hasher { return newBoundedHasher(hashSlots(0, 0)) }
+
+func newBoundedHasher(slots int) *hasher {
+	h := &hasher{slots: make(chan struct{}, max(slots, 1))}
 	h.dummy = h.hashUnbounded(newToken())
 	return h
 }
