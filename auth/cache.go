@@ -20,8 +20,8 @@ const (
 	// cacheTTL bounds how long an entry is served without a database
 	// read, which bounds staleness of everything that does not notify.
 	cacheTTL = 30 * time.Second
-	// DefaultCacheSize is SESSION_CACHE_SIZE's default: about 0.8 KiB an
-	// entry (see BENCHMARKS.md), so 8 MiB when full.
+	// DefaultCacheSize is SESSION_CACHE_SIZE's default: about 0.9 KiB an
+	// entry (BenchmarkCacheEntryMemory), so 9 MiB when full.
 	DefaultCacheSize = 10_000
 )
 

@@ -181,3 +181,38 @@ func BenchmarkRefreshCached(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkCacheEntryMemory reports the heap one cache entry takes, with a
+// session and user as wide as real ones (what SESSION_CACHE_SIZE costs).
+func BenchmarkCacheEntryMemory(b *testing.B) {
+	const n = 10_000
+	str := func(s string) *string { return &s }
+	for b.Loop() {
+		c := liveCache(n)
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for i := range n {
+			now := time.Now()
+			id := &Identity{
+				Session: &models.Session{
+					ID: fmt.Sprintf("%08d-6f1c-4b7e-9d0a-5c3e2f1a7b8c", i), UserID: fmt.Sprintf("%08d-0000-4b7e-9d0a-5c3e2f1a7b8c", i),
+					DeviceName: str("Ann's phone"), UserAgent: str("Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1"),
+					IPAddress: str("203.0.113.42"), CreatedAt: now, LastUsedAt: now,
+					AccessHash: make([]byte, 32), RefreshHash: make([]byte, 32), PrevRefreshHash: make([]byte, 32),
+					PrevRotatedAt: &now, PrevSealed: make([]byte, 556), AccessExpiresAt: now, RefreshExpiresAt: now,
+				},
+				User: &models.User{
+					ID: fmt.Sprintf("%08d-0000-4b7e-9d0a-5c3e2f1a7b8c", i), Email: "ann.example@example.com", EmailKey: "ann.example@example.com",
+					PasswordHash: "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g", CreatedAt: now,
+				},
+				Now: now,
+			}
+			c.put(c.begin(), string(make([]byte, 32))+fmt.Sprint(i), id)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "B/entry")
+		runtime.KeepAlive(c)
+	}
+}
