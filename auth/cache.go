@@ -49,9 +49,17 @@ type sessionCache struct {
 	lastOwn     time.Time // when an own heartbeat last came back
 	lapsed      bool      // the lease ran out and nobody was told yet
 
-	epoch     uint64
-	entries   map[string]*cachedIdentity // by access-token hash
-	bySession map[string]string          // session id -> its cached access-token hash
+	// epoch counts invalidations. A read from the database that began at
+	// epoch e is stored only if its session and user were not invalidated
+	// after e (evictedAt), and no reset happened (floor): a read that raced
+	// an invalidation of its own session is never kept, and one that raced
+	// other sessions' rotations still is.
+	epoch         uint64
+	floor         uint64
+	evictedAt     map[string]uint64          // session id -> epoch of its last invalidation
+	userEvictedAt map[string]uint64          // user id -> the same
+	entries       map[string]*cachedIdentity // by access-token hash
+	bySession     map[string]string          // session id -> its cached access-token hash
 
 	out   outbox
 	peers map[string]*peer
@@ -72,10 +80,11 @@ func newSessionCache(capacity int) *sessionCache {
 		capacity:  capacity,
 		entries:   map[string]*cachedIdentity{},
 		bySession: map[string]string{},
-		out:       outbox{sentAt: map[uint64]time.Time{}, acks: map[string]uint64{}},
-		peers:     map[string]*peer{},
-		waiters:   map[*syncWaiter]struct{}{},
-		kick:      make(chan struct{}, 1),
+		evictedAt: map[string]uint64{}, userEvictedAt: map[string]uint64{},
+		out:     outbox{sentAt: map[uint64]time.Time{}, acks: map[string]uint64{}},
+		peers:   map[string]*peer{},
+		waiters: map[*syncWaiter]struct{}{},
+		kick:    make(chan struct{}, 1),
 	}
 }
 
@@ -102,8 +111,8 @@ func (c *sessionCache) get(hash string) (*Identity, bool) {
 }
 
 // begin returns the epoch before a database read; put stores its result only
-// if no invalidation arrived meanwhile, so a read that raced a revocation
-// can never be cached.
+// if no invalidation of its session or user arrived meanwhile, so a read
+// that raced a revocation can never be cached.
 func (c *sessionCache) begin() uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -117,7 +126,7 @@ func (c *sessionCache) put(epoch uint64, hash string, id *Identity) {
 	sess.User = nil
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.connected || c.epoch != epoch {
+	if !c.connected || epoch < c.floor || c.evictedAt[sess.ID] > epoch || c.userEvictedAt[sess.UserID] > epoch {
 		return
 	}
 	if old, ok := c.bySession[sess.ID]; ok && old != hash {
@@ -147,6 +156,8 @@ func (c *sessionCache) drop(hash string) {
 // c.mu is held.
 func (c *sessionCache) evictSession(id string) {
 	c.epoch++
+	c.evictedAt[id] = c.epoch
+	c.forget()
 	if h, ok := c.bySession[id]; ok {
 		c.drop(h)
 	}
@@ -156,6 +167,8 @@ func (c *sessionCache) evictSession(id string) {
 // deleted account), failing every read in flight; c.mu is held.
 func (c *sessionCache) evictUser(id string) {
 	c.epoch++
+	c.userEvictedAt[id] = c.epoch
+	c.forget()
 	for k, e := range c.entries {
 		if e.session.UserID == id {
 			c.drop(k)
@@ -166,8 +179,21 @@ func (c *sessionCache) evictUser(id string) {
 // reset drops every entry and fails every read in flight; c.mu is held.
 func (c *sessionCache) reset() {
 	c.epoch++
+	c.floor = c.epoch
+	clear(c.evictedAt)
+	clear(c.userEvictedAt)
 	clear(c.entries)
 	clear(c.bySession)
+}
+
+// forget bounds the memory of recent invalidations: past 4,096 of them, it
+// forgets them all and fails the reads in flight instead; c.mu is held.
+func (c *sessionCache) forget() {
+	if len(c.evictedAt)+len(c.userEvictedAt) > 4096 {
+		c.floor = c.epoch
+		clear(c.evictedAt)
+		clear(c.userEvictedAt)
+	}
 }
 
 // size is the number of entries.

@@ -74,6 +74,14 @@ func TestCacheEvictions(t *testing.T) {
 	if _, ok := c.get("new"); ok {
 		t.Fatal("a read that raced an invalidation was cached")
 	}
+	epoch = c.begin()
+	c.mu.Lock()
+	c.evictSession("s9") // another session's rotation
+	c.mu.Unlock()
+	c.put(epoch, "fourth", identity("s4", "u2"))
+	if _, ok := c.get("fourth"); !ok {
+		t.Fatal("a read that raced another session's invalidation was not cached")
+	}
 	c.mu.Lock()
 	c.evictUser("u1")
 	c.mu.Unlock()

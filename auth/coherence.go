@@ -18,7 +18,8 @@ import (
 //
 //   - "s:<session>" and "u:<user>", NOTIFYed by a trigger from inside the
 //     transaction that revokes or deletes a session or changes a user
-//     (migrations/postgres/…_notify_invalidations and …_lease_invalidations).
+//     (migrations/postgres/…_notify_invalidations and
+//     …_rotations_announced_by_heartbeat).
 //     These writes are rare; one NOTIFY each, however many instances run.
 //   - heartbeats "h|<instance>|<seq>|<want ack>|<acks>|<evicted sessions>",
 //     each sent by one instance in a transaction of its own, never durably
@@ -37,8 +38,11 @@ import (
 // no two instances' wall clocks are ever compared, and the database's clock
 // is not needed either. Because delivery is in commit order, an instance that
 // has received its heartbeat sent at s has applied every invalidation
-// committed before s. So (I) an instance trusting its cache at t has applied
-// every invalidation committed before t - L. An instance whose LISTEN
+// committed before s. (Applying means evicting; an entry read from the
+// database is stored only if no invalidation arrived while the read was in
+// flight, see sessionCache.begin, so a read that raced one is never kept.)
+// So (I) an instance trusting its cache at t has applied every invalidation
+// committed before t - L. An instance whose LISTEN
 // connection stalls hears nothing back and stops trusting its cache within L,
 // without needing the connection to fail; a watchdog then reconnects it.
 //
