@@ -6,6 +6,7 @@
 //	c  { mySessions { id } }
 //	d  refresh chains: each client refreshes with the token it was last given
 //	e  login
+//	f  logout of sessions made with SQL: a revocation (needs -database-url)
 //
 // It starts nothing by itself. -url may list several instances of one
 // deployment: client i talks to instance i mod n, and each step of a

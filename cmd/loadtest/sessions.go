@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -47,15 +48,26 @@ func (e *env) sessionPool(ctx context.Context) ([]tokens, error) {
 	if err != nil {
 		return nil, err
 	}
-	e.logf("making %d sessions with SQL", e.opts.Sessions)
 	issued := time.Now()
-	out := make([]tokens, 0, e.opts.Sessions)
-	for len(out) < e.opts.Sessions {
-		n := min(10_000, e.opts.Sessions-len(out))
-		owners := make([]string, n)
-		access, refresh := make([][]byte, n), make([][]byte, n)
-		for i := range n {
-			u := users[(len(out)+i)%e.opts.Clients]
+	out, err := e.makeSessions(ctx, users, e.opts.Sessions)
+	if err != nil {
+		return nil, err
+	}
+	e.sessions, e.sessionsIssued = out, issued
+	return out, nil
+}
+
+// makeSessions makes n live sessions with SQL, owned in turn by users, in
+// batches of 10,000, and returns their tokens.
+func (e *env) makeSessions(ctx context.Context, users []user, n int) ([]tokens, error) {
+	e.logf("making %d sessions with SQL", n)
+	out := make([]tokens, 0, n)
+	for len(out) < n {
+		batch := min(10_000, n-len(out))
+		owners := make([]string, batch)
+		access, refresh := make([][]byte, batch), make([][]byte, batch)
+		for i := range batch {
+			u := users[(len(out)+i)%len(users)]
 			t := tokens{Access: newToken(), Refresh: newToken(), UserID: u.UserID}
 			owners[i], access[i], refresh[i] = u.UserID, sha(t.Access), sha(t.Refresh)
 			out = append(out, t)
@@ -64,6 +76,40 @@ func (e *env) sessionPool(ctx context.Context) ([]tokens, error) {
 			return nil, fmt.Errorf("making sessions: %w", err)
 		}
 	}
-	e.sessions, e.sessionsIssued = out, issued
 	return out, nil
+}
+
+// logoutsPerClient is how many sessions scenario f makes for each client:
+// more than one client can end in a warm-up and a measurement.
+const logoutsPerClient = 1000
+
+// prepareLogout gives each client logoutsPerClient sessions of its own
+// (made with SQL, so that no password hashing is measured) and ends one per
+// request with logout: a revocation that every instance must honour before
+// the answer.
+func prepareLogout(ctx context.Context, e *env) ([]op, error) {
+	if e.db == nil {
+		return nil, fmt.Errorf("scenario f needs -database-url")
+	}
+	users, err := e.usersOf(ctx, "u", e.opts.Clients)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := e.makeSessions(ctx, users[:e.opts.Clients], e.opts.Clients*logoutsPerClient)
+	if err != nil {
+		return nil, err
+	}
+	ops := make([]op, e.opts.Clients)
+	for i := range ops {
+		next, api := i, e.api(i)
+		ops[i] = func(ctx context.Context, buf *bytes.Buffer) error {
+			if next >= len(pool) {
+				return codeError("POOL_EXHAUSTED")
+			}
+			a := "Bearer " + pool[next].Access
+			next += len(ops)
+			return api.call(ctx, bodyLogout, a, wantLogout, buf)
+		}
+	}
+	return ops, nil
 }
