@@ -49,7 +49,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	logger := slog.New(slog.NewJSONHandler(stdout, nil))
 	if cfg.SoftMemoryLimit {
 		// The budget that password hashing is sized to (auth.hashSlots).
-		debug.SetMemoryLimit(cfg.Auth.MemoryBudget)
+		debug.SetMemoryLimit(auth.SoftMemoryLimit(cfg.Auth.MemoryBudget))
 	}
 
 	logDatabase(logger, cfg.Database)

@@ -102,10 +102,10 @@ func TestCacheEvictions(t *testing.T) {
 // TestHashSlotsWithinBudget: the hashes allowed at once, with the rest of
 // the server and a full cache, fit the budget; at least one always runs.
 func TestHashSlotsWithinBudget(t *testing.T) {
-	for _, budget := range []int64{1 << 20, 48 << 20, 64 << 20, 80 << 20, 256 << 20, 4 << 30} {
+	for _, budget := range []int64{1 << 20, 48 << 20, 64 << 20, 80 << 20, 96 << 20, 256 << 20, 4 << 30} {
 		for _, size := range []int{1, DefaultCacheSize, 100_000} {
 			n := hashSlots(budget, size)
-			used := baseMemory + int64(size)*cacheEntryMemory + int64(n)*hashMemory
+			used := baseMemory + int64(size)*cacheEntryMemory + int64(n)*hashCost
 			if n < 1 || n > runtime.GOMAXPROCS(0) || n > 1 && used > budget {
 				t.Errorf("hashSlots(%d MiB, %d entries) = %d: %d MiB", budget>>20, size, n, used>>20)
 			}
@@ -113,6 +113,12 @@ func TestHashSlotsWithinBudget(t *testing.T) {
 	}
 	if n := cap(newBoundedHasher(hashSlots(0, 0)).slots); n != hashSlots(DefaultMemoryBudget, DefaultCacheSize) {
 		t.Errorf("default hasher has %d slots", n)
+	}
+	if n := hashSlots(DefaultMemoryBudget, DefaultCacheSize); runtime.GOMAXPROCS(0) >= 2 && n != 2 {
+		t.Errorf("the default budget allows %d hashes at once, want 2", n)
+	}
+	if l := SoftMemoryLimit(0); l <= DefaultMemoryBudget/2 || l >= DefaultMemoryBudget {
+		t.Errorf("soft limit %d MiB for the default budget", l>>20)
 	}
 }
 

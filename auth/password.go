@@ -34,28 +34,48 @@ type hasher struct {
 	dummy string
 }
 
-// DefaultMemoryBudget is MEMORY_BUDGET's default.
-const DefaultMemoryBudget = 80 << 20
+// DefaultMemoryBudget is MEMORY_BUDGET's default: room for two hashes at
+// once (both cores busy) next to a full default cache.
+const DefaultMemoryBudget = 96 << 20
 
+// The budget's parts, measured with GODEBUG=gctrace=1 and the loadtest on
+// this service (BENCHMARKS.md, "Memory").
 const (
-	// baseMemory is what the server uses without hashing or cached
-	// sessions: code, goroutine stacks, pools, buffers of requests in
-	// flight (measured: 20-27 MiB RSS under load, see BENCHMARKS.md).
-	baseMemory = 24 << 20
-	// cacheEntryMemory is an upper estimate of one session-cache entry.
+	// outsideHeap is resident memory the Go runtime's limit does not
+	// count: the binary's code and data (about 12 MiB of RSS here).
+	outsideHeap = 12 << 20
+	// baseMemory is the rest of the server: outsideHeap plus the heap
+	// that lives without hashing or cached sessions (about 14 MiB under
+	// load: pools, buffers of requests in flight, schema, metrics).
+	baseMemory = outsideHeap + 16<<20
+	// cacheEntryMemory is an upper estimate of one session-cache entry
+	// (BenchmarkCacheEntryMemory: 0.9 KiB).
 	cacheEntryMemory = 1 << 10
-	// hashMemory is one argon2id hash's working memory.
+	// hashMemory is one argon2id hash's working memory, and hashCost that
+	// with the collector's headroom: a finished hash's 19 MiB is garbage
+	// until the next cycle, and a heap whose live part is close to the
+	// runtime's limit spends its time collecting.
 	hashMemory = argonMemoryKiB << 10
+	hashCost   = hashMemory * 3 / 2
 )
+
+// SoftMemoryLimit is the Go runtime's soft limit for budget bytes of RSS
+// (0: DefaultMemoryBudget): the budget less what lies outside the heap.
+func SoftMemoryLimit(budget int64) int64 {
+	if budget <= 0 {
+		budget = DefaultMemoryBudget
+	}
+	return max(budget-outsideHeap, budget/2)
+}
 
 // hashSlots is how many password hashes may run at once within budget
 // bytes (0: DefaultMemoryBudget): what is left once the rest of the server
 // and a full session cache of cacheSize entries are paid for, divided by
-// one hash's memory. At least one, so that logins work under any budget
-// (then queueing), and at most GOMAXPROCS, since more would only queue for
-// the cores. Together with the runtime's soft limit at the same budget
-// (server.go), which collects a finished hash's 19 MiB before the heap
-// grows past it, a burst of logins cannot take the process over budget.
+// one hash's cost. At least one, so that logins work under any budget
+// (queueing), and at most GOMAXPROCS, since more would only queue for the
+// cores. With the runtime's soft limit at SoftMemoryLimit(budget)
+// (server.go), which collects a finished hash's memory before the heap
+// grows past it, a burst of logins stays within the budget.
 func hashSlots(budget int64, cacheSize int) int {
 	if budget <= 0 {
 		budget = DefaultMemoryBudget
@@ -64,7 +84,7 @@ func hashSlots(budget int64, cacheSize int) int {
 		cacheSize = DefaultCacheSize
 	}
 	free := budget - baseMemory - int64(cacheSize)*cacheEntryMemory
-	return int(max(1, min(int64(runtime.GOMAXPROCS(0)), free/hashMemory)))
+	return int(max(1, min(int64(runtime.GOMAXPROCS(0)), free/hashCost)))
 }
 
 // newHasher returns a hasher with the default budget's slots.
