@@ -36,7 +36,7 @@ type hasher struct {
 
 // DefaultMemoryBudget is MEMORY_BUDGET's default: room for two hashes at
 // once (both cores busy) next to a full default cache.
-const DefaultMemoryBudget = 112 << 20
+const DefaultMemoryBudget = 128 << 20
 
 // The budget's parts, measured with GODEBUG=gctrace=1 and the loadtest on
 // this service (BENCHMARKS.md, "Memory").
@@ -55,9 +55,10 @@ const (
 	// hashMemory is one argon2id hash's working memory, and hashCost that
 	// with the collector's headroom: a finished hash's 19 MiB is garbage
 	// until the next cycle, and a heap whose live part is close to the
-	// runtime's limit spends its time collecting.
+	// runtime's limit spends its time collecting (with half of that as
+	// headroom, a login took twice the CPU).
 	hashMemory = argonMemoryKiB << 10
-	hashCost   = hashMemory * 3 / 2
+	hashCost   = hashMemory * 2
 )
 
 // SoftMemoryLimit is the Go runtime's soft limit for budget bytes of RSS
