@@ -56,6 +56,10 @@ func loadConfig(getenv func(string) string) (config, error) {
 		},
 		SoftMemoryLimit: getenv("GOMEMLIMIT") == "",
 	}
+	if least := auth.MinMemoryBudget(cfg.Auth.SessionCacheSize); cfg.Auth.MemoryBudget < least {
+		l.fail("MEMORY_BUDGET=%d MiB: the server needs at least %d MiB with SESSION_CACHE_SIZE=%d (one password hash at a time); raise it or lower SESSION_CACHE_SIZE",
+			cfg.Auth.MemoryBudget>>20, (least+1<<20-1)>>20, cfg.Auth.SessionCacheSize)
+	}
 	return cfg, l.err
 }
 

@@ -18,13 +18,13 @@ func TestConfigMemoryBudgetAndCacheSize(t *testing.T) {
 	if err != nil || cfg.Auth.MemoryBudget != auth.DefaultMemoryBudget || cfg.Auth.SessionCacheSize != auth.DefaultCacheSize || !cfg.SoftMemoryLimit {
 		t.Fatalf("defaults: %+v, %v", cfg.Auth, err)
 	}
-	for value, want := range map[string]int64{"80MiB": 80 << 20, "1GiB": 1 << 30, "512 KiB": 512 << 10, "104857600": 100 << 20} {
+	for value, want := range map[string]int64{"96MiB": 96 << 20, "1GiB": 1 << 30, "131072 KiB": 128 << 20, "104857600": 100 << 20} {
 		cfg, err := configFrom(map[string]string{"MEMORY_BUDGET": value})
 		if err != nil || cfg.Auth.MemoryBudget != want {
 			t.Errorf("MEMORY_BUDGET=%q: %d, %v; want %d", value, cfg.Auth.MemoryBudget, err, want)
 		}
 	}
-	for _, bad := range []string{"80MB", "0", "-1MiB", "lots", "MiB", "99999999GiB"} {
+	for _, bad := range []string{"80MB", "0", "-1MiB", "lots", "MiB", "99999999GiB", "64MiB", "512 KiB"} {
 		if _, err := configFrom(map[string]string{"MEMORY_BUDGET": bad}); err == nil {
 			t.Errorf("MEMORY_BUDGET=%q accepted", bad)
 		}
@@ -36,6 +36,13 @@ func TestConfigMemoryBudgetAndCacheSize(t *testing.T) {
 		if _, err := configFrom(map[string]string{"SESSION_CACHE_SIZE": bad}); err == nil {
 			t.Errorf("SESSION_CACHE_SIZE=%q accepted", bad)
 		}
+	}
+	// A smaller cache leaves room for a smaller budget; a bigger one needs more.
+	if _, err := configFrom(map[string]string{"MEMORY_BUDGET": "80MiB", "SESSION_CACHE_SIZE": "100"}); err != nil {
+		t.Errorf("80 MiB with 100 cached sessions: %v", err)
+	}
+	if _, err := configFrom(map[string]string{"SESSION_CACHE_SIZE": "100000"}); err == nil {
+		t.Error("the default budget accepted with 100,000 cached sessions")
 	}
 	if cfg, _ := configFrom(map[string]string{"GOMEMLIMIT": "100MiB"}); cfg.SoftMemoryLimit {
 		t.Error("MEMORY_BUDGET overrides GOMEMLIMIT")
