@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -229,4 +230,50 @@ func BenchmarkCacheEntryMemory(b *testing.B) {
 		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "B/entry")
 		runtime.KeepAlive(c)
 	}
+}
+
+// TestRotationQueuedWithItsWaiter: a rotation is never in the queue without
+// its waiter registered, else a heartbeat composed in between would carry
+// it without becoming the waiter's marker, and the refresh would answer
+// SERVICE_UNAVAILABLE after a second although its rotation went out. Then
+// the next heartbeat carries it, is the waiter's marker, and its commit
+// puts the change in the stream.
+func TestRotationQueuedWithItsWaiter(t *testing.T) {
+	c := liveCache(10)
+	s := &Service{cache: c, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.announceRotation(ctx, "s1") }()
+	for {
+		c.mu.Lock()
+		queued, waiting := len(c.out.evict), len(c.waiters)
+		c.mu.Unlock()
+		if queued > 0 && waiting == 0 {
+			t.Fatal("a rotation is queued without its waiter")
+		}
+		if queued > 0 {
+			break
+		}
+		runtime.Gosched()
+	}
+	seq, payload, taken := c.compose()
+	var w *syncWaiter
+	c.mu.Lock()
+	for x := range c.waiters {
+		w = x
+	}
+	c.mu.Unlock()
+	if w.marker != seq || len(taken) != 1 || !strings.HasSuffix(payload, "|s1") {
+		t.Fatalf("heartbeat %d %q: the waiter's marker is %d", seq, payload, w.marker)
+	}
+	c.sent(seq, taken, nil, time.Now())
+	c.mu.Lock()
+	inStream := !w.inStream.IsZero()
+	c.mu.Unlock()
+	if !inStream {
+		t.Fatal("the heartbeat's commit did not put the rotation in the stream")
+	}
+	cancel()
+	<-done
 }

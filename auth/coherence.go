@@ -532,6 +532,10 @@ func (s *Service) syncInvalidations(ctx context.Context) {
 	now := time.Now()
 	// The commit has returned: the change is in the stream.
 	w := &syncWaiter{since: now, inStream: now, wake: make(chan struct{}, 1)}
+	c := s.cache
+	c.mu.Lock()
+	c.waiters[w] = struct{}{}
+	c.mu.Unlock()
 	s.await(ctx, w)
 }
 
@@ -548,17 +552,18 @@ func (s *Service) announceRotation(ctx context.Context, session string) error {
 	w := &syncWaiter{since: time.Now(), rotation: true, wake: make(chan struct{}, 1)}
 	c := s.cache
 	c.mu.Lock()
+	// Queued and registered at once: a heartbeat composed in between would
+	// carry the rotation without becoming this waiter's marker.
 	c.out.evict = append(c.out.evict, eviction{session: session, w: w})
+	c.waiters[w] = struct{}{}
 	c.evictSession(session) // here at once; the heartbeat tells the others
 	c.mu.Unlock()
 	return s.await(ctx, w)
 }
 
+// await waits for w, which the caller registered in c.waiters.
 func (s *Service) await(ctx context.Context, w *syncWaiter) error {
 	c := s.cache
-	c.mu.Lock()
-	c.waiters[w] = struct{}{}
-	c.mu.Unlock()
 	c.nudge()
 	defer func() {
 		c.mu.Lock()
