@@ -201,9 +201,9 @@ func TestCacheStalledListener(t *testing.T) {
 	if proxy.Stats().Dropped == 0 {
 		t.Fatal("the proxy dropped nothing: the stall was not exercised")
 	}
-	if !strings.Contains(logs.String(), "no heartbeat came back within the lease") {
-		t.Error("b did not log that it distrusts its cache")
-	}
+	waitFor(t, "b to log that it distrusts its cache", func() bool {
+		return strings.Contains(logs.String(), "no heartbeat came back within the lease")
+	})
 
 	proxy.Restore()
 	waitFor(t, "b's cache back", b.svc.CacheLive)
