@@ -138,7 +138,7 @@ type syncWaiter struct {
 // coherent by LISTEN on a dedicated connection to databaseURL (PostgreSQL)
 // and by heartbeats sent through the service's pool. It returns at once; the
 // cache is trusted only while its lease holds (see above), and the listener
-// reconnects until ctx ends. size bounds the entries (0: DefaultCacheSize).
+// reconnects until ctx ends. Config.SessionCacheSize bounds the entries.
 func (s *Service) EnableCache(ctx context.Context, databaseURL string) {
 	s.cache = newSessionCache(s.cfg.SessionCacheSize)
 	go s.listen(ctx, databaseURL)
