@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode"
@@ -41,6 +42,12 @@ type Config struct {
 	// AllowedOrigins may send cookie-authenticated mutations and get CORS
 	// with credentials (ALLOWED_ORIGINS).
 	AllowedOrigins []string
+	// SessionCacheSize bounds the session cache's entries
+	// (SESSION_CACHE_SIZE; 0: DefaultCacheSize).
+	SessionCacheSize int
+	// MemoryBudget is what the process may use (MEMORY_BUDGET); the number
+	// of concurrent password hashes is derived from it (see hashSlots).
+	MemoryBudget int64
 }
 
 // Service carries out every session-auth operation against the database.
@@ -53,11 +60,14 @@ type Service struct {
 	cache   *sessionCache // nil unless EnableCache was called
 
 	verified, hashed atomic.Int64 // see PasswordWork
+
+	lookupOnce sync.Once
+	lookupSQL  string // see lookupAccess
 }
 
 // NewService returns a Service over db, which must have been migrated.
 func NewService(db *bun.DB, cfg Config, log *slog.Logger) *Service {
-	return &Service{db: db, dialect: database.DialectOf(db), cfg: cfg, hasher: newHasher(), log: log}
+	return &Service{db: db, dialect: database.DialectOf(db), cfg: cfg, hasher: newBoundedHasher(hashSlots(cfg.MemoryBudget, cfg.SessionCacheSize)), log: log}
 }
 
 // Input limits of API.md ("BAD_USER_INPUT").

@@ -48,12 +48,7 @@ func (s *Service) authenticateAccess(ctx context.Context, token string) (*Identi
 			return s.checkAccess(ctx, epoch, h, id)
 		}
 	}
-	row := new(identityRow)
-	err := s.db.NewSelect().Model(row).
-		ColumnExpr("session.*").ColumnExpr(s.dialect.Now+" AS db_now").
-		Relation("User").
-		Where("session.access_hash = ?", h).
-		Scan(ctx)
+	row, err := s.lookupAccess(ctx, h)
 	if isNoRows(err) {
 		return nil, errUnauthenticated
 	}
