@@ -1,6 +1,13 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -143,4 +150,188 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// cachingViaProxy starts an instance whose pool talks to the database
+// directly but whose LISTEN connection goes through proxy, so that the proxy
+// stalls or cuts the invalidation stream and nothing else.
+func cachingViaProxy(t *testing.T, direct, viaProxy string, logs *syncBuffer, edit func(*config)) *testServer {
+	t.Helper()
+	s := newLoggedTestServer(t, direct, func(c *config) {
+		if edit != nil {
+			edit(c)
+		}
+		c.SessionCache = false
+	}, logs)
+	s.svc.EnableCache(t.Context(), viaProxy)
+	return s
+}
+
+// TestCacheStalledListener stalls one instance's LISTEN connection (open,
+// but delivering nothing, as behind a wedged middlebox): a logout on the
+// other instance returns within the lease bound and the stalled instance
+// refuses the token at once, serving from the database meanwhile; when the
+// stall ends it notices, reconnects and trusts its cache again.
+func TestCacheStalledListener(t *testing.T) {
+	t.Parallel()
+	viaProxy, direct, proxy := proxiedDatabase(t)
+	var logs syncBuffer
+	a := newTestServerOn(t, direct, nil)
+	b := cachingViaProxy(t, direct, viaProxy, &logs, nil)
+	waitFor(t, "both caches on", func() bool { return a.svc.CacheLive() && b.svc.CacheLive() })
+	p := a.signUp(t, "stalled@example.com")
+	q := a.login(t, "stalled@example.com")
+	warm(t, p.AccessToken, a, b)
+	warm(t, q.AccessToken, a, b)
+
+	proxy.Stall()
+	start := time.Now()
+	wantOK(t, a.post(t, p.AccessToken, logoutMutation, nil))
+	// Liveness, not speed: the logout waits for b at most the lease (1 s)
+	// plus margin, never for b's acknowledgement.
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("logout took %v with one listener stalled", took)
+	}
+	wantCode(t, b.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+	wantCode(t, a.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+	if b.svc.CacheLive() {
+		t.Error("b still trusts its cache after a revocation it cannot have heard of")
+	}
+	wantOK(t, b.post(t, q.AccessToken, meQuery, nil)) // from the database
+	if proxy.Stats().Dropped == 0 {
+		t.Fatal("the proxy dropped nothing: the stall was not exercised")
+	}
+	waitFor(t, "b to log that it distrusts its cache", func() bool {
+		return strings.Contains(logs.String(), "no heartbeat came back within the lease")
+	})
+
+	proxy.Restore()
+	waitFor(t, "b's cache back", b.svc.CacheLive)
+	warm(t, q.AccessToken, b)
+	wantOK(t, a.post(t, q.AccessToken, logoutMutation, nil))
+	wantCode(t, b.post(t, q.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+}
+
+// TestCacheRevocationRacesWhileHeartbeatsAreLost runs refreshes, concurrent
+// refreshes of one token on both instances, replays, logouts and
+// revocations across two instances while one instance's invalidation stream
+// is repeatedly stalled (heartbeats and invalidations lost) and cut. After
+// every revoking request has returned, neither instance may accept what it
+// revoked.
+func TestCacheRevocationRacesWhileHeartbeatsAreLost(t *testing.T) {
+	t.Parallel()
+	viaProxy, direct, proxy := proxiedDatabase(t)
+	noGrace := func(c *config) { c.Auth.ReuseWindow = 0 }
+	a := newTestServerOn(t, direct, noGrace)
+	b := cachingViaProxy(t, direct, viaProxy, &syncBuffer{}, noGrace)
+	waitFor(t, "both caches on", func() bool { return a.svc.CacheLive() && b.svc.CacheLive() })
+
+	ctx, stop := context.WithCancel(t.Context())
+	chaosDone := make(chan struct{})
+	go func() {
+		defer close(chaosDone)
+		for ctx.Err() == nil {
+			sleepCtx(ctx, 250*time.Millisecond)
+			proxy.Stall()
+			sleepCtx(ctx, 400*time.Millisecond)
+			proxy.Cut() // the watchdog would take 3 s; a cut reconnects at once
+			proxy.Restore()
+		}
+	}()
+	servers := [2]*testServer{a, b}
+	t.Run("group", func(t *testing.T) {
+		for i := range 2 {
+			x, y := servers[i%2], servers[1-i%2]
+			email := func(what string) string { return fmt.Sprintf("%s%d@example.com", what, i) }
+			t.Run(fmt.Sprintf("Refresh%d", i), func(t *testing.T) {
+				t.Parallel()
+				p := x.signUp(t, email("refresh"))
+				warm(t, p.AccessToken, a, b)
+				n := y.refresh(t, p.refresh())
+				wantCode(t, x.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+				wantCode(t, y.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+				wantOK(t, x.post(t, n.AccessToken, meQuery, nil))
+			})
+			t.Run(fmt.Sprintf("ConcurrentRefresh%d", i), func(t *testing.T) {
+				t.Parallel()
+				p := x.signUp(t, email("concurrent"))
+				warm(t, p.AccessToken, a, b)
+				var got [2]gqlResponse
+				var errs [2]error
+				var wg sync.WaitGroup
+				for k, s := range servers {
+					wg.Go(func() { got[k], errs[k] = postNoFatal(s, p.refresh(), refreshMutation) })
+				}
+				wg.Wait()
+				var pairs [2]payload
+				for k := range got {
+					if errs[k] != nil {
+						t.Fatal(errs[k])
+					}
+					got[k].field(t, "refresh", &pairs[k])
+				}
+				if pairs[0].AccessToken != pairs[1].AccessToken {
+					t.Fatal("two concurrent refreshes of one token got different pairs")
+				}
+				wantCode(t, a.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+				wantCode(t, b.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+			})
+			t.Run(fmt.Sprintf("Replay%d", i), func(t *testing.T) {
+				t.Parallel()
+				p := x.signUp(t, email("replay"))
+				n := x.refresh(t, p.refresh())
+				warm(t, n.AccessToken, a, b) // marks the pair used: the old token is now a replay
+				wantCode(t, y.post(t, p.refresh(), refreshMutation, nil), "REFRESH_TOKEN_REUSED")
+				wantCode(t, x.post(t, n.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+				wantCode(t, y.post(t, n.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+			})
+			t.Run(fmt.Sprintf("Logout%d", i), func(t *testing.T) {
+				t.Parallel()
+				p := x.signUp(t, email("logout"))
+				warm(t, p.AccessToken, a, b)
+				wantOK(t, x.post(t, p.AccessToken, logoutMutation, nil))
+				wantCode(t, y.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+			})
+			t.Run(fmt.Sprintf("RevokeOthers%d", i), func(t *testing.T) {
+				t.Parallel()
+				p := x.signUp(t, email("others"))
+				q := y.login(t, email("others"))
+				warm(t, q.AccessToken, a, b)
+				wantOK(t, x.post(t, p.AccessToken, revokeOthersMutaion, nil))
+				wantCode(t, y.post(t, q.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+				wantCode(t, x.post(t, q.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+			})
+		}
+	})
+	stop()
+	<-chaosDone
+	if st := proxy.Stats(); st.Dropped == 0 || st.Cuts == 0 {
+		t.Fatalf("proxy %+v: the stalls and cuts were not exercised", st)
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+// postNoFatal is post for a goroutine that must not call t.Fatal.
+func postNoFatal(s *testServer, token, query string) (gqlResponse, error) {
+	body, _ := json.Marshal(map[string]any{"query": query})
+	req, err := http.NewRequest(http.MethodPost, s.URL+"/graphql", bytes.NewReader(body))
+	if err != nil {
+		return gqlResponse{}, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return gqlResponse{}, err
+	}
+	defer resp.Body.Close()
+	var out gqlResponse
+	err = json.NewDecoder(resp.Body).Decode(&out)
+	return out, err
 }

@@ -26,7 +26,10 @@ type config struct {
 	SessionCache bool
 	// WebSocket bounds subscription connections (WEBSOCKET_*).
 	WebSocket wsLimits
-	Auth      auth.Config
+	// SoftMemoryLimit sets the runtime's soft memory limit to
+	// Auth.MemoryBudget (MEMORY_BUDGET), unless GOMEMLIMIT already set one.
+	SoftMemoryLimit bool
+	Auth            auth.Config
 }
 
 // loadConfig reads the configuration through getenv, the one place the
@@ -55,13 +58,23 @@ func loadConfig(getenv func(string) string) (config, error) {
 				MaxFailures:      l.integer("LOGIN_MAX_FAILURES", 5),
 				MaxFailuresPerIP: l.integer("LOGIN_MAX_FAILURES_PER_IP", 100),
 				Window:           l.duration("LOGIN_FAILURE_WINDOW", 15*time.Minute, false),
+				MaxSignUpsPerIP:  l.integer("SIGNUP_MAX_PER_IP", 100),
+				SignUpWindow:     l.duration("SIGNUP_WINDOW", 15*time.Minute, false),
+				DeviceTokenTTL:   l.duration("DEVICE_TOKEN_TTL", 4320*time.Hour, true),
 			},
 			SessionMaxLifetime: l.duration("SESSION_MAX_LIFETIME", 0, true),
 			MaxSessionsPerUser: l.integer("MAX_SESSIONS_PER_USER", 0),
 			TrustedProxies:     l.prefixes("TRUSTED_PROXIES"),
 			AllowedOrigins:     l.list("ALLOWED_ORIGINS"),
 			EventRetention:     l.duration("SECURITY_EVENT_RETENTION", 2160*time.Hour, false),
+			SessionCacheSize:   l.positive("SESSION_CACHE_SIZE", auth.DefaultCacheSize),
+			MemoryBudget:       l.bytes("MEMORY_BUDGET", auth.DefaultMemoryBudget),
 		},
+		SoftMemoryLimit: getenv("GOMEMLIMIT") == "",
+	}
+	if least := auth.MinMemoryBudget(cfg.Auth.SessionCacheSize); cfg.Auth.MemoryBudget < least {
+		l.fail("MEMORY_BUDGET=%d MiB: the server needs at least %d MiB with SESSION_CACHE_SIZE=%d (one password hash at a time); raise it or lower SESSION_CACHE_SIZE",
+			cfg.Auth.MemoryBudget>>20, (least+1<<20-1)>>20, cfg.Auth.SessionCacheSize)
 	}
 	if err := checkMetricsAddr(cfg.Addr, cfg.MetricsAddr); err != nil {
 		l.fail("%v", err)
@@ -163,4 +176,34 @@ func (l *loader) duration(name string, def time.Duration, zeroOK bool) time.Dura
 		l.fail("%s=%q: want a positive Go duration such as 15m", name, v)
 	}
 	return d
+}
+
+// positive reads a whole number of at least 1.
+func (l *loader) positive(name string, def int) int {
+	n := l.integer(name, def)
+	if n == 0 {
+		l.fail("%s=0: want a whole number, 1 or more", name)
+	}
+	return n
+}
+
+// bytes reads a size: a whole number of bytes, or with one of the suffixes
+// KiB, MiB, GiB (powers of 1024).
+func (l *loader) bytes(name string, def int64) int64 {
+	v := strings.TrimSpace(l.getenv(name))
+	if v == "" {
+		return def
+	}
+	num, unit := v, int64(1)
+	for suffix, mult := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
+		if n, ok := strings.CutSuffix(v, suffix); ok {
+			num, unit = strings.TrimSpace(n), mult
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n <= 0 || n > (1<<50)/unit {
+		l.fail("%s=%q: want a size such as 80MiB", name, v)
+		return def
+	}
+	return n * unit
 }

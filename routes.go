@@ -244,7 +244,7 @@ func withCORS(allowed []string, next http.Handler) http.Handler {
 		h.Set("Access-Control-Allow-Credentials", "true")
 		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
 			h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
-			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, "+auth.TransportHeader)
+			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, "+auth.TransportHeader+", "+auth.DeviceHeader)
 			h.Set("Access-Control-Max-Age", "600")
 			w.WriteHeader(http.StatusNoContent)
 			return

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -52,6 +53,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("schema.graphqls: %w", err)
 	}
 	logger := slog.New(slog.NewJSONHandler(stdout, nil))
+	if cfg.SoftMemoryLimit {
+		// The budget that password hashing is sized to (auth.hashSlots).
+		debug.SetMemoryLimit(auth.SoftMemoryLimit(cfg.Auth.MemoryBudget))
+	}
 
 	logDatabase(logger, cfg.Database)
 	if cfg.Database.Backend == database.SQLite {

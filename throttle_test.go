@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"net/http"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -54,14 +56,19 @@ func TestLoginBruteForce(t *testing.T) {
 	wantOK(t, b.post(t, "", loginMutation, loginVars("victim@example.com", testPassword)))
 }
 
-func TestLoginSuccessClearsFailures(t *testing.T) {
+// TestRightPasswordKeepsOthersFailures: a right password gives back only its
+// own place; the failures before it stand until the window closes (an
+// attacker must not get a fresh budget each time the owner signs in), and a
+// device that signed in before is not locked out by them (TestDeviceProof…).
+func TestRightPasswordKeepsOthersFailures(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, func(c *config) { c.Auth.Throttle.MaxFailures = 2 })
 	s.signUp(t, "clear@example.com")
 	wantCode(t, s.post(t, "", loginMutation, loginVars("clear@example.com", "wrong one")), "INVALID_CREDENTIALS")
 	wantOK(t, s.post(t, "", loginMutation, loginVars("clear@example.com", testPassword)))
-	wantCode(t, s.post(t, "", loginMutation, loginVars("clear@example.com", "wrong two")), "INVALID_CREDENTIALS")
 	wantOK(t, s.post(t, "", loginMutation, loginVars("clear@example.com", testPassword)))
+	wantCode(t, s.post(t, "", loginMutation, loginVars("clear@example.com", "wrong two")), "INVALID_CREDENTIALS")
+	retryAfter(t, s.post(t, "", loginMutation, loginVars("clear@example.com", testPassword)))
 }
 
 func TestLoginUnknownEmailIsThrottledToo(t *testing.T) {
@@ -117,5 +124,334 @@ func TestThrottleCountersAreCleanedUp(t *testing.T) {
 	}
 	if n := count(); n != 0 {
 		t.Fatalf("%d expired counters left after housekeeping", n)
+	}
+}
+
+// verified is how many passwords the instances have checked with argon2.
+func verified(servers ...*testServer) int64 {
+	var n int64
+	for _, s := range servers {
+		n += s.svc.PasswordWork().Verified
+	}
+	return n
+}
+
+// codes counts the extensions.code of each response ("" for success).
+type codes struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *codes) add(r gqlResponse) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = map[string]int{}
+	}
+	c.n[r.code()]++
+}
+
+// TestConcurrentWrongPasswordsVerifyAtMostTheLimit sends 50 wrong passwords
+// for one account at once, spread over two instances: every attempt is
+// counted before its hash, so at most LOGIN_MAX_FAILURES passwords are
+// checked and every other attempt answers RATE_LIMITED.
+func TestConcurrentWrongPasswordsVerifyAtMostTheLimit(t *testing.T) {
+	t.Parallel()
+	url := pgtest.New(t)
+	edit := func(c *config) { c.Auth.Throttle.MaxFailures = 5 }
+	a := newTestServerOn(t, url, edit)
+	b := newTestServerOn(t, url, edit)
+	smallPools(a, b)
+	a.signUp(t, "target@example.com")
+	before := verified(a, b)
+
+	var got codes
+	var wg sync.WaitGroup
+	for i := range 50 {
+		s := []*testServer{a, b}[i%2]
+		wg.Go(func() {
+			got.add(s.post(t, "", loginMutation, loginVars("target@example.com", fmt.Sprintf("guess %d!", i))))
+		})
+	}
+	wg.Wait()
+	if n := verified(a, b) - before; n > 5 {
+		t.Errorf("%d passwords verified, want at most 5", n)
+	}
+	if got.n["INVALID_CREDENTIALS"] > 5 || got.n["INVALID_CREDENTIALS"]+got.n["RATE_LIMITED"] != 50 {
+		t.Errorf("answers %v, want at most 5 INVALID_CREDENTIALS and RATE_LIMITED for the rest", got.n)
+	}
+}
+
+// TestConcurrentSprayVerifiesAtMostThePerAddressLimit is the same race on
+// the per-address limit: 50 wrong passwords for 50 accounts at once from one
+// address, over two instances.
+func TestConcurrentSprayVerifiesAtMostThePerAddressLimit(t *testing.T) {
+	t.Parallel()
+	url := pgtest.New(t)
+	edit := func(c *config) { c.Auth.Throttle.MaxFailuresPerIP = 5 }
+	a := newTestServerOn(t, url, edit)
+	b := newTestServerOn(t, url, edit)
+	smallPools(a, b)
+	var got codes
+	var wg sync.WaitGroup
+	for i := range 50 {
+		s := []*testServer{a, b}[i%2]
+		wg.Go(func() {
+			got.add(s.post(t, "", loginMutation, loginVars(fmt.Sprintf("user%d@example.com", i), "Spring2026!")))
+		})
+	}
+	wg.Wait()
+	if n := verified(a, b); n > 5 {
+		t.Errorf("%d passwords verified, want at most 5", n)
+	}
+	if got.n["INVALID_CREDENTIALS"] > 5 || got.n["INVALID_CREDENTIALS"]+got.n["RATE_LIMITED"] != 50 {
+		t.Errorf("answers %v, want at most 5 INVALID_CREDENTIALS and RATE_LIMITED for the rest", got.n)
+	}
+}
+
+// TestConcurrentRightPasswordDoesNotReopenGuessing races the owner's right
+// password against 49 wrong ones over two instances: the wrong ones still
+// get at most LOGIN_MAX_FAILURES checks in all, and the failures they earned
+// still lock the account afterwards.
+func TestConcurrentRightPasswordDoesNotReopenGuessing(t *testing.T) {
+	t.Parallel()
+	url := pgtest.New(t)
+	edit := func(c *config) { c.Auth.Throttle.MaxFailures = 5 }
+	a := newTestServerOn(t, url, edit)
+	b := newTestServerOn(t, url, edit)
+	smallPools(a, b)
+	a.signUp(t, "owner@example.com")
+
+	var got codes
+	var wg sync.WaitGroup
+	for i := range 50 {
+		s := []*testServer{a, b}[i%2]
+		password := fmt.Sprintf("guess %d!", i)
+		if i == 25 {
+			password = testPassword
+		}
+		wg.Go(func() { got.add(s.post(t, "", loginMutation, loginVars("owner@example.com", password))) })
+	}
+	wg.Wait()
+	if got.n["INVALID_CREDENTIALS"] > 5 || got.n["INVALID_CREDENTIALS"]+got.n["RATE_LIMITED"]+got.n[""] != 50 || got.n[""] > 1 {
+		t.Fatalf("answers %v, want at most 5 INVALID_CREDENTIALS", got.n)
+	}
+	if got.n["INVALID_CREDENTIALS"] == 5 {
+		// The window's failures stand: no more guesses, on either instance.
+		retryAfter(t, a.post(t, "", loginMutation, loginVars("owner@example.com", "one more guess")))
+		retryAfter(t, b.post(t, "", loginMutation, loginVars("owner@example.com", "one more guess")))
+	}
+}
+
+// TestConcurrentRightPasswordsAllGetIn: attempts in flight fill the limit
+// only for a moment, so concurrent logins with the right password wait for
+// each other instead of answering RATE_LIMITED.
+func TestConcurrentRightPasswordsAllGetIn(t *testing.T) {
+	t.Parallel()
+	url := pgtest.New(t)
+	edit := func(c *config) { c.Auth.Throttle.MaxFailures = 3 }
+	a := newTestServerOn(t, url, edit)
+	b := newTestServerOn(t, url, edit)
+	smallPools(a, b)
+	a.signUp(t, "fleet@example.com")
+	var wg sync.WaitGroup
+	for i := range 6 {
+		s := []*testServer{a, b}[i%2]
+		wg.Go(func() { wantOK(t, s.post(t, "", loginMutation, loginVars("fleet@example.com", testPassword))) })
+	}
+	wg.Wait()
+}
+
+// TestChangePasswordCountsFailures: wrong current passwords given to
+// changePassword count with the account's failed logins, concurrently too,
+// and answer RATE_LIMITED with retryAfterSeconds at the limit; so does a
+// login then.
+func TestChangePasswordCountsFailures(t *testing.T) {
+	t.Parallel()
+	url := pgtest.New(t)
+	edit := func(c *config) { c.Auth.Throttle.MaxFailures = 3 }
+	a := newTestServerOn(t, url, edit)
+	b := newTestServerOn(t, url, edit)
+	smallPools(a, b)
+	p := a.signUp(t, "oracle@example.com")
+	before := verified(a, b)
+
+	var got codes
+	var wg sync.WaitGroup
+	for i := range 12 {
+		s := []*testServer{a, b}[i%2]
+		vars := map[string]any{"cur": fmt.Sprintf("guess %d!", i), "new": "a new password 1"}
+		wg.Go(func() { got.add(s.post(t, p.AccessToken, changePassword, vars)) })
+	}
+	wg.Wait()
+	if n := verified(a, b) - before; n > 3 {
+		t.Errorf("%d passwords verified, want at most 3", n)
+	}
+	if got.n["INVALID_CREDENTIALS"] != 3 || got.n["RATE_LIMITED"] != 9 {
+		t.Errorf("answers %v, want 3 INVALID_CREDENTIALS and 9 RATE_LIMITED", got.n)
+	}
+	retryAfter(t, b.post(t, p.AccessToken, changePassword, map[string]any{"cur": testPassword, "new": "a new password 1"}))
+	retryAfter(t, a.post(t, "", loginMutation, loginVars("oracle@example.com", testPassword)))
+}
+
+// TestChangePasswordRightPasswordIsNotAFailure: a successful change gives
+// its place back.
+func TestChangePasswordRightPasswordIsNotAFailure(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, func(c *config) { c.Auth.Throttle.MaxFailures = 1 })
+	p := s.signUp(t, "changer@example.com")
+	wantOK(t, s.post(t, p.AccessToken, changePassword, map[string]any{"cur": testPassword, "new": "a new password 1"}))
+	wantOK(t, s.post(t, p.AccessToken, changePassword, map[string]any{"cur": "a new password 1", "new": "a new password 2"}))
+	wantOK(t, s.post(t, "", loginMutation, loginVars("changer@example.com", "a new password 2")))
+}
+
+func signUpVars(email string) map[string]any {
+	return map[string]any{"email": email, "password": testPassword}
+}
+
+func from(ip string) http.Header { return http.Header{"X-Forwarded-For": {ip}} }
+
+// trustLocal believes X-Forwarded-For from the test client, so a test can
+// pick its client address.
+func trustLocal(t *testing.T, c *config) {
+	c.Auth.TrustedProxies = mustPrefixes(t, "127.0.0.0/8,::1")
+}
+
+func hashed(servers ...*testServer) int64 {
+	var n int64
+	for _, s := range servers {
+		n += s.svc.PasswordWork().Hashed
+	}
+	return n
+}
+
+// TestSignUpLimitedPerAddress: sign-up attempts count per client address
+// (EMAIL_TAKEN ones too), over every instance, before any hashing; at
+// SIGNUP_MAX_PER_IP they answer RATE_LIMITED with retryAfterSeconds, also
+// when they race, while other addresses are not affected.
+func TestSignUpLimitedPerAddress(t *testing.T) {
+	t.Parallel()
+	url := pgtest.New(t)
+	edit := func(c *config) {
+		trustLocal(t, c)
+		c.Auth.Throttle.MaxSignUpsPerIP = 3
+		c.Auth.Throttle.SignUpWindow = time.Hour
+	}
+	a := newTestServerOn(t, url, edit)
+	b := newTestServerOn(t, url, edit)
+	smallPools(a, b)
+	h := from("203.0.113.7")
+	wantOK(t, a.postHeader(t, h, signUpMutation, signUpVars("one@example.com")))
+	wantOK(t, b.postHeader(t, h, signUpMutation, signUpVars("two@example.com")))
+	wantCode(t, a.postHeader(t, h, signUpMutation, signUpVars("ONE@example.com")), "EMAIL_TAKEN")
+	before := hashed(a, b)
+	secs := retryAfter(t, b.postHeader(t, h, signUpMutation, signUpVars("three@example.com")))
+	if secs > 3600 {
+		t.Fatalf("retryAfterSeconds = %v, beyond the window", secs)
+	}
+	if n := hashed(a, b) - before; n != 0 {
+		t.Fatalf("a refused sign-up hashed %d passwords", n)
+	}
+	// Malformed input is refused before it is counted.
+	wantCode(t, b.postHeader(t, from("203.0.113.9"), signUpMutation, signUpVars("not an email")), "BAD_USER_INPUT")
+
+	// 20 at once from another address, over both instances: 3 get in.
+	var got codes
+	var wg sync.WaitGroup
+	before = hashed(a, b)
+	for i := range 20 {
+		s := []*testServer{a, b}[i%2]
+		wg.Go(func() {
+			got.add(s.postHeader(t, from("203.0.113.9"), signUpMutation, signUpVars(fmt.Sprintf("burst%d@example.com", i))))
+		})
+	}
+	wg.Wait()
+	if got.n[""] != 3 || got.n["RATE_LIMITED"] != 17 {
+		t.Fatalf("answers %v, want 3 sign-ups and 17 RATE_LIMITED", got.n)
+	}
+	if n := hashed(a, b) - before; n != 3 {
+		t.Fatalf("%d passwords hashed, want 3", n)
+	}
+	wantOK(t, a.postHeader(t, from("198.51.100.1"), signUpMutation, signUpVars("elsewhere@example.com")))
+}
+
+// TestSignUpTakenEmailSpendsNoHash: EMAIL_TAKEN is answered before the
+// password is hashed.
+func TestSignUpTakenEmailSpendsNoHash(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, nil)
+	s.signUp(t, "taken@example.com")
+	before := hashed(s)
+	wantCode(t, s.post(t, "", signUpMutation, signUpVars(" Taken@Example.com")), "EMAIL_TAKEN")
+	if n := hashed(s) - before; n != 0 {
+		t.Fatalf("a sign-up with a taken email hashed %d passwords", n)
+	}
+}
+
+// TestIPv6ClientsCountPerSlash64: every per-address limit (failed logins,
+// sign-ups) counts an IPv6 client by its /64, which one subscriber holds
+// whole; IPv4 addresses and other /64s keep budgets of their own.
+func TestIPv6ClientsCountPerSlash64(t *testing.T) {
+	t.Parallel()
+	s := newTestServer(t, func(c *config) {
+		trustLocal(t, c)
+		c.Auth.Throttle.MaxFailuresPerIP = 3
+		c.Auth.Throttle.MaxSignUpsPerIP = 2
+	})
+	for i, ip := range []string{"2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:aaaa:bbbb:cccc:dddd"} {
+		wantCode(t, s.postHeader(t, from(ip), loginMutation, loginVars(fmt.Sprintf("v6-%d@example.com", i), "Spring2026!")), "INVALID_CREDENTIALS")
+	}
+	retryAfter(t, s.postHeader(t, from("2001:db8:1:2:ffff::9"), loginMutation, loginVars("v6-9@example.com", "Spring2026!")))
+	wantCode(t, s.postHeader(t, from("2001:db8:1:3::1"), loginMutation, loginVars("v6-9@example.com", "Spring2026!")), "INVALID_CREDENTIALS")
+	wantCode(t, s.postHeader(t, from("203.0.113.1"), loginMutation, loginVars("v6-9@example.com", "Spring2026!")), "INVALID_CREDENTIALS")
+
+	wantOK(t, s.postHeader(t, from("2001:db8:9:9::1"), signUpMutation, signUpVars("six1@example.com")))
+	wantOK(t, s.postHeader(t, from("2001:db8:9:9::2"), signUpMutation, signUpVars("six2@example.com")))
+	retryAfter(t, s.postHeader(t, from("2001:db8:9:9:1:2:3:4"), signUpMutation, signUpVars("six3@example.com")))
+	wantOK(t, s.postHeader(t, from("2001:db8:9:a::1"), signUpMutation, signUpVars("six3@example.com")))
+	// The session still shows the client's own address, not its /64.
+	var p payload
+	s.postHeader(t, from("2001:db8:1:3::42"), signUpMutation, signUpVars("six4@example.com")).field(t, "signUp", &p)
+	if p.Session.IPAddress == nil || *p.Session.IPAddress != "2001:db8:1:3::42" {
+		t.Fatalf("ipAddress = %v", p.Session.IPAddress)
+	}
+}
+
+// TestThrottleVariables reads the variables of sign-up throttling and device
+// proofs, and refuses values that do not parse, naming the variable.
+func TestThrottleVariables(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"SIGNUP_MAX_PER_IP": "7", "SIGNUP_WINDOW": "2h", "DEVICE_TOKEN_TTL": "0"}
+	cfg, err := loadConfig(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	th := cfg.Auth.Throttle
+	if th.MaxSignUpsPerIP != 7 || th.SignUpWindow != 2*time.Hour || th.DeviceTokenTTL != 0 {
+		t.Fatalf("throttle config %+v", th)
+	}
+	def, _ := loadConfig(func(string) string { return "" })
+	if th := def.Auth.Throttle; th.MaxSignUpsPerIP != 100 || th.SignUpWindow != 15*time.Minute || th.DeviceTokenTTL != 4320*time.Hour {
+		t.Fatalf("defaults %+v", th)
+	}
+	for _, kv := range [][2]string{{"SIGNUP_MAX_PER_IP", "-1"}, {"SIGNUP_WINDOW", "0"}, {"DEVICE_TOKEN_TTL", "forever"}} {
+		_, err := loadConfig(func(k string) string {
+			if k == kv[0] {
+				return kv[1]
+			}
+			return ""
+		})
+		if err == nil || !strings.Contains(err.Error(), kv[0]) {
+			t.Errorf("%s=%s: %v, want an error naming the variable", kv[0], kv[1], err)
+		}
+	}
+}
+
+// smallPools caps each instance's connections: the tests' PostgreSQL server
+// is shared, and 50 concurrent requests on two instances must not take 40
+// of its connections. Requests wait for a connection instead.
+func smallPools(servers ...*testServer) {
+	for _, s := range servers {
+		s.db.SetMaxOpenConns(4)
 	}
 }

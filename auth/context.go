@@ -22,6 +22,7 @@ type request struct {
 	hasBearer bool   // an Authorization header was sent
 	client    clientInfo
 	cookie    cookieState
+	device    string // the device proof presented, "" when none (see device.go)
 
 	once     sync.Once
 	identity *Identity
@@ -84,6 +85,7 @@ func (s *Service) Middleware(next http.Handler) http.Handler {
 			hasBearer: has,
 			client:    clientInfo{UserAgent: r.UserAgent(), IP: clientIP(r, s.cfg.TrustedProxies)},
 			cookie:    s.cookieState(w, r),
+			device:    presentedDevice(r),
 		}
 		if has && len(header) == 1 {
 			req.bearer = ParseBearer(header[0])

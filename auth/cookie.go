@@ -95,3 +95,24 @@ func clearRefreshCookie(ctx context.Context) {
 		Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode,
 	})
 }
+
+// deliverDeviceCookie sets the device-proof cookie when the client asked for
+// cookie transport, and reports whether it did; the payload then carries
+// deviceToken: null. The cookie lives as long as the proof.
+func deliverDeviceCookie(ctx context.Context, token string, ttl time.Duration) bool {
+	r := requestFromContext(ctx)
+	if token == "" || r == nil || !r.cookie.want || r.cookie.w == nil {
+		return false
+	}
+	http.SetCookie(r.cookie.w, &http.Cookie{
+		Name:     DeviceCookie,
+		Value:    token,
+		Path:     "/",
+		Expires:  time.Now().Add(ttl).UTC(),
+		MaxAge:   max(1, int(ttl/time.Second)),
+		Secure:   true,
+		HttpOnly: true,
+		SameSite: http.SameSiteStrictMode,
+	})
+	return true
+}

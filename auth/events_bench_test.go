@@ -148,7 +148,7 @@ func BenchmarkClaimBehindFailingHandler(b *testing.B) {
 			break
 		}
 		for _, r := range claimed {
-			s.settle(ctx, r, false, time.Hour)
+			s.settleDelivery(ctx, r, false, time.Hour)
 		}
 	}
 	if !s.isSQLite() {

@@ -267,7 +267,7 @@ func (s *Service) deliverBatch(ctx context.Context, h namedHandler, t deliveryTu
 		Where("id IN (?)", bun.In(ids)).Scan(ctx)
 	if err != nil {
 		for _, r := range rows {
-			s.settle(ctx, r, false, 0)
+			s.settleDelivery(ctx, r, false, 0)
 		}
 		return 0, err
 	}
@@ -320,11 +320,11 @@ func (s *Service) deliverRow(ctx context.Context, h namedHandler, t deliveryTuni
 	err := callHandler(hctx, h.fn, e)
 	cancel()
 	if err == nil {
-		s.settle(ctx, r, true, 0)
+		s.settleDelivery(ctx, r, true, 0)
 		return
 	}
 	if ctx.Err() != nil { // shutting down: not the handler's fault
-		s.settle(ctx, r, false, 0)
+		s.settleDelivery(ctx, r, false, 0)
 		return
 	}
 	wait := t.backoff
@@ -334,7 +334,7 @@ func (s *Service) deliverRow(ctx context.Context, h namedHandler, t deliveryTuni
 	wait = min(wait, t.maxBackoff)
 	s.log.WarnContext(ctx, "security events: handler failed; will retry", "handler", h.name,
 		"event_id", e.ID, "kind", r.Kind, "user_id", r.UserID, "attempt", r.Attempts, "retry_in", wait, "err", err)
-	s.settle(ctx, r, false, wait)
+	s.settleDelivery(ctx, r, false, wait)
 }
 
 // callHandler runs fn, turning a panic into an error.
@@ -347,11 +347,11 @@ func callHandler(ctx context.Context, fn EventHandler, e DeliveredEvent) (err er
 	return fn(ctx, e)
 }
 
-// settle ends r's claim: done deletes the row; otherwise it becomes due
+// settleDelivery ends r's claim: done deletes the row; otherwise it becomes due
 // again after wait. A claim that has meanwhile passed to another instance
 // (the lease ran out) is left to it. When settling fails, the lease runs
 // out and the row is delivered again.
-func (s *Service) settle(ctx context.Context, r models.SecurityEventOutbox, done bool, wait time.Duration) {
+func (s *Service) settleDelivery(ctx context.Context, r models.SecurityEventOutbox, done bool, wait time.Duration) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	var err error

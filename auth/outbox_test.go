@@ -470,7 +470,7 @@ func TestFailureHoldsBackTheUsersLaterRows(t *testing.T) {
 	}
 	for _, r := range claimed {
 		if r.UserID == a.ID {
-			s.settle(ctx, r, false, time.Hour)
+			s.settleDelivery(ctx, r, false, time.Hour)
 		}
 	}
 	var rows []models.SecurityEventOutbox

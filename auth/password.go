@@ -34,8 +34,75 @@ type hasher struct {
 	dummy string
 }
 
-func newHasher() *hasher {
-	h := &hasher{slots: make(chan struct{}, 2*runtime.GOMAXPROCS(0))}
+// DefaultMemoryBudget is MEMORY_BUDGET's default: room for two hashes at
+// once (both cores busy) next to a full default cache.
+const DefaultMemoryBudget = 128 << 20
+
+// The budget's parts, measured with GODEBUG=gctrace=1 and the loadtest on
+// this service (BENCHMARKS.md, "Memory").
+const (
+	// outsideHeap is resident memory the Go runtime's limit does not
+	// count, mostly the binary's code: RSS exceeded the soft limit by
+	// 20-27 MiB in login bursts.
+	outsideHeap = 24 << 20
+	// baseMemory is the rest of the server: outsideHeap plus the heap
+	// that lives without hashing or cached sessions (about 14 MiB under
+	// load: pools, buffers of requests in flight, schema, metrics).
+	baseMemory = outsideHeap + 16<<20
+	// cacheEntryMemory is an upper estimate of one session-cache entry
+	// (BenchmarkCacheEntryMemory: 0.9 KiB).
+	cacheEntryMemory = 1 << 10
+	// hashMemory is one argon2id hash's working memory, and hashCost that
+	// with the collector's headroom: a finished hash's 19 MiB is garbage
+	// until the next cycle, and a heap whose live part is close to the
+	// runtime's limit spends its time collecting (with half of that as
+	// headroom, a login took twice the CPU).
+	hashMemory = argonMemoryKiB << 10
+	hashCost   = hashMemory * 2
+)
+
+// MinMemoryBudget is the least MEMORY_BUDGET that can be kept with a
+// session cache of cacheSize entries: the rest of the server, a full cache
+// and one hash at a time. Below it the collector would run without pause
+// and still not keep the budget (measured: 64 MiB gave 82 MiB of RSS and a
+// seventh of the logins).
+func MinMemoryBudget(cacheSize int) int64 {
+	return baseMemory + int64(cacheSize)*cacheEntryMemory + hashCost
+}
+
+// SoftMemoryLimit is the Go runtime's soft limit for budget bytes of RSS
+// (0: DefaultMemoryBudget): the budget less what lies outside the heap.
+func SoftMemoryLimit(budget int64) int64 {
+	if budget <= 0 {
+		budget = DefaultMemoryBudget
+	}
+	return max(budget-outsideHeap, budget/2)
+}
+
+// hashSlots is how many password hashes may run at once within budget
+// bytes (0: DefaultMemoryBudget): what is left once the rest of the server
+// and a full session cache of cacheSize entries are paid for, divided by
+// one hash's cost. At least one, so that logins work under any budget
+// (queueing), and at most GOMAXPROCS, since more would only queue for the
+// cores. With the runtime's soft limit at SoftMemoryLimit(budget)
+// (server.go), which collects a finished hash's memory before the heap
+// grows past it, a burst of logins stays within the budget.
+func hashSlots(budget int64, cacheSize int) int {
+	if budget <= 0 {
+		budget = DefaultMemoryBudget
+	}
+	if cacheSize <= 0 {
+		cacheSize = DefaultCacheSize
+	}
+	free := budget - baseMemory - int64(cacheSize)*cacheEntryMemory
+	return int(max(1, min(int64(runtime.GOMAXPROCS(0)), free/hashCost)))
+}
+
+// newHasher returns a hasher with the default budget's slots.
+func newHasher() *hasher { return newBoundedHasher(hashSlots(0, 0)) }
+
+func newBoundedHasher(slots int) *hasher {
+	h := &hasher{slots: make(chan struct{}, max(slots, 1))}
 	h.dummy = h.hashUnbounded(newToken())
 	return h
 }

@@ -27,10 +27,8 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*Issued, er
 	}
 	var issued *Issued
 	var outcome *Error
-	var sync *syncWaiter
-	// One transaction: the decision, the rotation, the user for the
-	// payload, and the marker that lets this call wait until every
-	// instance has dropped the old access token (or the revoked session).
+	// One transaction: the decision, the rotation and the user for the
+	// payload. It NOTIFYs nothing for a rotation (see coherence.go).
 	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		var err error
 		issued, outcome, err = s.refreshInTx(ctx, tx, refreshToken)
@@ -43,16 +41,21 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*Issued, er
 				return err
 			}
 		}
-		if (issued != nil && issued.rotated) || outcome == errRefreshReused {
-			sync, err = s.sendSync(ctx, tx)
-		}
-		return err
+		return nil
 	})
 	if err != nil {
-		s.dropSync(sync) // rolled back: the marker never left
 		return nil, dbError(err)
 	}
-	s.awaitSync(ctx, sync)
+	// Answer only once the old access token (or, on a replay, the revoked
+	// session) is refused on every instance. A retry's copy announces the
+	// rotation again, in case the instance that made it died before it could.
+	if issued != nil {
+		if err := s.announceRotation(ctx, issued.Session.ID); err != nil {
+			return nil, err
+		}
+	} else if outcome == errRefreshReused {
+		s.syncInvalidations(ctx)
+	}
 	if outcome != nil {
 		return nil, outcome
 	}

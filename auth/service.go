@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -43,6 +45,12 @@ type Config struct {
 	// EventRetention is how long security events are kept
 	// (SECURITY_EVENT_RETENTION); zero means the default, 90 days.
 	EventRetention time.Duration
+	// SessionCacheSize bounds the session cache's entries
+	// (SESSION_CACHE_SIZE; 0: DefaultCacheSize).
+	SessionCacheSize int
+	// MemoryBudget is what the process may use (MEMORY_BUDGET); the number
+	// of concurrent password hashes is derived from it (see hashSlots).
+	MemoryBudget int64
 }
 
 // Service carries out every session-auth operation against the database.
@@ -56,11 +64,16 @@ type Service struct {
 	events  eventHub      // handlers of security events (events.go)
 	watch   watchHub      // sessions of long-lived connections (watch.go)
 	streams streamHub     // securityEvents subscribers (eventstream.go)
+
+	verified, hashed atomic.Int64 // see PasswordWork
+
+	lookupOnce sync.Once
+	lookupSQL  string // see lookupAccess
 }
 
 // NewService returns a Service over db, which must have been migrated.
 func NewService(db *bun.DB, cfg Config, log *slog.Logger) *Service {
-	return &Service{db: db, dialect: database.DialectOf(db), cfg: cfg, hasher: newHasher(), log: log}
+	return &Service{db: db, dialect: database.DialectOf(db), cfg: cfg, hasher: newBoundedHasher(hashSlots(cfg.MemoryBudget, cfg.SessionCacheSize)), log: log}
 }
 
 // Input limits of API.md ("BAD_USER_INPUT").
@@ -92,7 +105,12 @@ type Issued struct {
 	// RefreshInCookie is set when the refresh token went to the client as
 	// an HttpOnly cookie and must not appear in the response body.
 	RefreshInCookie bool
-	rotated         bool // a new pair, not a retry's copy of the last one
+	// DeviceToken is a new device proof (device.go), after signUp and login
+	// only; DeviceInCookie is set when it went to the client as an HttpOnly
+	// cookie and must not appear in the response body.
+	DeviceToken    string
+	DeviceInCookie bool
+	rotated        bool // a new pair, not a retry's copy of the last one
 }
 
 // sessionRow is a session read together with the database's clock.
@@ -141,9 +159,14 @@ func (c Credentials) validate(signUp bool) (email string, device *string, err er
 	return email, device, err
 }
 
-// SignUp creates an account and its first session.
-// Errors: FORBIDDEN when sign-up is disabled, BAD_USER_INPUT, EMAIL_TAKEN,
-// SERVICE_UNAVAILABLE.
+// SignUp creates an account and its first session. Every attempt that
+// passes validation counts against the client address's sign-up limit
+// before any other work; a taken email answers EMAIL_TAKEN without hashing
+// the password (it says no more than EMAIL_TAKEN does). Of two concurrent
+// sign-ups of one email the unique index lets one win; the other answers
+// EMAIL_TAKEN.
+// Errors: FORBIDDEN when sign-up is disabled, BAD_USER_INPUT, RATE_LIMITED,
+// EMAIL_TAKEN, SERVICE_UNAVAILABLE.
 func (s *Service) SignUp(ctx context.Context, c Credentials) (*Issued, error) {
 	if !s.cfg.AllowSignUp {
 		return nil, errSignUpDisabled
@@ -152,11 +175,24 @@ func (s *Service) SignUp(ctx context.Context, c Credentials) (*Issued, error) {
 	if err != nil {
 		return nil, err
 	}
-	hash, err := s.hasher.hash(ctx, c.Password)
+	held, err := s.reserve(ctx, s.signUpLimits(clientFromContext(ctx).IP), errSignUpLimited)
+	if err != nil {
+		return nil, err
+	}
+	defer s.fail(ctx, held) // every attempt counts, whatever its outcome
+	key := emailKey(email)
+	taken, err := s.db.NewSelect().Model((*models.User)(nil)).Where("email_key = ?", key).Exists(ctx)
 	if err != nil {
 		return nil, dbError(err)
 	}
-	user := &models.User{ID: uuid.NewString(), Email: email, EmailKey: emailKey(email), PasswordHash: hash}
+	if taken {
+		return nil, errEmailTaken
+	}
+	hash, err := s.hash(ctx, c.Password)
+	if err != nil {
+		return nil, dbError(err)
+	}
+	user := &models.User{ID: uuid.NewString(), Email: email, EmailKey: key, PasswordHash: hash}
 	var issued *Issued
 	err = s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		_, err := tx.NewInsert().Model(user).Value("created_at", s.dialect.Now).Returning("created_at").Exec(ctx)
@@ -166,17 +202,20 @@ func (s *Service) SignUp(ctx context.Context, c Credentials) (*Issued, error) {
 			}
 			return err
 		}
-		issued, err = s.createSession(ctx, tx, user, device)
+		issued, err = s.signIn(ctx, tx, user, device, nil)
 		return err
 	})
 	if err != nil {
 		return nil, dbError(err)
 	}
-	issued.RefreshInCookie = deliverRefreshCookie(ctx, issued)
+	s.delivered(ctx, issued)
 	return issued, nil
 }
 
-// Login signs a device in with email and password.
+// Login signs a device in with email and password. The attempt is counted
+// before the password is checked (see throttle.go): on the device proof it
+// presents, when that is a live proof of this account's device (device.go),
+// else on the email and the client address.
 // Errors: BAD_USER_INPUT (malformed email, overlong input), RATE_LIMITED,
 // INVALID_CREDENTIALS, SERVICE_UNAVAILABLE.
 func (s *Service) Login(ctx context.Context, c Credentials) (*Issued, error) {
@@ -185,56 +224,109 @@ func (s *Service) Login(ctx context.Context, c Credentials) (*Issued, error) {
 		return nil, err
 	}
 	key := emailKey(email)
-	ip := clientFromContext(ctx).IP
-	if err := s.checkThrottle(ctx, key, ip); err != nil {
-		return nil, err
-	}
 	user := new(models.User)
 	err = s.db.NewSelect().Model(user).Where("email_key = ?", key).Scan(ctx)
 	if err != nil && !isNoRows(err) {
 		return nil, dbError(err)
 	}
-	// An unknown email verifies against a dummy hash: same work, same answer.
-	ok, err := s.hasher.verify(ctx, c.Password, user.PasswordHash)
+	proof, err := s.reserveDevice(ctx, deviceFromContext(ctx), user.ID)
 	if err != nil {
+		return nil, err
+	}
+	held := proof
+	if proof == nil {
+		if held, err = s.reserve(ctx, s.loginLimits(key, clientFromContext(ctx).IP), errLoginLimited); err != nil {
+			return nil, err
+		}
+	}
+	// An unknown email verifies against a dummy hash: same work, same answer.
+	ok, err := s.verify(ctx, c.Password, user.PasswordHash)
+	if err != nil {
+		s.release(ctx, held)
 		return nil, dbError(err)
 	}
 	if !ok {
-		if err := s.recordFailure(ctx, key, ip); err != nil {
-			return nil, dbError(err)
-		}
+		s.fail(ctx, held)
 		return nil, errInvalidCredentials
 	}
 	var issued *Issued
 	err = s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		if s.cfg.MaxSessionsPerUser > 0 {
-			// Serialise this user's sign-ins, so concurrent logins cannot
-			// each see room for one more session.
-			if _, err := tx.NewSelect().Model(user).Column("id").WherePK().Apply(s.dialect.ForUpdate).Exec(ctx); err != nil {
-				return err
-			}
-		}
-		var err error
-		if issued, err = s.createSession(ctx, tx, user, device); err != nil {
-			return err
-		}
-		if s.cfg.MaxSessionsPerUser > 0 {
-			return s.endLeastRecentlyUsed(ctx, tx, user.ID, issued.Session.ID)
-		}
-		return nil
+		issued, err = s.signIn(ctx, tx, user, device, proof)
+		return err
 	})
 	if err != nil {
+		// A password changed meanwhile is a failure: what was proven is no
+		// longer the password.
+		s.settle(ctx, held, ErrorCode(err) == CodeInvalidCredentials)
 		return nil, dbError(err)
 	}
+	s.release(ctx, held)
 	if s.cfg.MaxSessionsPerUser > 0 {
 		s.syncInvalidations(ctx)
 	}
-	if err := s.clearFailures(ctx, key); err != nil {
-		// The sign-in stands; a stale counter only closes its window later.
-		s.log.WarnContext(ctx, "clearing login failures", "err", err)
-	}
-	issued.RefreshInCookie = deliverRefreshCookie(ctx, issued)
+	s.delivered(ctx, issued)
 	return issued, nil
+}
+
+// signIn is where every proof of identity ends, inside the transaction that
+// records it: it locks the user's row and checks that the password hash the
+// caller proved (user.PasswordHash) is still the stored one, so a login
+// racing changePassword either commits before the change (whose
+// revocation then ends its session) or answers INVALID_CREDENTIALS; then it
+// creates the session, replaces the device proof (proof, when the caller
+// presented one), and ends the least recently used sessions beyond
+// MaxSessionsPerUser. The row lock also serialises the user's sign-ins, so
+// concurrent ones cannot each see room for one more session.
+func (s *Service) signIn(ctx context.Context, tx bun.Tx, user *models.User, device *string, proof *reservation) (*Issued, error) {
+	var stored string
+	err := tx.NewSelect().Model((*models.User)(nil)).Column("password_hash").
+		Where("id = ?", user.ID).Apply(s.dialect.ForUpdate).Scan(ctx, &stored)
+	if isNoRows(err) || err == nil && stored != user.PasswordHash {
+		return nil, errInvalidCredentials
+	}
+	if err != nil {
+		return nil, err
+	}
+	issued, err := s.createSession(ctx, tx, user, device)
+	if err != nil {
+		return nil, err
+	}
+	if issued.DeviceToken, err = s.issueDevice(ctx, tx, user.ID, proof); err != nil {
+		return nil, err
+	}
+	if s.cfg.MaxSessionsPerUser > 0 {
+		return issued, s.endLeastRecentlyUsed(ctx, tx, user.ID, issued.Session.ID)
+	}
+	return issued, nil
+}
+
+// delivered hands the tokens that travel as cookies to the transport.
+func (s *Service) delivered(ctx context.Context, issued *Issued) {
+	issued.RefreshInCookie = deliverRefreshCookie(ctx, issued)
+	issued.DeviceInCookie = deliverDeviceCookie(ctx, issued.DeviceToken, s.cfg.Throttle.DeviceTokenTTL)
+}
+
+// PasswordWork is how many argon2id computations a Service has run.
+type PasswordWork struct {
+	Verified int64 // passwords checked against a hash (login, changePassword)
+	Hashed   int64 // passwords hashed (signUp, changePassword)
+}
+
+// PasswordWork returns the argon2id computations s has run since it was
+// made, for metrics and for tests that prove an attempt was refused before
+// it cost a hash.
+func (s *Service) PasswordWork() PasswordWork {
+	return PasswordWork{Verified: s.verified.Load(), Hashed: s.hashed.Load()}
+}
+
+func (s *Service) verify(ctx context.Context, password, encoded string) (bool, error) {
+	s.verified.Add(1)
+	return s.hasher.verify(ctx, password, encoded)
+}
+
+func (s *Service) hash(ctx context.Context, password string) (string, error) {
+	s.hashed.Add(1)
+	return s.hasher.hash(ctx, password)
 }
 
 // endLeastRecentlyUsed ends the user's live sessions beyond the newest

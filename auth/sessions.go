@@ -48,12 +48,7 @@ func (s *Service) authenticateAccess(ctx context.Context, token string) (*Identi
 			return s.checkAccess(ctx, epoch, h, id)
 		}
 	}
-	row := new(identityRow)
-	err := s.db.NewSelect().Model(row).
-		ColumnExpr("session.*").ColumnExpr(s.dialect.Now+" AS db_now").
-		Relation("User").
-		Where("session.access_hash = ?", h).
-		Scan(ctx)
+	row, err := s.lookupAccess(ctx, h)
 	if isNoRows(err) {
 		return nil, errUnauthenticated
 	}
@@ -231,9 +226,13 @@ func (s *Service) revokeOthers(ctx context.Context, db bun.IDB, who *Identity) (
 }
 
 // ChangePassword replaces who's password and ends all their other sessions,
-// in one transaction.
-// Errors: INVALID_CREDENTIALS (wrong current password), BAD_USER_INPUT,
-// SERVICE_UNAVAILABLE.
+// in one transaction. A check of the current password is counted like a
+// login's, on the same per-email key and before any hashing, so an access
+// token is no oracle for more guesses than login allows. The user's device
+// proofs go too: they proved the old password.
+// Errors: INVALID_CREDENTIALS (wrong current password), RATE_LIMITED (too
+// many failed password checks for the account; retryAfterSeconds),
+// BAD_USER_INPUT, SERVICE_UNAVAILABLE.
 func (s *Service) ChangePassword(ctx context.Context, who *Identity, current, next string) error {
 	if utf8.RuneCountInString(current) > maxPasswordLen {
 		return errInvalidCredentials
@@ -241,21 +240,29 @@ func (s *Service) ChangePassword(ctx context.Context, who *Identity, current, ne
 	if err := checkPassword(next); err != nil {
 		return err
 	}
-	ok, err := s.hasher.verify(ctx, current, who.User.PasswordHash)
+	held, err := s.reserve(ctx, []limit{s.emailLimit(who.User.EmailKey)}, errLoginLimited)
 	if err != nil {
+		return err
+	}
+	ok, err := s.verify(ctx, current, who.User.PasswordHash)
+	if err != nil {
+		s.release(ctx, held)
 		return dbError(err)
 	}
 	if !ok {
+		s.fail(ctx, held)
 		return errInvalidCredentials
 	}
-	hash, err := s.hasher.hash(ctx, next)
+	hash, err := s.hash(ctx, next)
 	if err != nil {
+		s.release(ctx, held)
 		return dbError(err)
 	}
 	err = s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		// Compare-and-set on the old hash: of two concurrent changes made
 		// with the same current password, one wins and the other is told
-		// its current password is wrong (it is, by then).
+		// its current password is wrong (it is, by then). The update locks
+		// the user's row, which a login's sign-in waits for (see signIn).
 		res, err := tx.NewUpdate().Model((*models.User)(nil)).
 			Set("password_hash = ?", hash).
 			Where("id = ? AND password_hash = ?", who.User.ID, who.User.PasswordHash).
@@ -266,12 +273,18 @@ func (s *Service) ChangePassword(ctx context.Context, who *Identity, current, ne
 		if n, _ := res.RowsAffected(); n == 0 {
 			return errInvalidCredentials
 		}
-		_, err = s.revokeOthers(ctx, tx, who)
-		return err
+		if _, err = s.revokeOthers(ctx, tx, who); err != nil {
+			return err
+		}
+		return s.deleteUserDevices(ctx, tx, who.User.ID)
 	})
 	if err != nil {
+		// Losing the compare-and-set is a failure: the current password
+		// given is not the password any more.
+		s.settle(ctx, held, ErrorCode(err) == CodeInvalidCredentials)
 		return dbError(err)
 	}
+	s.release(ctx, held)
 	s.syncInvalidations(ctx)
 	return nil
 }

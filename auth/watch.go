@@ -170,11 +170,30 @@ func (h *watchHub) nudge() {
 	}
 }
 
-// watchInvalidated is the invalidation stream's hook (auth/cache.go): a
-// notification payload "s:<session>" or "u:<user>", after its change
-// committed. Anything else re-reads every watched session.
+// watchInvalidated is the invalidation stream's hook (auth/coherence.go),
+// given each notification payload after its change committed: "s:<session>"
+// or "u:<user>" (the trigger's), or a heartbeat
+// "h|<instance>|<seq>|<want ack>|<acks>|<rotated sessions>" whose last field
+// names the sessions whose tokens a refresh rotated. Anything else re-reads
+// every watched session.
 func (s *Service) watchInvalidated(payload string) {
 	h := &s.watch
+	if f := strings.Split(payload, "|"); len(f) == 6 && f[0] == "h" {
+		if f[5] == "" {
+			return // a bare heartbeat: nothing changed
+		}
+		h.mu.Lock()
+		if h.bySession != nil {
+			for id := range strings.SplitSeq(f[5], ",") {
+				if _, ok := h.bySession[id]; ok {
+					h.dirty[id] = struct{}{}
+				}
+			}
+		}
+		h.mu.Unlock()
+		h.nudge()
+		return
+	}
 	kind, id, _ := strings.Cut(payload, ":")
 	h.mu.Lock()
 	if h.bySession == nil {

@@ -42,6 +42,7 @@ type ComplexityRoot struct {
 		AccessToken           func(childComplexity int) int
 		AccessTokenExpiresAt  func(childComplexity int) int
 		AccessTokenExpiresIn  func(childComplexity int) int
+		DeviceToken           func(childComplexity int) int
 		RefreshToken          func(childComplexity int) int
 		RefreshTokenExpiresAt func(childComplexity int) int
 		RefreshTokenExpiresIn func(childComplexity int) int
@@ -175,6 +176,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.AuthPayload.AccessTokenExpiresIn(childComplexity), true
+	case "AuthPayload.deviceToken":
+		if e.ComplexityRoot.AuthPayload.DeviceToken == nil {
+			break
+		}
+
+		return e.ComplexityRoot.AuthPayload.DeviceToken(childComplexity), true
 	case "AuthPayload.refreshToken":
 		if e.ComplexityRoot.AuthPayload.RefreshToken == nil {
 			break
@@ -662,6 +669,17 @@ type AuthPayload {
   user: User!
   "The session the tokens belong to."
   session: Session!
+  """
+  A device proof, from ` + "`" + `signUp` + "`" + ` and ` + "`" + `login` + "`" + ` only: null after ` + "`" + `refresh` + "`" + `, and null when it was
+  delivered as the HttpOnly cookie ` + "`" + `__Host-device_token` + "`" + ` (header ` + "`" + `X-Token-Transport: cookie` + "`" + `).
+  Keep it on this device and send it as the header ` + "`" + `X-Device-Token` + "`" + ` on its next ` + "`" + `login` + "`" + `
+  (a browser sends the cookie by itself): a login with a live proof of the same account is
+  exempt from that account's and that address's lockouts, which strangers can trigger, and
+  has a limit of LOGIN_MAX_FAILURES failed passwords per window of its own; at that limit the
+  proof is deleted. Each login replaces it with a new one; ` + "`" + `changePassword` + "`" + ` ends them all.
+  An unknown, expired or spent proof is ignored, never an error.
+  """
+  deviceToken: String
 }
 
 "Credentials for a new account, the argument of ` + "`" + `signUp` + "`" + ` (no token needed)."
@@ -705,8 +723,11 @@ field may also answer SERVICE_UNAVAILABLE (database unreachable, nothing written
 type Mutation {
   """
   Creates an account and signs this device in. No token needed; with the header
-  ` + "`" + `X-Token-Transport: cookie` + "`" + ` the refresh token comes as an HttpOnly cookie instead.
-  Errors: BAD_USER_INPUT, EMAIL_TAKEN, FORBIDDEN (sign-up disabled).
+  ` + "`" + `X-Token-Transport: cookie` + "`" + ` the refresh token and the device proof come as HttpOnly
+  cookies instead.
+  Errors: BAD_USER_INPUT, EMAIL_TAKEN, FORBIDDEN (sign-up disabled), RATE_LIMITED (too many
+  sign-ups from this client address, an IPv6 address counting as its /64;
+  ` + "`" + `extensions.retryAfterSeconds` + "`" + ` says when to retry).
   """
   signUp(
     "The new account's credentials; see SignUpInput for which errors each field can cause."
@@ -714,9 +735,12 @@ type Mutation {
   ): AuthPayload!
   """
   Signs this device in. No token needed; with the header ` + "`" + `X-Token-Transport: cookie` + "`" + `
-  the refresh token comes as an HttpOnly cookie instead.
-  Errors: INVALID_CREDENTIALS, BAD_USER_INPUT, RATE_LIMITED (too many failed logins;
-  ` + "`" + `extensions.retryAfterSeconds` + "`" + ` says when to retry).
+  the refresh token and the device proof come as HttpOnly cookies instead. Send the
+  device proof of an earlier sign-in as the header ` + "`" + `X-Device-Token` + "`" + ` (see
+  AuthPayload.deviceToken) so that failures of others do not lock this device out.
+  Errors: INVALID_CREDENTIALS, BAD_USER_INPUT, RATE_LIMITED (too many failed password
+  checks for the account, the client address, an IPv6 address counting as its /64, or
+  the device proof; ` + "`" + `extensions.retryAfterSeconds` + "`" + ` says when to retry).
   """
   login(
     "The account's credentials; see LoginInput for which errors each field can cause."
@@ -766,8 +790,12 @@ type Mutation {
   ): Session! @authenticated
   """
   Changes the caller's password and ends all their other sessions. Needs an access token.
+  Failed checks of the current password count with the account's failed logins.
+  Ends the account's device proofs too (they proved the old password).
   Errors: UNAUTHENTICATED, TOKEN_EXPIRED, INVALID_CREDENTIALS (wrong current password),
-  BAD_USER_INPUT (new password too short or too long).
+  RATE_LIMITED (too many failed password checks for the account;
+  ` + "`" + `extensions.retryAfterSeconds` + "`" + ` says when to retry), BAD_USER_INPUT (new password too
+  short or too long).
   """
   changePassword(
     "The password in use now; wrong: INVALID_CREDENTIALS."
@@ -919,6 +947,8 @@ func (ec *executionContext) childFields_AuthPayload(ctx context.Context, field g
 		return ec.fieldContext_AuthPayload_user(ctx, field)
 	case "session":
 		return ec.fieldContext_AuthPayload_session(ctx, field)
+	case "deviceToken":
+		return ec.fieldContext_AuthPayload_deviceToken(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type AuthPayload", field.Name)
 }
@@ -1539,6 +1569,29 @@ func (ec *executionContext) fieldContext_AuthPayload_session(_ context.Context, 
 		},
 	}
 	return fc, nil
+}
+
+func (ec *executionContext) _AuthPayload_deviceToken(ctx context.Context, field graphql.CollectedField, obj *AuthPayload) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_AuthPayload_deviceToken(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.DeviceToken, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_AuthPayload_deviceToken(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("AuthPayload", field, false, false, "String")
 }
 
 func (ec *executionContext) _Mutation_signUp(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
@@ -4049,6 +4102,11 @@ func (ec *executionContext) _AuthPayload(ctx context.Context, sel ast.SelectionS
 		case "session":
 			out.Values[i] = ec._AuthPayload_session(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "deviceToken":
+			out.Values[i] = ec._AuthPayload_deviceToken(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
 				out.Invalids++
 			}
 		default:

@@ -30,6 +30,15 @@ type AuthPayload struct {
 	User *User `json:"user"`
 	// The session the tokens belong to.
 	Session *Session `json:"session"`
+	// A device proof, from `signUp` and `login` only: null after `refresh`, and null when it was
+	// delivered as the HttpOnly cookie `__Host-device_token` (header `X-Token-Transport: cookie`).
+	// Keep it on this device and send it as the header `X-Device-Token` on its next `login`
+	// (a browser sends the cookie by itself): a login with a live proof of the same account is
+	// exempt from that account's and that address's lockouts, which strangers can trigger, and
+	// has a limit of LOGIN_MAX_FAILURES failed passwords per window of its own; at that limit the
+	// proof is deleted. Each login replaces it with a new one; `changePassword` ends them all.
+	// An unknown, expired or spent proof is ignored, never an error.
+	DeviceToken *string `json:"deviceToken,omitempty"`
 }
 
 // Credentials of an existing account, the argument of `login` (no token needed).

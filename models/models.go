@@ -76,12 +76,33 @@ type RetiredRefreshToken struct {
 	Sealed    []byte     `bun:"sealed"`
 }
 
-// LoginThrottle counts failed logins for one key (an email or a client
-// address) in a fixed window that starts at the first failure.
+// LoginThrottle counts failed password checks for one key (an email, a
+// client address) in a fixed window that starts at the first attempt
+// counted. The table signup_throttle has the same shape and counts sign-up
+// attempts per client address.
 type LoginThrottle struct {
 	bun.BaseModel `bun:"table:login_throttle"`
 
-	Key         string    `bun:"key,pk"`
+	Key      string `bun:"key,pk"`
+	Failures int    `bun:"failures,notnull"`
+	// Pending counts attempts counted in the window whose password is
+	// still being checked; Failures + Pending never exceeds the limit.
+	Pending     int       `bun:"pending,notnull"`
+	WindowStart time.Time `bun:"window_start,notnull"`
+}
+
+// DeviceToken is a device's proof that it signed in to the user's account
+// with the password before: only the SHA-256 of the token the device holds.
+// It exempts the device's logins from the per-email and per-address
+// lockouts and counts its own failures, in a fixed window like
+// LoginThrottle's.
+type DeviceToken struct {
+	bun.BaseModel `bun:"table:device_tokens"`
+
+	TokenHash   []byte    `bun:"token_hash,pk"`
+	UserID      string    `bun:"user_id,notnull"`
+	CreatedAt   time.Time `bun:"created_at,notnull"`
+	ExpiresAt   time.Time `bun:"expires_at,notnull"`
 	Failures    int       `bun:"failures,notnull"`
 	WindowStart time.Time `bun:"window_start,notnull"`
 }

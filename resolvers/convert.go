@@ -41,6 +41,10 @@ func toPayload(i *auth.Issued) *graph.AuthPayload {
 	if !i.RefreshInCookie {
 		refresh = &i.RefreshToken
 	}
+	var device *string
+	if i.DeviceToken != "" && !i.DeviceInCookie {
+		device = &i.DeviceToken
+	}
 	return &graph.AuthPayload{
 		AccessToken:           i.AccessToken,
 		RefreshToken:          refresh,
@@ -50,6 +54,7 @@ func toPayload(i *auth.Issued) *graph.AuthPayload {
 		RefreshTokenExpiresIn: secondsUntil(i, i.Session.RefreshExpiresAt),
 		User:                  toUser(i.User),
 		Session:               toSession(i.Session, true),
+		DeviceToken:           device,
 	}
 }
 

@@ -138,6 +138,8 @@ var (
 	wantTypename   = []byte(`"__typename":"Query"`)
 	bodyMe         = []byte(`{"query":"{ me { id email } }"}`)
 	wantMe         = []byte(`"me":{"id":"`)
+	bodyLogout     = []byte(`{"query":"mutation { logout }"}`)
+	wantLogout     = []byte(`"logout":true`)
 	bodyMySessions = []byte(`{"query":"{ mySessions { id } }"}`)
 	wantMySessions = []byte(`"mySessions":[`)
 	bodyRefresh    = []byte(`{"query":"mutation { refresh { accessToken refreshToken } }"}`)

@@ -2,7 +2,7 @@
 # loadtest run, by scenario and kind, between the -sql-markers markers.
 # usage: awk -v db=<database> -v run=<run id> -f countsql.awk <postgresql log>
 index($0, "@" db " ") && /LOG:  (statement|execute [^:]*):/ {
-    if (match($0, "loadtest-marker " run " [a-e] (begin|end)")) {
+    if (match($0, "loadtest-marker " run " [a-f] (begin|end)")) {
         split(substr($0, RSTART, RLENGTH), m, " ")
         cur = (m[4] == "begin") ? m[3] : ""
         next

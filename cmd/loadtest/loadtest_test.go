@@ -159,6 +159,25 @@ func TestParseScenarios(t *testing.T) {
 	}
 }
 
+// TestSeveralInstances: -url lists instances; client i talks to instance i
+// mod n, and a chain's consecutive steps go to different instances.
+func TestSeveralInstances(t *testing.T) {
+	o, err := parseFlags([]string{"-url", "http://a/graphql, http://b/graphql,http://c/graphql", "-sessions", "100", "-database-url", "postgres://x/y"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(o.URLs) != 3 || o.URLs[1] != "http://b/graphql" || o.Sessions != 100 {
+		t.Fatalf("options = %+v", o)
+	}
+	e := &env{}
+	for _, u := range o.URLs {
+		e.apis = append(e.apis, newClient(u, 1, time.Second))
+	}
+	if e.api(0).url != "http://a/graphql" || e.api(4).url != "http://b/graphql" || e.api(5) == e.api(6) {
+		t.Error("clients are not spread over the instances in turn")
+	}
+}
+
 func TestParseFlags(t *testing.T) {
 	o, err := parseFlags([]string{"-c", "4", "-n", "10", "-scenarios", "a,b"}, io.Discard)
 	if err != nil {
@@ -173,6 +192,9 @@ func TestParseFlags(t *testing.T) {
 		{"-sql-markers"},
 		{"-d", "0"},
 		{"extra"},
+		{"-sessions", "10000"}, // needs -database-url
+		{"-sessions", "-1", "-database-url", "postgres://x/y"},
+		{"-url", " , "},
 	} {
 		if _, err := parseFlags(bad, io.Discard); err == nil {
 			t.Errorf("parseFlags(%q) accepted", bad)

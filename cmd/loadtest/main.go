@@ -6,8 +6,12 @@
 //	c  { mySessions { id } }
 //	d  refresh chains: each client refreshes with the token it was last given
 //	e  login
+//	f  logout of sessions made with SQL: a revocation (needs -database-url)
 //
-// It starts nothing by itself. Each scenario runs with -c concurrent clients
+// It starts nothing by itself. -url may list several instances of one
+// deployment: client i talks to instance i mod n, and each step of a
+// refresh chain goes to the next instance, so that every rotation must be
+// honoured by an instance other than the one that made it. Each scenario runs with -c concurrent clients
 // for -d (after -warmup), one scenario after the other, so that they can be
 // compared side by side in one run. It seeds its own users and sessions
 // through the API and, given -database-url, can pre-fill the sessions table
@@ -40,10 +44,12 @@ func main() {
 
 // options is everything the command line sets.
 type options struct {
-	URL          string
+	URL          string   // as given
+	URLs         []string // -url split at commas
 	SeedURL      string
 	Clients      int
 	Tokens       int
+	Sessions     int
 	Duration     time.Duration
 	Warmup       time.Duration
 	PerClient    int // requests per client; when positive, replaces Duration and Warmup
@@ -70,10 +76,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var scenarios string
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.URL, "url", "http://127.0.0.1:8080/graphql", "GraphQL endpoint of a running server")
+	fs.StringVar(&o.URL, "url", "http://127.0.0.1:8080/graphql", "GraphQL endpoint of a running server, or a comma-separated list of several instances of one deployment (clients and refresh steps are spread over them)")
 	fs.StringVar(&o.SeedURL, "seed-url", "", "GraphQL endpoint for seeding (signUp, login) when it should not go through -url: another instance on the same database keeps password hashing out of the measured server's memory")
 	fs.IntVar(&o.Clients, "c", 16, "concurrent clients per scenario")
 	fs.IntVar(&o.Tokens, "tokens", 0, "distinct access tokens (one user each) that (b) and (c) cycle through; at least -c")
+	fs.IntVar(&o.Sessions, "sessions", 0, "distinct sessions (access tokens) that (b) and (c) cycle through, created with SQL for the -c users of pool u (needs -database-url); replaces -tokens")
 	fs.DurationVar(&o.Duration, "d", 15*time.Second, "measured duration of each scenario")
 	fs.DurationVar(&o.Warmup, "warmup", 2*time.Second, "unmeasured load before each scenario's measurement")
 	fs.IntVar(&o.PerClient, "n", 0, "exact number of requests per client (replaces -d and -warmup; for counting SQL statements)")
@@ -113,12 +120,22 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-d must be positive")
 	case o.Warmup < 0 || o.Pause < 0 || o.Timeout <= 0:
 		return o, fmt.Errorf("-warmup and -pause must not be negative, -timeout must be positive")
-	case o.Tokens < 0:
-		return o, fmt.Errorf("-tokens must not be negative")
+	case o.Tokens < 0 || o.Sessions < 0:
+		return o, fmt.Errorf("-tokens and -sessions must not be negative")
+	case o.Sessions > 0 && o.DatabaseURL == "":
+		return o, fmt.Errorf("-sessions needs -database-url")
 	case o.Prefill < 0 || o.PrefillUsers < 1:
 		return o, fmt.Errorf("-prefill must not be negative and -prefill-users must be at least 1")
 	case (o.Prefill > 0 || o.SQLMarkers) && o.DatabaseURL == "":
 		return o, fmt.Errorf("-prefill and -sql-markers need -database-url")
+	}
+	for _, u := range strings.Split(o.URL, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			o.URLs = append(o.URLs, u)
+		}
+	}
+	if len(o.URLs) == 0 {
+		return o, fmt.Errorf("-url is empty")
 	}
 	if o.PerClient > 0 {
 		o.Warmup = 0
@@ -164,11 +181,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	logf := func(format string, a ...any) { fmt.Fprintf(stderr, format+"\n", a...) }
 	e := &env{
 		opts:  o,
-		api:   newClient(o.URL, o.Clients, o.Timeout),
 		runID: randomHex(4),
 		logf:  logf,
 	}
-	e.seedAPI = e.api
+	for _, u := range o.URLs {
+		e.apis = append(e.apis, newClient(u, o.Clients, o.Timeout))
+	}
+	e.seedAPI = e.apis[0]
 	if o.SeedURL != "" {
 		e.seedAPI = newClient(o.SeedURL, seedConcurrency, o.Timeout)
 	}
@@ -179,7 +198,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer e.db.Close(context.WithoutCancel(ctx))
 		e.dbName = e.db.Config().Database
 	}
-	for _, c := range []*client{e.api, e.seedAPI} {
+	for _, c := range append([]*client{e.seedAPI}, e.apis...) {
 		if err := c.ping(ctx); err != nil {
 			return fmt.Errorf("%s does not answer { __typename }: %w", c.url, err)
 		}
@@ -189,7 +208,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	rep := report{
-		URL: o.URL, Clients: o.Clients, Tokens: max(o.Tokens, o.Clients), Duration: o.Duration, Warmup: o.Warmup, PerClient: o.PerClient,
+		URL: o.URL, Clients: o.Clients, Tokens: max(o.Tokens, o.Clients, o.Sessions), Duration: o.Duration, Warmup: o.Warmup, PerClient: o.PerClient,
 		RunID: e.runID, GOMAXPROCS: runtime.GOMAXPROCS(0), LoadAvgBefore: loadAvg(),
 	}
 	if o.Prefill > 0 {

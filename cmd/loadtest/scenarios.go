@@ -15,8 +15,8 @@ import (
 // seeded so far and, when given, a database connection.
 type env struct {
 	opts    options
-	api     *client // the server under test
-	seedAPI *client // where signUp and login of seeding go (-seed-url, else api)
+	apis    []*client // the instances under test
+	seedAPI *client   // where signUp and login of seeding go (-seed-url, else the first instance)
 	db      *pgx.Conn
 	dbName  string
 	runID   string
@@ -29,7 +29,13 @@ type env struct {
 	users map[string][]user
 	// poolIssued is when the oldest access token of pool "u" was issued.
 	poolIssued time.Time
+	// sessions are the -sessions access tokens, made at sessionsIssued.
+	sessions       []tokens
+	sessionsIssued time.Time
 }
+
+// api is the instance that client i (or step i of a chain) talks to.
+func (e *env) api(i int) *client { return e.apis[i%len(e.apis)] }
 
 type user struct {
 	email string
@@ -58,6 +64,7 @@ var scenarios = []*scenario{
 	{Key: "c", Title: "{ mySessions { id } }", prepare: prepareMySessions},
 	{Key: "d", Title: "refresh chain", prepare: prepareRefresh},
 	{Key: "e", Title: "login", prepare: prepareLogin},
+	{Key: "f", Title: "logout (a revocation)", prepare: prepareLogout},
 }
 
 func scenarioByKey(key string) *scenario {
@@ -81,7 +88,7 @@ func prepareTypename(_ context.Context, e *env) ([]op, error) {
 	ops := make([]op, e.opts.Clients)
 	for i := range ops {
 		ops[i] = func(ctx context.Context, buf *bytes.Buffer) error {
-			return e.api.call(ctx, bodyTypename, "", wantTypename, buf)
+			return e.api(i).call(ctx, bodyTypename, "", wantTypename, buf)
 		}
 	}
 	return ops, nil
@@ -93,20 +100,42 @@ func prepareTypename(_ context.Context, e *env) ([]op, error) {
 // requests from many users do.
 func bearerOps(ctx context.Context, e *env, body, want []byte) ([]op, error) {
 	pool, err := e.tokenPool(ctx)
+	if e.opts.Sessions > 0 && err == nil {
+		pool, err = e.sessionPool(ctx)
+	}
 	if err != nil {
 		return nil, err
 	}
 	ops := make([]op, e.opts.Clients)
+	authzs := make([][]string, len(ops))
 	for i := range ops {
-		var authz []string
 		for j := i; j < len(pool); j += len(ops) {
-			authz = append(authz, "Bearer "+pool[j].Access)
+			authzs[i] = append(authzs[i], "Bearer "+pool[j].Access)
 		}
-		next := 0
+	}
+	if e.opts.Sessions > 0 {
+		// Present every token once to the instance that will see it, so
+		// that the measurement starts from a warm cache, as a service
+		// whose users keep coming back runs.
+		e.logf("presenting each of %d sessions once", len(pool))
+		var wg sync.WaitGroup
+		for i := range ops {
+			wg.Go(func() {
+				var buf bytes.Buffer
+				for _, a := range authzs[i] {
+					e.api(i).call(ctx, bodyMe, a, wantMe, &buf)
+				}
+			})
+		}
+		wg.Wait()
+	}
+	for i := range ops {
+		authz := authzs[i]
+		next, api := 0, e.api(i)
 		ops[i] = func(ctx context.Context, buf *bytes.Buffer) error {
 			a := authz[next]
 			next = (next + 1) % len(authz)
-			return e.api.call(ctx, body, a, want, buf)
+			return api.call(ctx, body, a, want, buf)
 		}
 	}
 	return ops, nil
@@ -122,8 +151,8 @@ func prepareMySessions(ctx context.Context, e *env) ([]op, error) {
 
 // prepareRefresh gives each client a session of its own, from a fresh login,
 // whose chain it follows: every refresh uses the refresh token the previous
-// one returned. A broken chain (a failed refresh) is counted and restarted
-// with a login.
+// one returned, and goes to the next instance of -url. A broken chain (a
+// failed refresh) is counted and restarted with a login.
 func prepareRefresh(ctx context.Context, e *env) ([]op, error) {
 	users, err := e.usersOf(ctx, "u", e.opts.Clients)
 	if err != nil {
@@ -143,8 +172,10 @@ func prepareRefresh(ctx context.Context, e *env) ([]op, error) {
 	ops := make([]op, len(users))
 	for i, u := range users {
 		authz := "Bearer " + chains[i].Refresh
+		step := i
 		ops[i] = func(ctx context.Context, buf *bytes.Buffer) error {
-			err := e.api.call(ctx, bodyRefresh, authz, wantRefresh, buf)
+			step++
+			err := e.api(step).call(ctx, bodyRefresh, authz, wantRefresh, buf)
 			if err == nil {
 				var next tokens
 				if next, err = parsePayload(buf.Bytes(), "refresh"); err == nil {
@@ -169,8 +200,9 @@ func prepareLogin(ctx context.Context, e *env) ([]op, error) {
 	ops := make([]op, e.opts.Clients)
 	for i := range ops {
 		body := credentialsBody(loginQuery, users[i].email, e.password())
+		api := e.api(i)
 		ops[i] = func(ctx context.Context, buf *bytes.Buffer) error {
-			return e.api.call(ctx, body, "", wantLogin, buf)
+			return api.call(ctx, body, "", wantLogin, buf)
 		}
 	}
 	return ops, nil

@@ -1,6 +1,6 @@
 // Package tcpproxy is a TCP proxy that a test puts between a program and a
 // server (PostgreSQL) to inject network faults: cut every connection, refuse
-// new ones, delay traffic, and restore. It exists so that fault tests never
+// new ones, delay traffic, stall it silently, and restore. It exists so that fault tests never
 // have to stop a server other tests share.
 package tcpproxy
 
@@ -21,6 +21,8 @@ type Proxy struct {
 	mu       sync.Mutex
 	links    map[*link]struct{}
 	refusing bool
+	stalled  bool
+	dropped  int
 	delay    time.Duration
 	changed  chan struct{} // closed and replaced whenever delay changes
 	cutAfter int           // chunks left before an armed cut; <0 when none is armed
@@ -100,11 +102,25 @@ func (p *Proxy) SetDelay(d time.Duration) {
 	p.changed = make(chan struct{})
 }
 
+// Stall silently drops everything the server sends, on every connection,
+// open or new, until Restore: the client's connection stays open and its
+// writes still reach the server, but no answer and no notification comes
+// back, as behind a wedged middlebox or a partition that TCP has not
+// noticed. Nothing is reset. What was dropped is lost, so a conversation
+// that resumes after Restore is likely to be garbled.
+func (p *Proxy) Stall() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stalled = true
+}
+
 // Restore forwards normally again: new connections are accepted, nothing
-// is delayed, and no cut is armed. Connections already cut stay cut.
+// is delayed or stalled, and no cut is armed. Connections already cut stay
+// cut.
 func (p *Proxy) Restore() {
 	p.mu.Lock()
 	p.refusing = false
+	p.stalled = false
 	p.cutAfter = -1
 	p.mu.Unlock()
 	p.SetDelay(0)
@@ -116,13 +132,14 @@ type Stats struct {
 	Open     int // connections being forwarded now
 	Cuts     int // times Cut ran (by hand or armed by CutAfter)
 	Chunks   int // chunks read from either side, delivered or not yet
+	Dropped  int // chunks from the server dropped by Stall
 }
 
 // Stats returns the proxy's counts.
 func (p *Proxy) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return Stats{Accepted: p.accepted, Open: len(p.links), Cuts: p.cuts, Chunks: p.chunks}
+	return Stats{Accepted: p.accepted, Open: len(p.links), Cuts: p.cuts, Chunks: p.chunks, Dropped: p.dropped}
 }
 
 // Close stops listening, resets every connection and waits until all of
@@ -216,8 +233,10 @@ func (p *Proxy) pipe(l *link, dst, src net.Conn) {
 				p.Cut()
 				return
 			}
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
+			if src != l.upstream || !p.drops() {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
 			}
 		}
 		if err != nil {
@@ -269,6 +288,17 @@ func (p *Proxy) countChunk() bool {
 		p.cutAfter--
 		return false
 	}
+}
+
+// drops reports whether a chunk from the server is to be dropped, and
+// counts it.
+func (p *Proxy) drops() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stalled {
+		p.dropped++
+	}
+	return p.stalled
 }
 
 // drop ends l (gracefully, when one side simply closed) and forgets it.

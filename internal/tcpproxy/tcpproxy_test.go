@@ -252,3 +252,49 @@ func TestCloseStopsEverything(t *testing.T) {
 		t.Fatal("proxy still accepts after Close")
 	}
 }
+
+// TestStallDropsWhatTheServerSends stalls an open connection and a new one:
+// the server still gets every line, no answer comes back and nothing is
+// reset; after Restore a new line is answered again.
+func TestStallDropsWhatTheServerSends(t *testing.T) {
+	t.Parallel()
+	e := newEcho(t)
+	p := startProxy(t, e.ln.Addr().String())
+	old := dial(t, p)
+	mustEcho(t, old, "before")
+
+	p.Stall()
+	fresh := dial(t, p)
+	for _, c := range []net.Conn{old, fresh} {
+		c.SetDeadline(time.Now().Add(300 * time.Millisecond))
+		if _, err := io.WriteString(c, "stalled\n"); err != nil {
+			t.Fatalf("write while stalled: %v", err)
+		}
+		_, err := c.Read(make([]byte, 64))
+		if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+			t.Fatalf("read while stalled = %v, want a timeout (nothing delivered, nothing reset)", err)
+		}
+	}
+	waitUntil(t, func() bool { return len(e.received()) == 3 })
+	if got := e.received(); !slices.Equal(got, []string{"before", "stalled", "stalled"}) {
+		t.Fatalf("server got %q", got)
+	}
+	if st := p.Stats(); st.Dropped != 2 || st.Open != 2 || st.Cuts != 0 {
+		t.Fatalf("stats %+v: want 2 dropped, 2 open, no cut", st)
+	}
+
+	p.Restore()
+	mustEcho(t, fresh, "after")
+	mustEcho(t, old, "after too")
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

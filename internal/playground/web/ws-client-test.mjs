@@ -70,10 +70,16 @@ class Device {
     });
   }
 
-  async refresh() {
-    const data = await gql(`mutation { refresh { ${pairFields} } }`, null, this.tokens.refreshToken);
-    this.tokens = data.refresh;
-    this.refreshes++;
+  // refresh rotates the pair; concurrent callers share one refresh.
+  refresh() {
+    if (!this.refreshing) {
+      this.refreshing = (async () => {
+        const data = await gql(`mutation { refresh { ${pairFields} } }`, null, this.tokens.refreshToken);
+        this.tokens = data.refresh;
+        this.refreshes++;
+      })().finally(() => { this.refreshing = null; });
+    }
+    return this.refreshing;
   }
 
   // watch keeps securityEvents subscribed until the session ends; it
@@ -85,7 +91,9 @@ class Device {
         error: async (e) => {
           if (e && e.code === 4401) {
             // TOKEN_EXPIRED: refresh, unless this device already did
-            // (a refresh replaces the token the connection was opened with).
+            // (a refresh replaces the token the connection was opened with;
+            // its answer may come after the close it causes).
+            if (this.refreshing) await this.refreshing;
             if (this.tokens.accessToken === this.usedToken) await this.refresh();
             subscribe();
             return;

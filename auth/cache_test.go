@@ -1,0 +1,279 @@
+package auth
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/example/sessionauth/internal/pgtest"
+	"github.com/example/sessionauth/models"
+)
+
+func identity(session, user string) *Identity {
+	return &Identity{
+		Session: &models.Session{ID: session, UserID: user, PrevSealed: make([]byte, 556)},
+		User:    &models.User{ID: user},
+		Now:     time.Now(),
+	}
+}
+
+func liveCache(capacity int) *sessionCache {
+	c := newSessionCache(capacity)
+	c.connected, c.leaseUntil = true, time.Now().Add(time.Hour)
+	return c
+}
+
+// TestCacheStaysWithinItsSize fills a cache of 3 with 50 sessions.
+func TestCacheStaysWithinItsSize(t *testing.T) {
+	c := liveCache(3)
+	for i := range 50 {
+		c.put(c.begin(), fmt.Sprint("hash", i), identity(fmt.Sprint("s", i), "u"))
+	}
+	if n := c.size(); n != 3 {
+		t.Fatalf("%d entries, want 3", n)
+	}
+	if len(c.bySession) != 3 {
+		t.Fatalf("session index has %d entries, want 3", len(c.bySession))
+	}
+	for h, e := range c.entries {
+		if c.bySession[e.session.ID] != h {
+			t.Fatalf("index does not point at %s", h)
+		}
+		if e.session.PrevSealed != nil {
+			t.Fatal("an entry keeps the sealed pair, which no lookup needs")
+		}
+	}
+}
+
+// TestCacheEvictions: a session's rotated-away token goes when its new one
+// is cached, a session invalidation takes whichever is cached, a user
+// invalidation every session of the user, and a read that raced any of
+// them is not cached.
+func TestCacheEvictions(t *testing.T) {
+	c := liveCache(10)
+	c.put(c.begin(), "old", identity("s1", "u1"))
+	c.put(c.begin(), "new", identity("s1", "u1"))
+	c.put(c.begin(), "other", identity("s2", "u1"))
+	c.put(c.begin(), "third", identity("s3", "u2"))
+	if _, ok := c.get("old"); ok {
+		t.Fatal("the rotated-away token is still served")
+	}
+	epoch := c.begin()
+	c.mu.Lock()
+	c.evictSession("s1")
+	c.mu.Unlock()
+	if _, ok := c.get("new"); ok {
+		t.Fatal("an invalidated session is still served")
+	}
+	c.put(epoch, "new", identity("s1", "u1"))
+	if _, ok := c.get("new"); ok {
+		t.Fatal("a read that raced an invalidation was cached")
+	}
+	epoch = c.begin()
+	c.mu.Lock()
+	c.evictSession("s9") // another session's rotation
+	c.mu.Unlock()
+	c.put(epoch, "fourth", identity("s4", "u2"))
+	if _, ok := c.get("fourth"); !ok {
+		t.Fatal("a read that raced another session's invalidation was not cached")
+	}
+	c.mu.Lock()
+	c.evictUser("u1")
+	c.mu.Unlock()
+	if _, ok := c.get("other"); ok {
+		t.Fatal("an invalidated user's session is still served")
+	}
+	if _, ok := c.get("third"); !ok {
+		t.Fatal("another user's session was evicted")
+	}
+	c.mu.Lock()
+	c.leaseUntil = time.Now()
+	c.mu.Unlock()
+	if _, ok := c.get("third"); ok {
+		t.Fatal("an entry is served after the lease ran out")
+	}
+}
+
+// TestHashSlotsWithinBudget: the hashes allowed at once, with the rest of
+// the server and a full cache, fit the budget; at least one always runs.
+func TestHashSlotsWithinBudget(t *testing.T) {
+	for _, budget := range []int64{1 << 20, 48 << 20, 64 << 20, 80 << 20, 96 << 20, 256 << 20, 4 << 30} {
+		for _, size := range []int{1, DefaultCacheSize, 100_000} {
+			n := hashSlots(budget, size)
+			used := baseMemory + int64(size)*cacheEntryMemory + int64(n)*hashCost
+			if n < 1 || n > runtime.GOMAXPROCS(0) || n > 1 && used > budget {
+				t.Errorf("hashSlots(%d MiB, %d entries) = %d: %d MiB", budget>>20, size, n, used>>20)
+			}
+		}
+	}
+	if n := cap(newBoundedHasher(hashSlots(0, 0)).slots); n != hashSlots(DefaultMemoryBudget, DefaultCacheSize) {
+		t.Errorf("default hasher has %d slots", n)
+	}
+	if n := hashSlots(DefaultMemoryBudget, DefaultCacheSize); runtime.GOMAXPROCS(0) >= 2 && n != 2 {
+		t.Errorf("the default budget allows %d hashes at once, want 2", n)
+	}
+	if l := SoftMemoryLimit(0); l <= DefaultMemoryBudget/2 || l >= DefaultMemoryBudget {
+		t.Errorf("soft limit %d MiB for the default budget", l>>20)
+	}
+}
+
+// cachedService is a Service with its session cache on, over a fresh
+// database, once the cache is trusted.
+func cachedService(tb testing.TB) *Service {
+	tb.Helper()
+	url := pgtest.New(tb)
+	db := pgtest.Open(url)
+	tb.Cleanup(func() { db.Close() })
+	s := NewService(db, testConfig, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx, cancel := context.WithCancel(context.Background())
+	tb.Cleanup(cancel)
+	s.EnableCache(ctx, url)
+	deadline := time.Now().Add(10 * time.Second)
+	for !s.CacheLive() {
+		if time.Now().After(deadline) {
+			tb.Fatal("the session cache did not come up")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return s
+}
+
+// BenchmarkAuthenticateAccessCached is the per-request cost of an access
+// token answered from the session cache, cycling through 1,000 sessions
+// (hashing the token, the lookup, the copy handed to the request).
+func BenchmarkAuthenticateAccessCached(b *testing.B) {
+	s := cachedService(b)
+	user := signUp(b, s, "ann@example.com").User
+	tokens := make([]string, 1000)
+	ctx := context.Background()
+	for i := range tokens {
+		tokens[i] = newSession(b, s, user).AccessToken
+		if _, err := s.authenticateAccess(ctx, tokens[i]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if n := s.cache.size(); n != len(tokens) {
+		b.Fatalf("%d cached, want %d", n, len(tokens))
+	}
+	var next atomic.Int64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := s.authenticateAccess(ctx, tokens[next.Add(1)%int64(len(tokens))]); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkRefreshCached is a refresh with the session cache on, as in
+// production: the transaction, then the wait until the rotation has gone
+// round this instance's heartbeat. 16 chains refresh at once.
+func BenchmarkRefreshCached(b *testing.B) {
+	s := cachedService(b)
+	user := signUp(b, s, "ann@example.com").User
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.SetParallelism(8) // 16 goroutines on 2 cores
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		token := newSession(b, s, user).RefreshToken
+		for pb.Next() {
+			next, err := s.Refresh(ctx, token)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			token = next.RefreshToken
+		}
+	})
+}
+
+// BenchmarkCacheEntryMemory reports the heap one cache entry takes, with a
+// session and user as wide as real ones (what SESSION_CACHE_SIZE costs).
+func BenchmarkCacheEntryMemory(b *testing.B) {
+	const n = 10_000
+	str := func(s string) *string { return &s }
+	for b.Loop() {
+		c := liveCache(n)
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for i := range n {
+			now := time.Now()
+			id := &Identity{
+				Session: &models.Session{
+					ID: fmt.Sprintf("%08d-6f1c-4b7e-9d0a-5c3e2f1a7b8c", i), UserID: fmt.Sprintf("%08d-0000-4b7e-9d0a-5c3e2f1a7b8c", i),
+					DeviceName: str("Ann's phone"), UserAgent: str("Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1"),
+					IPAddress: str("203.0.113.42"), CreatedAt: now, LastUsedAt: now,
+					AccessHash: make([]byte, 32), RefreshHash: make([]byte, 32), PrevRefreshHash: make([]byte, 32),
+					PrevRotatedAt: &now, PrevSealed: make([]byte, 556), AccessExpiresAt: now, RefreshExpiresAt: now,
+				},
+				User: &models.User{
+					ID: fmt.Sprintf("%08d-0000-4b7e-9d0a-5c3e2f1a7b8c", i), Email: "ann.example@example.com", EmailKey: "ann.example@example.com",
+					PasswordHash: "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g", CreatedAt: now,
+				},
+				Now: now,
+			}
+			c.put(c.begin(), string(make([]byte, 32))+fmt.Sprint(i), id)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "B/entry")
+		runtime.KeepAlive(c)
+	}
+}
+
+// TestRotationQueuedWithItsWaiter: a rotation is never in the queue without
+// its waiter registered, else a heartbeat composed in between would carry
+// it without becoming the waiter's marker, and the refresh would answer
+// SERVICE_UNAVAILABLE after a second although its rotation went out. Then
+// the next heartbeat carries it, is the waiter's marker, and its commit
+// puts the change in the stream.
+func TestRotationQueuedWithItsWaiter(t *testing.T) {
+	c := liveCache(10)
+	s := &Service{cache: c, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.announceRotation(ctx, "s1") }()
+	for {
+		c.mu.Lock()
+		queued, waiting := len(c.out.evict), len(c.waiters)
+		c.mu.Unlock()
+		if queued > 0 && waiting == 0 {
+			t.Fatal("a rotation is queued without its waiter")
+		}
+		if queued > 0 {
+			break
+		}
+		runtime.Gosched()
+	}
+	seq, payload, taken := c.compose()
+	var w *syncWaiter
+	c.mu.Lock()
+	for x := range c.waiters {
+		w = x
+	}
+	c.mu.Unlock()
+	if w.marker != seq || len(taken) != 1 || !strings.HasSuffix(payload, "|s1") {
+		t.Fatalf("heartbeat %d %q: the waiter's marker is %d", seq, payload, w.marker)
+	}
+	c.sent(seq, taken, nil, time.Now())
+	c.mu.Lock()
+	inStream := !w.inStream.IsZero()
+	c.mu.Unlock()
+	if !inStream {
+		t.Fatal("the heartbeat's commit did not put the rotation in the stream")
+	}
+	cancel()
+	<-done
+}

@@ -1,0 +1,604 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// # How the caches stay coherent, and why revocation is instant
+//
+// Every instance LISTENs on invalidationChannel on a dedicated connection.
+// Two kinds of message travel on it, and PostgreSQL delivers them to every
+// listener in the order their transactions committed:
+//
+//   - "s:<session>" and "u:<user>", NOTIFYed by a trigger from inside the
+//     transaction that revokes or deletes a session or changes a user
+//     (migrations/postgres/…_notify_invalidations and
+//     …_rotations_announced_by_heartbeat).
+//     These writes are rare; one NOTIFY each, however many instances run.
+//   - heartbeats "h|<instance>|<seq>|<want ack>|<acks>|<evicted sessions>",
+//     each sent by one instance in a transaction of its own, never durably
+//     (synchronous_commit off), at most one in flight per instance. A
+//     heartbeat also carries the sessions whose tokens this instance rotated
+//     since its last one, so that a refresh needs no NOTIFY in its own
+//     transaction: PostgreSQL serialises the commits of NOTIFYing
+//     transactions through their WAL flush, which capped refresh under
+//     1,000/s. A heartbeat that wants acknowledgements is a marker; the
+//     others acknowledge it in their next heartbeat.
+//
+// The lease. An instance trusts its cache at local time t only while it is
+// connected and t < s + L, where s is when it began sending a heartbeat of
+// its own that has since come back through its LISTEN connection. All times
+// are read from the local monotonic clock and compared only with each other:
+// no two instances' wall clocks are ever compared, and the database's clock
+// is not needed either. Because delivery is in commit order, an instance that
+// has received its heartbeat sent at s has applied every invalidation
+// committed before s. (Applying means evicting; an entry read from the
+// database is stored only if no invalidation arrived while the read was in
+// flight, see sessionCache.begin, so a read that raced one is never kept.)
+// So (I) an instance trusting its cache at t has applied every invalidation
+// committed before t - L. An instance whose LISTEN
+// connection stalls hears nothing back and stops trusting its cache within L,
+// without needing the connection to fail; a watchdog then reconnects it.
+//
+// The wait. A revoking request, once its change is in the stream (the commit
+// of a trigger-notified change, or the commit of the heartbeat carrying a
+// rotation, returned at local time T), waits until every instance has applied
+// it or stopped trusting its cache, and only then answers:
+//
+//  1. At the latest, until T + L + leaseMargin: by (I), any instance trusting
+//     its cache after that has applied the change. This holds even when
+//     nothing comes back at all (a stall anywhere).
+//  2. Sooner: it sends a marker after T and waits until the marker comes
+//     back through its own listener, connected since C. Every instance J
+//     that could be trusting its cache on a heartbeat committed before the
+//     marker sent that heartbeat within the last L. If it committed after C,
+//     this listener saw it go by (at local time seen_J) before the marker;
+//     for each such J the wait ends when J acknowledges the marker (J
+//     processes in commit order: it has applied the change) or at seen_J + L
+//     + leaseMargin (J's lease on heartbeats before the marker has run out:
+//     J sent them before this instance saw them). If it committed before C,
+//     J sent it before C, and its lease is over at C + L + leaseMargin, so
+//     the wait never ends before that. An instance never seen has, if it
+//     trusts its cache, a lease on a heartbeat committed after the marker:
+//     it has applied the change. With one instance the wait is one
+//     heartbeat's round trip; with healthy others, two; with a stalled one,
+//     at most L (plus margin); in an instance's first L, until C + L.
+//
+// So when a revoking request returns, no instance accepts the token: each has
+// either evicted it or bypasses its cache (and reads the database, which
+// says revoked). leaseMargin covers the rate difference of two monotonic
+// clocks (parts per million) and scheduling delay between reading the clock
+// and the comparison. A refresh whose heartbeat cannot be committed within L
+// answers SERVICE_UNAVAILABLE rather than a pair whose predecessor may still
+// be accepted elsewhere; the rotation stays queued and is announced with the
+// next heartbeat that commits, and a retried refresh announces it again. The
+// one case not covered: an instance that dies between a rotation's commit and
+// its heartbeat never answered that refresh, and the old access token stays
+// usable on other instances that cached it for at most cacheTTL.
+const (
+	invalidationChannel = "sessionauth_invalidate"
+	// leaseDuration is L: how long a heartbeat's round trip keeps an
+	// instance's cache trusted, and the longest a revoking request waits.
+	leaseDuration = time.Second
+	leaseMargin   = 100 * time.Millisecond
+	// heartbeatEvery is how often an idle instance renews its lease.
+	heartbeatEvery = leaseDuration / 4
+	// heartbeatSpacing is the least time between two heartbeats of one
+	// instance, so that a burst of revocations shares one.
+	heartbeatSpacing = time.Millisecond
+	// watchdogAfter is how long without an own heartbeat back before the
+	// LISTEN connection is presumed stalled and replaced.
+	watchdogAfter = 3 * leaseDuration
+	// maxEvictionsPerHeartbeat keeps a payload well under PostgreSQL's
+	// 8,000 bytes (37 bytes a session).
+	maxEvictionsPerHeartbeat = 150
+)
+
+// outbox is what the next heartbeat carries; guarded by sessionCache.mu.
+type outbox struct {
+	seq    uint64
+	sentAt map[uint64]time.Time // own heartbeats in flight, by seq
+	evict  []eviction           // rotated sessions not yet announced
+	acks   map[string]uint64    // peer -> its latest marker to acknowledge
+	last   time.Time            // when the last heartbeat started
+}
+
+type eviction struct {
+	session string
+	w       *syncWaiter
+}
+
+// peer is another instance as this one's listener saw it.
+type peer struct {
+	seen  time.Time // when its last heartbeat went by
+	acked uint64    // the latest of our markers it acknowledged
+}
+
+// syncWaiter is one revoking request waiting for the others.
+type syncWaiter struct {
+	since    time.Time // after the change was in the stream (trigger) or queued (rotation)
+	rotation bool      // the change travels in our heartbeat, not by trigger
+	marker   uint64    // the heartbeat that serves as its marker; 0 until sent
+	inStream time.Time // when the change was known to be committed in the stream
+	seenBack bool      // the marker came back through our listener
+	floor    time.Time // step 2 never ends before: connected + L + margin
+	pending  map[string]time.Time
+	done     bool
+	err      error
+	wake     chan struct{}
+}
+
+// EnableCache starts answering access-token lookups from memory, kept
+// coherent by LISTEN on a dedicated connection to databaseURL (PostgreSQL)
+// and by heartbeats sent through the service's pool. It returns at once; the
+// cache is trusted only while its lease holds (see above), and the listener
+// reconnects until ctx ends. Config.SessionCacheSize bounds the entries.
+func (s *Service) EnableCache(ctx context.Context, databaseURL string) {
+	s.cache = newSessionCache(s.cfg.SessionCacheSize)
+	go s.listen(ctx, databaseURL)
+	go s.heartbeats(ctx)
+}
+
+func (s *Service) listen(ctx context.Context, databaseURL string) {
+	const firstBackoff = 100 * time.Millisecond
+	backoff := firstBackoff
+	for ctx.Err() == nil {
+		err := s.listenOnce(ctx, databaseURL)
+		c := s.cache
+		c.mu.Lock()
+		if c.connected && time.Since(c.connectedAt) > watchdogAfter {
+			backoff = firstBackoff // it was up for a while: a new outage
+		}
+		c.connected, c.leaseUntil = false, time.Time{}
+		c.reset()
+		c.mu.Unlock()
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.WarnContext(ctx, "session cache off: invalidation listener disconnected", "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// errStalled ends a LISTEN connection on which no own heartbeat came back.
+var errStalled = errors.New("no heartbeat came back within " + watchdogAfter.String())
+
+func (s *Service) listenOnce(ctx context.Context, databaseURL string) error {
+	connectCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	conn, err := pgx.Connect(connectCtx, databaseURL)
+	cancel()
+	if err != nil {
+		return err
+	}
+	connCtx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		conn.Close(closeCtx)
+	}()
+	if _, err := conn.Exec(connCtx, "LISTEN "+eventStreamChannel); err != nil {
+		return err
+	}
+	if _, err := conn.Exec(connCtx, "LISTEN "+invalidationChannel); err != nil {
+		return err
+	}
+	c := s.cache
+	now := time.Now()
+	c.mu.Lock()
+	c.connected, c.connectedAt, c.lastOwn = true, now, now
+	c.leaseUntil, c.lapsed = time.Time{}, false
+	clear(c.out.sentAt) // only heartbeats sent from now on renew the lease
+	c.reset()
+	c.mu.Unlock()
+	c.nudge()
+	s.log.InfoContext(ctx, "session cache listening")
+	go s.watchdog(connCtx, stop)
+	for {
+		n, err := conn.WaitForNotification(connCtx)
+		if err != nil {
+			if cause := context.Cause(connCtx); cause != nil && ctx.Err() == nil {
+				return cause
+			}
+			return err
+		}
+		if n.Channel == eventStreamChannel {
+			s.streamNotified(n.Payload) // securityEvents (eventstream.go)
+			continue
+		}
+		s.watchInvalidated(n.Payload) // subscriptions' sessions (watch.go)
+		s.apply(n.Payload)
+	}
+}
+
+// watchdog ends the LISTEN connection when nothing of ours has come back on
+// it for watchdogAfter: a silent stall that TCP would take minutes to notice.
+func (s *Service) watchdog(ctx context.Context, stop context.CancelCauseFunc) {
+	t := time.NewTicker(heartbeatEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			c := s.cache
+			c.mu.Lock()
+			stale := now.Sub(c.lastOwn) > watchdogAfter
+			lapsed := !c.lapsed && !now.Before(c.leaseUntil) && now.Sub(c.connectedAt) > leaseDuration
+			if lapsed {
+				c.lapsed = true // said once per lapse
+			}
+			c.mu.Unlock()
+			if lapsed {
+				s.log.WarnContext(ctx, "session cache distrusted: no heartbeat came back within the lease", "lease", leaseDuration)
+			}
+			if stale {
+				stop(errStalled)
+				return
+			}
+		}
+	}
+}
+
+// apply handles one notification, in commit order.
+func (s *Service) apply(payload string) {
+	c := s.cache
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	kind, rest, _ := strings.Cut(payload, ":")
+	switch kind {
+	case "s":
+		c.evictSession(rest)
+		return
+	case "u":
+		c.evictUser(rest)
+		return
+	case "sync", "ack": // from an instance of the version before leases
+		return
+	}
+	f := strings.Split(payload, "|")
+	seq, err := strconv.ParseUint(f[min(2, len(f)-1)], 10, 64)
+	if len(f) != 6 || f[0] != "h" || err != nil {
+		c.reset() // unknown: be safe
+		return
+	}
+	from, wantAck, acks, evicted := f[1], f[3] == "1", f[4], f[5]
+	if evicted != "" {
+		for id := range strings.SplitSeq(evicted, ",") {
+			c.evictSession(id)
+		}
+	}
+	if from == c.self {
+		if sent, ok := c.out.sentAt[seq]; ok {
+			// Everything committed before sent has now been applied.
+			if until := sent.Add(leaseDuration); until.After(c.leaseUntil) {
+				c.leaseUntil = until
+			}
+			c.lastOwn, c.lapsed = now, false
+			for k := range c.out.sentAt {
+				if k <= seq {
+					delete(c.out.sentAt, k)
+				}
+			}
+		}
+		c.markerBack(seq, now)
+		return
+	}
+	p := c.peers[from]
+	if p == nil {
+		p = &peer{}
+		c.peers[from] = p
+	}
+	p.seen = now
+	if acks != "" {
+		for a := range strings.SplitSeq(acks, ",") {
+			inst, n, _ := strings.Cut(a, ".")
+			if m, err := strconv.ParseUint(n, 10, 64); err == nil && inst == c.self && m > p.acked {
+				p.acked = m
+			}
+		}
+		c.settle(now)
+	}
+	if wantAck {
+		c.out.acks[from] = seq
+		c.nudge()
+	}
+}
+
+// markerBack starts step 2 for the waiters whose marker is seq; c.mu is held.
+func (c *sessionCache) markerBack(seq uint64, now time.Time) {
+	for w := range c.waiters {
+		if w.marker != seq || w.seenBack {
+			continue
+		}
+		w.seenBack = true
+		w.floor = c.connectedAt.Add(leaseDuration + leaseMargin)
+		w.pending = map[string]time.Time{}
+		for id, p := range c.peers {
+			if p.seen.After(w.since.Add(-leaseDuration-leaseMargin)) && p.acked < seq {
+				w.pending[id] = p.seen.Add(leaseDuration + leaseMargin)
+			}
+		}
+	}
+	c.settle(now)
+}
+
+// settle finishes the waiters that have nothing left to wait for; c.mu is
+// held.
+func (c *sessionCache) settle(now time.Time) {
+	for w := range c.waiters {
+		if w.done {
+			continue
+		}
+		if w.check(c, now) {
+			select {
+			case w.wake <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// check decides whether w may return at now, and records it; c.mu is held.
+func (w *syncWaiter) check(c *sessionCache, now time.Time) bool {
+	if w.done {
+		return true
+	}
+	switch {
+	case !w.inStream.IsZero() && !now.Before(w.inStream.Add(leaseDuration+leaseMargin)):
+		w.done = true // step 1
+	case w.rotation && w.inStream.IsZero() && !now.Before(w.since.Add(leaseDuration)):
+		w.done, w.err = true, errUnavailable // the rotation never left
+	case w.seenBack && !now.Before(w.floor) && (!w.rotation || !w.inStream.IsZero()):
+		for id, deadline := range w.pending {
+			if p := c.peers[id]; p != nil && p.acked >= w.marker || !now.Before(deadline) {
+				delete(w.pending, id)
+			}
+		}
+		w.done = len(w.pending) == 0 // step 2
+	}
+	return w.done
+}
+
+// next is when w should look again if nothing wakes it; c.mu is held.
+func (w *syncWaiter) next() time.Time {
+	t := w.since.Add(leaseDuration + leaseMargin)
+	if !w.inStream.IsZero() {
+		t = w.inStream.Add(leaseDuration + leaseMargin)
+	}
+	if w.seenBack {
+		t = minTime(t, w.floor)
+		for _, d := range w.pending {
+			if d.Before(w.floor) {
+				d = w.floor
+			}
+			t = minTime(t, d)
+		}
+	}
+	return t
+}
+
+func (c *sessionCache) nudge() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// heartbeats sends this instance's heartbeats: every heartbeatEvery when
+// idle, and as soon as (but no sooner than heartbeatSpacing after the last)
+// a waiter, an acknowledgement or a rotation needs one. One is in flight at
+// a time, so a burst shares it.
+func (s *Service) heartbeats(ctx context.Context) {
+	c := s.cache
+	idle := time.NewTimer(0)
+	defer idle.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.kick:
+		case <-idle.C:
+		}
+		c.mu.Lock()
+		wait := time.Until(c.out.last.Add(heartbeatSpacing))
+		c.mu.Unlock()
+		if wait > 0 {
+			time.Sleep(wait)
+		}
+		seq, payload, taken := c.compose()
+		sendCtx, cancel := context.WithTimeout(ctx, leaseDuration)
+		_, err := s.db.DB.ExecContext(sendCtx,
+			"SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)", invalidationChannel, payload)
+		cancel()
+		c.sent(seq, taken, err, time.Now())
+		if err != nil && ctx.Err() == nil {
+			s.log.WarnContext(ctx, "session cache: sending a heartbeat", "err", err)
+		}
+		idle.Reset(heartbeatEvery)
+	}
+}
+
+// compose builds the next heartbeat and assigns it as marker to the waiters
+// that need one.
+func (c *sessionCache) compose() (seq uint64, payload string, taken []eviction) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	c.out.seq++
+	seq = c.out.seq
+	c.out.sentAt[seq] = now // before the NOTIFY is sent: never later than it
+	c.out.last = now
+	n := min(len(c.out.evict), maxEvictionsPerHeartbeat)
+	taken = c.out.evict[:n:n]
+	c.out.evict = c.out.evict[n:]
+	want := false
+	for w := range c.waiters {
+		if w.marker == 0 && !w.done && (!w.rotation || hasWaiter(taken, w)) {
+			w.marker, want = seq, true
+		}
+	}
+	var b strings.Builder
+	b.WriteString("h|" + c.self + "|" + strconv.FormatUint(seq, 10) + "|")
+	if want {
+		b.WriteString("1|")
+	} else {
+		b.WriteString("0|")
+	}
+	first := true
+	for peer, m := range c.out.acks {
+		if !first {
+			b.WriteByte(',')
+		}
+		first = false
+		b.WriteString(peer + "." + strconv.FormatUint(m, 10))
+	}
+	clear(c.out.acks)
+	b.WriteByte('|')
+	for i, e := range taken {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(e.session)
+	}
+	for id, p := range c.peers {
+		if now.Sub(p.seen) > 10*leaseDuration {
+			delete(c.peers, id)
+		}
+	}
+	return seq, b.String(), taken
+}
+
+func hasWaiter(evs []eviction, w *syncWaiter) bool {
+	for _, e := range evs {
+		if e.w == w {
+			return true
+		}
+	}
+	return false
+}
+
+// sent records the outcome of heartbeat seq: committed (its evictions are in
+// the stream from now on), or failed (they go back to the queue, and its
+// waiters need another marker).
+func (c *sessionCache) sent(seq uint64, taken []eviction, err error, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		delete(c.out.sentAt, seq)
+		c.out.evict = append(taken, c.out.evict...)
+		for w := range c.waiters {
+			if w.marker == seq {
+				w.marker = 0
+			}
+		}
+		c.nudge()
+		return
+	}
+	for w := range c.waiters {
+		if w.marker == seq && w.inStream.IsZero() {
+			w.inStream = now
+		}
+	}
+	if len(c.out.evict) > 0 || len(c.out.acks) > 0 {
+		c.nudge()
+	}
+	for w := range c.waiters {
+		if w.marker == 0 && !w.done {
+			c.nudge()
+			break
+		}
+	}
+	c.settle(now)
+}
+
+// SyncInvalidations waits until every instance has applied every change
+// committed before the call, or stopped trusting its cache. Tools that
+// change sessions with their own SQL (the trigger announces it) call it
+// before they report the change done.
+func (s *Service) SyncInvalidations(ctx context.Context) { s.syncInvalidations(ctx) }
+
+// syncInvalidations is called after a transaction whose change the trigger
+// announced (a revocation, a changed user): it returns when every instance
+// has applied it or distrusts its cache (see the top of this file).
+func (s *Service) syncInvalidations(ctx context.Context) {
+	s.changedHere() // subscriptions' sessions (watch.go)
+	if s.cache == nil {
+		return
+	}
+	now := time.Now()
+	// The commit has returned: the change is in the stream.
+	w := &syncWaiter{since: now, inStream: now, wake: make(chan struct{}, 1)}
+	c := s.cache
+	c.mu.Lock()
+	c.waiters[w] = struct{}{}
+	c.mu.Unlock()
+	s.await(ctx, w)
+}
+
+// announceRotation tells every instance that session's access token was
+// rotated away, and returns when each has dropped it or distrusts its
+// cache. A refresh calls it after its commit; the rotation travels in this
+// instance's next heartbeat, so the refresh transaction NOTIFYs nothing.
+// Errors: SERVICE_UNAVAILABLE when no heartbeat could carry it within
+// leaseDuration (it stays queued for the next).
+func (s *Service) announceRotation(ctx context.Context, session string) error {
+	s.changedHere() // subscriptions' sessions (watch.go)
+	if s.cache == nil {
+		return nil
+	}
+	w := &syncWaiter{since: time.Now(), rotation: true, wake: make(chan struct{}, 1)}
+	c := s.cache
+	c.mu.Lock()
+	// Queued and registered at once: a heartbeat composed in between would
+	// carry the rotation without becoming this waiter's marker.
+	c.out.evict = append(c.out.evict, eviction{session: session, w: w})
+	c.waiters[w] = struct{}{}
+	c.evictSession(session) // here at once; the heartbeat tells the others
+	c.mu.Unlock()
+	return s.await(ctx, w)
+}
+
+// await waits for w, which the caller registered in c.waiters.
+func (s *Service) await(ctx context.Context, w *syncWaiter) error {
+	c := s.cache
+	c.nudge()
+	defer func() {
+		c.mu.Lock()
+		delete(c.waiters, w)
+		c.mu.Unlock()
+	}()
+	timer := time.NewTimer(leaseDuration)
+	defer timer.Stop()
+	for {
+		now := time.Now()
+		c.mu.Lock()
+		done, err, next := w.check(c, now), w.err, w.next()
+		c.mu.Unlock()
+		if done {
+			if err != nil {
+				s.log.WarnContext(ctx, "session cache: a rotation could not be announced in time")
+			}
+			return err
+		}
+		timer.Reset(max(time.Until(next), time.Millisecond))
+		select {
+		case <-w.wake:
+		case <-timer.C:
+		case <-ctx.Done():
+			return dbError(ctx.Err())
+		}
+	}
+}

@@ -1,0 +1,50 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/example/sessionauth/auth"
+)
+
+func configFrom(env map[string]string) (config, error) {
+	return loadConfig(func(k string) string { return env[k] })
+}
+
+// TestConfigMemoryBudgetAndCacheSize reads MEMORY_BUDGET (bytes, KiB, MiB,
+// GiB) and SESSION_CACHE_SIZE, refuses what does not parse, and leaves the
+// runtime's soft limit alone when GOMEMLIMIT sets one.
+func TestConfigMemoryBudgetAndCacheSize(t *testing.T) {
+	cfg, err := configFrom(nil)
+	if err != nil || cfg.Auth.MemoryBudget != auth.DefaultMemoryBudget || cfg.Auth.SessionCacheSize != auth.DefaultCacheSize || !cfg.SoftMemoryLimit {
+		t.Fatalf("defaults: %+v, %v", cfg.Auth, err)
+	}
+	for value, want := range map[string]int64{"96MiB": 96 << 20, "1GiB": 1 << 30, "131072 KiB": 128 << 20, "104857600": 100 << 20} {
+		cfg, err := configFrom(map[string]string{"MEMORY_BUDGET": value})
+		if err != nil || cfg.Auth.MemoryBudget != want {
+			t.Errorf("MEMORY_BUDGET=%q: %d, %v; want %d", value, cfg.Auth.MemoryBudget, err, want)
+		}
+	}
+	for _, bad := range []string{"80MB", "0", "-1MiB", "lots", "MiB", "99999999GiB", "64MiB", "512 KiB"} {
+		if _, err := configFrom(map[string]string{"MEMORY_BUDGET": bad}); err == nil {
+			t.Errorf("MEMORY_BUDGET=%q accepted", bad)
+		}
+	}
+	if cfg, err := configFrom(map[string]string{"SESSION_CACHE_SIZE": "5000"}); err != nil || cfg.Auth.SessionCacheSize != 5000 {
+		t.Errorf("SESSION_CACHE_SIZE=5000: %d, %v", cfg.Auth.SessionCacheSize, err)
+	}
+	for _, bad := range []string{"0", "-3", "many"} {
+		if _, err := configFrom(map[string]string{"SESSION_CACHE_SIZE": bad}); err == nil {
+			t.Errorf("SESSION_CACHE_SIZE=%q accepted", bad)
+		}
+	}
+	// A smaller cache leaves room for a smaller budget; a bigger one needs more.
+	if _, err := configFrom(map[string]string{"MEMORY_BUDGET": "80MiB", "SESSION_CACHE_SIZE": "100"}); err != nil {
+		t.Errorf("80 MiB with 100 cached sessions: %v", err)
+	}
+	if _, err := configFrom(map[string]string{"SESSION_CACHE_SIZE": "100000"}); err == nil {
+		t.Error("the default budget accepted with 100,000 cached sessions")
+	}
+	if cfg, _ := configFrom(map[string]string{"GOMEMLIMIT": "100MiB"}); cfg.SoftMemoryLimit {
+		t.Error("MEMORY_BUDGET overrides GOMEMLIMIT")
+	}
+}

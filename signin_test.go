@@ -1,0 +1,118 @@
+package main
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/example/sessionauth/internal/pgtest"
+)
+
+// TestLoginRacingChangePassword starts logins with the old password around a
+// changePassword, over two instances: a session may only be created while
+// the password it was verified against is still the stored one, so once
+// changePassword has returned (and the racing logins have ended), no session
+// made with the old password is live, on either instance.
+func TestLoginRacingChangePassword(t *testing.T) {
+	t.Parallel()
+	url := pgtest.New(t)
+	edit := func(c *config) { c.Auth.Throttle.MaxFailures = 1000 }
+	var logs syncBuffer
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(logs.String())
+		}
+	})
+	a := newLoggedTestServer(t, url, edit, &logs)
+	b := newLoggedTestServer(t, url, edit, &logs)
+	smallPools(a, b)
+	p := a.signUp(t, "racer@example.com")
+	passwords := []string{testPassword, "second password 2", "third password 3", "fourth password 4"}
+	// Every login costs an argon2 run: few enough to stay well inside the
+	// request deadline on a loaded machine under the race detector.
+	const logins = 8
+	lapse := 100 * time.Millisecond
+	for round := range len(passwords) - 1 {
+		old, next := passwords[round], passwords[round+1]
+		var (
+			wg     sync.WaitGroup
+			mu     sync.Mutex
+			tokens []string
+		)
+		start := make(chan struct{})
+		spread := lapse
+		for i := range logins {
+			s := []*testServer{a, b}[i%2]
+			wg.Go(func() {
+				<-start
+				// Spread over the change's second argon2 run and its
+				// commit, so that some logins read the old hash before
+				// the commit and reach their sign-in after it.
+				time.Sleep(spread/4 + time.Duration(i)*spread/logins)
+				r := s.post(t, "", loginMutation, loginVars("racer@example.com", old))
+				switch r.code() {
+				case "":
+					var q payload
+					r.field(t, "login", &q)
+					mu.Lock()
+					tokens = append(tokens, q.AccessToken, q.refresh())
+					mu.Unlock()
+				case "INVALID_CREDENTIALS": // it lost the race: the password had changed
+				default:
+					t.Errorf("login answered %s", r.code())
+				}
+			})
+		}
+		close(start)
+		time.Sleep(5 * time.Millisecond)
+		began := time.Now()
+		wantOK(t, a.post(t, p.AccessToken, changePassword, map[string]any{"cur": old, "new": next}))
+		lapse = min(time.Since(began), time.Second) // the next round spreads over this round's change
+		wg.Wait()
+		for i, tok := range tokens {
+			s := []*testServer{a, b}[i%2]
+			if i%2 == 0 {
+				wantCode(t, s.post(t, tok, meQuery, nil), "UNAUTHENTICATED")
+			} else {
+				wantCode(t, s.post(t, tok, refreshMutation, nil), "UNAUTHENTICATED")
+			}
+		}
+		live, err := a.db.NewSelect().Table("sessions").Where("revoked_at IS NULL AND id <> ?", p.Session.ID).Count(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if live != 0 {
+			t.Fatalf("round %d: %d sessions made with the old password are live after changePassword returned", round, live)
+		}
+		t.Logf("round %d: %d of %d logins got in before the change, all ended", round, len(tokens)/2, logins)
+	}
+	wantOK(t, b.post(t, "", loginMutation, loginVars("racer@example.com", passwords[len(passwords)-1])))
+	wantCode(t, b.post(t, "", loginMutation, loginVars("racer@example.com", passwords[0])), "INVALID_CREDENTIALS")
+}
+
+// TestConcurrentSignUpsOfOneEmail: of concurrent sign-ups of one email over
+// two instances, exactly one creates the account and the others answer
+// EMAIL_TAKEN, although none of them found the email taken before hashing.
+func TestConcurrentSignUpsOfOneEmail(t *testing.T) {
+	t.Parallel()
+	url := pgtest.New(t)
+	a := newTestServerOn(t, url, nil)
+	b := newTestServerOn(t, url, nil)
+	smallPools(a, b)
+	var got codes
+	var wg sync.WaitGroup
+	for i := range 6 {
+		s := []*testServer{a, b}[i%2]
+		vars := map[string]any{"email": fmt.Sprintf("Twin@example.com"), "password": testPassword}
+		wg.Go(func() { got.add(s.post(t, "", signUpMutation, vars)) })
+	}
+	wg.Wait()
+	if got.n[""] != 1 || got.n["EMAIL_TAKEN"] != 5 {
+		t.Fatalf("answers %v, want one success and 5 EMAIL_TAKEN", got.n)
+	}
+	n, err := a.db.NewSelect().Table("users").Count(ctxT(t))
+	if err != nil || n != 1 {
+		t.Fatalf("%d accounts (%v), want 1", n, err)
+	}
+}
