@@ -571,3 +571,35 @@ func TestWebSocketPing(t *testing.T) {
 		t.Fatalf("%d pings in about a second, want one per 100ms", len(pings))
 	}
 }
+
+// TestWebSocketStalledListener: an instance whose invalidation stream
+// stalls (open, delivering nothing) cannot hear of a revocation; once its
+// lease lapses it re-reads its watched sessions from the database, so the
+// revoked session's connection still closes with 4403, within the session
+// cache's bound (the 1 s lease) plus a read.
+func TestWebSocketStalledListener(t *testing.T) {
+	if pgtest.SQLite() {
+		t.Skip("the invalidation stream is PostgreSQL's; SQLite re-reads every 500 ms (TestWebSocketLifetime)")
+	}
+	viaProxy, direct, proxy := proxiedDatabase(t)
+	var logs syncBuffer
+	a := newTestServerOn(t, direct, nil)
+	b := cachingViaProxy(t, direct, viaProxy, &logs, nil)
+	waitFor(t, "both caches on", func() bool { return a.svc.CacheLive() && b.svc.CacheLive() })
+	p := a.signUp(t, "stall-ws@example.com")
+	q := a.login(t, "stall-ws@example.com")
+	c := open2(t, b, q.AccessToken)
+	alive := open2(t, b, p.AccessToken)
+	eventually(t, func() bool { return b.svc.Watched() == 2 })
+
+	proxy.Stall()
+	wantOK(t, a.post(t, p.AccessToken, revokeMutation, map[string]any{"id": q.Session.ID}))
+	c.wantClose(4403, "SESSION_ENDED", 2500*time.Millisecond)
+	if proxy.Stats().Dropped == 0 {
+		t.Fatal("the proxy dropped nothing: the stall was not exercised")
+	}
+	// The other connection's session is live: re-reading keeps it open.
+	if m, err := alive.read(time.Second); err != nil && !strings.Contains(err.Error(), "deadline") && !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("the live session's connection: %+v, %v", m, err)
+	}
+}

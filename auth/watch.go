@@ -56,6 +56,9 @@ const (
 	// notifications cannot be trusted: inside the one-second bound of
 	// API.md, with a read's time to spare.
 	watchPoll = 500 * time.Millisecond
+	// watchTrustCheck is how often the checker looks whether
+	// notifications are trusted (the session cache's lease).
+	watchTrustCheck = 100 * time.Millisecond
 	// watchReadTimeout bounds one re-read.
 	watchReadTimeout = time.Second
 	// watchBatch is how many sessions one re-read asks for.
@@ -249,14 +252,18 @@ func (s *Service) changedHere() {
 // while anything is watched.
 func (s *Service) checkWatches() {
 	h := &s.watch
-	tick := time.NewTicker(watchPoll)
+	// Trust is looked at often (it is a lock and a clock read), so that a
+	// lapse of the lease is acted on at once; untrusted, everything is
+	// re-read each watchPoll.
+	tick := time.NewTicker(watchTrustCheck)
 	defer tick.Stop()
+	var lastPoll time.Time
 	for {
 		polled := false
 		select {
 		case <-h.wake:
-		case <-tick.C:
-			polled = true
+		case now := <-tick.C:
+			polled = now.Sub(lastPoll) >= watchPoll
 		}
 		trusted := s.CacheLive()
 		h.mu.Lock()
@@ -267,7 +274,7 @@ func (s *Service) checkWatches() {
 			h.mu.Unlock()
 			return
 		}
-		if (!trusted && polled) || (trusted && !h.trusted) {
+		if (!trusted && (polled || h.trusted)) || (trusted && !h.trusted) {
 			h.all = true // no notification can be relied on, or some were missed
 		}
 		h.trusted = trusted
@@ -282,6 +289,9 @@ func (s *Service) checkWatches() {
 					ids = append(ids, id)
 				}
 			}
+		}
+		if h.all {
+			lastPoll = time.Now()
 		}
 		clear(h.dirty)
 		h.all = false
