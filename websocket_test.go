@@ -442,6 +442,15 @@ func TestWebSocketShutdownAndObservability(t *testing.T) {
 	if m := metrics(); !strings.Contains(m, "sessionauth_websocket_connections 2") {
 		t.Fatalf("gauge of open connections missing or wrong:\n%s", grepLines(m, "websocket"))
 	}
+	// A third, closed by its client, is counted by reason.
+	third := client.dialWS(t, nil)
+	third.mustInit(authInit(p.AccessToken))
+	third.conn.Close(coderws.StatusNormalClosure, "")
+	eventually(t, func() bool {
+		m := metrics()
+		return strings.Contains(m, `sessionauth_websocket_closes_total{reason="client_closed"} 1`) &&
+			strings.Contains(m, "sessionauth_websocket_connections 2")
+	})
 	stopped := make(chan error, 1)
 	go func() { stopped <- srv.stop(t) }()
 	c.wantClose(1001, "GOING_AWAY", 5*time.Second)
@@ -461,6 +470,9 @@ func TestWebSocketShutdownAndObservability(t *testing.T) {
 			opened++
 		case "websocket closed":
 			closed++
+			if line["reason"] == "client_closed" {
+				continue
+			}
 			if line["reason"] != "GOING_AWAY" || line["code"] != float64(1001) || line["duration_ms"] == nil {
 				t.Errorf("close line %v, want GOING_AWAY 1001 with a duration", line)
 			}
@@ -469,8 +481,8 @@ func TestWebSocketShutdownAndObservability(t *testing.T) {
 			}
 		}
 	}
-	if opened != 2 || closed != 2 {
-		t.Fatalf("%d opened and %d closed lines, want 2 each:\n%s", opened, closed, srv.logs)
+	if opened != 3 || closed != 3 {
+		t.Fatalf("%d opened and %d closed lines, want 3 each:\n%s", opened, closed, srv.logs)
 	}
 	if strings.Contains(srv.logs.String(), p.AccessToken) {
 		t.Fatal("the access token reached the log")
