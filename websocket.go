@@ -388,12 +388,24 @@ func closeContext(ctx context.Context, code int, reason string) context.Context 
 	return transport.AppendCloseReason(transport.WithWebsocketCloseCode(ctx, code), reason)
 }
 
-// limitSubscriptions is an operation middleware: a connection's subscription
-// beyond WEBSOCKET_MAX_SUBSCRIPTIONS closes it with 4429.
+// limitSubscriptions is an operation middleware: a subscription outside a
+// WebSocket is refused (over HTTP it would hold the request until its
+// deadline and answer nothing), and a connection's subscription beyond
+// WEBSOCKET_MAX_SUBSCRIPTIONS closes it with 4429.
 func (h *wsHub) limitSubscriptions(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
 	c := wsConnFrom(ctx)
 	oc := graphql.GetOperationContext(ctx)
-	if c == nil || oc.Operation == nil || oc.Operation.Operation != ast.Subscription || h.limits.MaxSubscriptions <= 0 {
+	if oc.Operation == nil || oc.Operation.Operation != ast.Subscription {
+		return next(ctx)
+	}
+	if c == nil {
+		resp := graphql.ErrorResponse(ctx, "subscriptions run over a WebSocket on GET /graphql (graphql-transport-ws)")
+		for _, e := range resp.Errors {
+			setCode(e, auth.CodeBadUserInput)
+		}
+		return graphql.OneShot(resp)
+	}
+	if h.limits.MaxSubscriptions <= 0 {
 		return next(ctx)
 	}
 	c.mu.Lock()

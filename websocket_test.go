@@ -615,3 +615,16 @@ func TestWebSocketStalledListener(t *testing.T) {
 		t.Fatalf("the live session's connection: %+v, %v", m, err)
 	}
 }
+
+// TestSubscriptionOverHTTPRefused: a subscription document over POST or
+// GET answers BAD_USER_INPUT at once instead of holding the request until
+// its deadline.
+func TestSubscriptionOverHTTPRefused(t *testing.T) {
+	s := newTestServer(t, nil)
+	p := s.signUp(t, "http-sub@example.com")
+	start := time.Now()
+	wantCode(t, s.post(t, p.AccessToken, securityEventsSubscription, nil), "BAD_USER_INPUT")
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("the refusal took %v", took)
+	}
+}
