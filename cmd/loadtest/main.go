@@ -68,6 +68,7 @@ type options struct {
 	WSPerSession  int
 	WSIdle        time.Duration
 	WSRevocations int
+	WSSubscribe   bool
 	MetricsURL    string
 }
 
@@ -96,6 +97,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.JSON, "json", false, "print the results as JSON instead of a table")
 	fs.IntVar(&o.WSConns, "ws-conns", 0, "subscription scenario: hold this many idle authenticated WebSocket connections open on -url and report the server's memory per connection (with -pid and/or -metrics-url); replaces the HTTP scenarios")
 	fs.IntVar(&o.WSPerSession, "ws-per-session", 10, "connections per session for -ws-conns (at most the server's WEBSOCKET_MAX_CONNECTIONS_PER_SESSION)")
+	fs.BoolVar(&o.WSSubscribe, "ws-subscribe", true, "each -ws-conns connection runs a securityEvents subscription (false: initialised only)")
 	fs.DurationVar(&o.WSIdle, "ws-idle", 5*time.Second, "how long the -ws-conns connections stay idle before memory is sampled")
 	fs.IntVar(&o.WSRevocations, "ws-revocations", 0, "subscription scenario: this many times, revokeSession through -seed-url (another instance) while the session's connection is open on -url; report the time to its 4403 close")
 	fs.StringVar(&o.MetricsURL, "metrics-url", "", "the /metrics URL of the -url server, for its Go heap and goroutines in the subscription scenario")

@@ -35,6 +35,7 @@ const wsSubscribe = `subscription { securityEvents { id kind } }`
 
 type wsResult struct {
 	Conns           int     `json:"conns"`
+	Subscribed      bool    `json:"subscribed"`
 	Sessions        int     `json:"sessions"`
 	RSSBeforeMiB    float64 `json:"rss_before_mib,omitempty"`
 	RSSAfterMiB     float64 `json:"rss_after_mib,omitempty"`
@@ -71,7 +72,7 @@ func runSubscriptions(ctx context.Context, e *env, stdout io.Writer) error {
 		return enc.Encode(res)
 	}
 	if res.Conns > 0 {
-		fmt.Fprintf(stdout, "idle authenticated connections: %d over %d sessions, opened in %.1fs\n", res.Conns, res.Sessions, res.OpenSeconds)
+		fmt.Fprintf(stdout, "idle authenticated connections: %d over %d sessions (each running securityEvents: %v), opened in %.1fs\n", res.Conns, res.Sessions, res.Subscribed, res.OpenSeconds)
 		if res.RSSPerConnKiB != 0 {
 			fmt.Fprintf(stdout, "  server RSS %.1f MiB -> %.1f MiB: %.1f KiB per connection\n", res.RSSBeforeMiB, res.RSSAfterMiB, res.RSSPerConnKiB)
 		}
@@ -91,6 +92,10 @@ func wsEndpoint(url string) string { return "ws" + strings.TrimPrefix(url, "http
 // wsOpen dials url, initialises with token and subscribes; it returns the
 // connection once acknowledged.
 func wsOpen(ctx context.Context, url, token string) (*coderws.Conn, error) {
+	return wsOpenSub(ctx, url, token, true)
+}
+
+func wsOpenSub(ctx context.Context, url, token string, subscribe bool) (*coderws.Conn, error) {
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	c, _, err := coderws.Dial(dctx, wsEndpoint(url), &coderws.DialOptions{Subprotocols: []string{"graphql-transport-ws"}})
@@ -114,6 +119,9 @@ func wsOpen(ctx context.Context, url, token string) (*coderws.Conn, error) {
 		if bytes.Contains(b, []byte(`"connection_ack"`)) {
 			break
 		}
+	}
+	if !subscribe {
+		return c, nil
 	}
 	if err := send(map[string]any{"id": "1", "type": "subscribe", "payload": map[string]any{"query": wsSubscribe}}); err != nil {
 		c.CloseNow()
@@ -159,7 +167,7 @@ func wsMemory(ctx context.Context, e *env, res *wsResult) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			c, err := wsOpen(ctx, o.URL, users[i/per].Access)
+			c, err := wsOpenSub(ctx, o.URL, users[i/per].Access, o.WSSubscribe)
 			if err != nil {
 				if failed.Add(1) == 1 {
 					e.logf("opening connection %d: %v", i, err)
@@ -181,7 +189,7 @@ func wsMemory(ctx context.Context, e *env, res *wsResult) error {
 			n++
 		}
 	}
-	res.Conns, res.Sessions = n, sessions
+	res.Conns, res.Sessions, res.Subscribed = n, sessions, o.WSSubscribe
 	e.logf("%d connections open (%d failed); idle %s", n, failed.Load(), o.WSIdle)
 	sleep(ctx, o.WSIdle)
 	after := wsSample(o)
