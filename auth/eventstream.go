@@ -96,10 +96,22 @@ func SecurityEventStream[T any](ctx context.Context, s *Service, who *Identity, 
 	return out
 }
 
+// runStream sends st's events as it is woken: by a notification for its
+// user, by the watch's checker when notifications become trusted again
+// (catching up with what a listener outage kept from it: a stream reads
+// everything since it began that it has not sent, so a missed notification
+// delays an event, never loses it), and on SQLite every streamPoll for what
+// another process recorded. It does not poll on PostgreSQL: thousands of
+// streams each polling would take the pool from everything else just when
+// the listener is down.
 func (s *Service) runStream(ctx context.Context, st *eventStream) {
 	defer st.end()
-	tick := time.NewTicker(watchPoll)
-	defer tick.Stop()
+	var poll <-chan time.Time
+	if s.isSQLite() {
+		tick := time.NewTicker(streamPoll)
+		defer tick.Stop()
+		poll = tick.C
+	}
 	for {
 		draining := false
 		select {
@@ -108,10 +120,7 @@ func (s *Service) runStream(ctx context.Context, st *eventStream) {
 		case <-st.wake:
 		case <-st.drain:
 			draining = true
-		case <-tick.C:
-			if s.CacheLive() {
-				continue // notifications are trusted: nothing to look for
-			}
+		case <-poll:
 		}
 		if !s.sendNew(ctx, st) || draining {
 			return
@@ -144,6 +153,25 @@ func (s *Service) sendNew(ctx context.Context, st *eventStream) bool {
 		st.sent[e.ID] = struct{}{}
 	}
 	return true
+}
+
+// streamPoll is how often a stream looks for events on SQLite, where
+// another process (the operator's command) may record some.
+const streamPoll = 2 * time.Second
+
+// wakeAllStreams wakes every stream: notifications may have been missed.
+func (s *Service) wakeAllStreams() {
+	h := &s.streams
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, set := range h.byUser {
+		for st := range set {
+			select {
+			case st.wake <- struct{}{}:
+			default:
+			}
+		}
+	}
 }
 
 // wakeStreams wakes the streams of users, after their events committed.

@@ -277,6 +277,7 @@ func (s *Service) checkWatches() {
 		if (!trusted && (polled || h.trusted)) || (trusted && !h.trusted) {
 			h.all = true // no notification can be relied on, or some were missed
 		}
+		regained := trusted && !h.trusted
 		h.trusted = trusted
 		var ids []string
 		if h.all {
@@ -296,6 +297,9 @@ func (s *Service) checkWatches() {
 		clear(h.dirty)
 		h.all = false
 		h.mu.Unlock()
+		if regained {
+			s.wakeAllStreams() // they may have missed notifications
+		}
 		for len(ids) > 0 {
 			n := min(len(ids), watchBatch)
 			s.recheck(ids[:n])
