@@ -58,7 +58,7 @@ func newMetrics() *metrics {
 			Name: "sessionauth_websocket_connections", Help: "WebSocket (subscription) connections open now.",
 		}),
 		wsCloses: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sessionauth_websocket_closes_total", Help: "WebSocket connections closed, by reason: SESSION_ENDED, TOKEN_EXPIRED, UNAUTHENTICATED, SERVICE_UNAVAILABLE, INIT_TIMEOUT, TOO_MANY_CONNECTIONS, TOO_MANY_SUBSCRIPTIONS, GOING_AWAY, client_closed, other.",
+			Name: "sessionauth_websocket_closes_total", Help: "WebSocket connections closed, by reason: SESSION_ENDED, TOKEN_EXPIRED, UNAUTHENTICATED, SERVICE_UNAVAILABLE, INIT_TIMEOUT, TOO_MANY_CONNECTIONS, TOO_MANY_SUBSCRIPTIONS, GOING_AWAY, client_closed, connection_lost (no close frame), other.",
 		}, []string{"reason"}),
 	}
 	m.registry.MustRegister(m.logins, m.signUps, m.refreshes, m.replays, m.revocations, m.duration, m.wsOpen, m.wsCloses,

@@ -54,6 +54,7 @@ const (
 	subprotocolTransWS  = "graphql-transport-ws"
 	reasonGoingAway     = "GOING_AWAY"
 	reasonClientClosed  = "client_closed"
+	reasonLost          = "connection_lost"
 	reasonTooManyConns  = "TOO_MANY_CONNECTIONS"
 	reasonTooManySubs   = "TOO_MANY_SUBSCRIPTIONS"
 	reasonInitTimeout   = "INIT_TIMEOUT"
@@ -116,6 +117,7 @@ type wsConn struct {
 	sentCode   int    // what was written
 	sentReason string
 	peerClosed bool
+	lost       bool // the read failed before any close
 	cancel     context.CancelFunc // ends the connection's context (gqlgen then closes)
 	session    string
 	user       string
@@ -166,6 +168,7 @@ func sameOrigin(origin, host string) bool {
 func (h *wsHub) done(c *wsConn) {
 	c.mu.Lock()
 	ws, chosen, code, reason, peer, session, user := c.ws, c.code, c.sentCode, c.sentReason, c.peerClosed, c.session, c.user
+	lost := c.lost
 	c.mu.Unlock()
 	h.mu.Lock()
 	delete(h.conns, c)
@@ -185,6 +188,8 @@ func (h *wsHub) done(c *wsConn) {
 		why = reason
 	case peer:
 		why = reasonClientClosed
+	case lost:
+		why = reasonLost
 	case code == 0:
 		ws.CloseNow() // gqlgen gave up without a close frame (a malformed init)
 		why = "closed"
@@ -204,7 +209,7 @@ func (h *wsHub) done(c *wsConn) {
 func closeLabel(why string) string {
 	switch why {
 	case auth.CodeUnauthenticated, auth.CodeTokenExpired, auth.SessionEnded.String(), reasonUnavailable,
-		reasonInitTimeout, reasonTooManyConns, reasonTooManySubs, reasonGoingAway, reasonClientClosed:
+		reasonInitTimeout, reasonTooManyConns, reasonTooManySubs, reasonGoingAway, reasonClientClosed, reasonLost:
 		return why
 	}
 	return "other"
@@ -465,6 +470,11 @@ func (s *wsSocket) NextReader() (int, io.Reader, error) {
 	typ, data, err := s.ws.Read(context.Background())
 	s.c.lastRead.Store(time.Now().UnixNano())
 	if err != nil {
+		s.c.mu.Lock()
+		if s.c.code == 0 && s.c.sentCode == 0 {
+			s.c.lost = true // the peer went without a close frame (or we cut it)
+		}
+		s.c.mu.Unlock()
 		if st := coderws.CloseStatus(err); st != -1 {
 			s.c.mu.Lock()
 			s.c.peerClosed = true

@@ -2,7 +2,9 @@ package auth
 
 import (
 	"context"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -29,33 +31,41 @@ import (
 const eventStreamChannel = "sessionauth_security_event"
 
 type eventStream struct {
+	svc   *Service
+	ctx   context.Context // the consumer's: the stream ends with it
 	user  string
 	since time.Time
-	sent  map[string]struct{}
 	// send hands one event to the consumer; false when ctx ended first.
-	send  func(context.Context, *models.SecurityEvent) bool
-	end   func() // closes the consumer's channel
-	wake  chan struct{}
-	drain chan struct{} // closed to have the stream send what is left and end
-	done  chan struct{} // closed when the consumer's context has ended
+	send func(context.Context, *models.SecurityEvent) bool
+	end  func() // closes the consumer's channel
+
+	// A stream has no goroutine of its own (one per connection is memory,
+	// BENCHMARKS.md): each wake runs sendNew on a short-lived goroutine,
+	// coalesced by pending, and mu serialises sendNew with the end.
+	pending atomic.Int32
+	mu      sync.Mutex
+	sent    map[string]struct{} // guarded by mu
+	ended   bool                // guarded by mu
+	done    chan struct{}       // closed when the consumer's context has ended
 }
 
 // streamHub is a Service's event streams by user; its zero value is ready.
 type streamHub struct {
-	mu     sync.Mutex
-	byUser map[string]map[*eventStream]struct{}
+	mu      sync.Mutex
+	byUser  map[string]map[*eventStream]struct{}
+	polling bool // the SQLite poller runs
 }
 
 // SecurityEventStream returns who's security events as they are recorded
 // from now on, on any instance, each passed through convert (a resolver's
 // conversion to its GraphQL type), until ctx ends: then the channel is
 // closed. The context must be a connection's (AuthenticateConnection) for
-// DrainEvents to reach the stream. One goroutine per stream.
+// DrainEvents to reach the stream.
 func SecurityEventStream[T any](ctx context.Context, s *Service, who *Identity, convert func(*models.SecurityEvent) T) <-chan T {
 	out := make(chan T)
 	st := &eventStream{
-		user: who.User.ID, since: who.Now, sent: map[string]struct{}{},
-		wake: make(chan struct{}, 1), drain: make(chan struct{}), done: make(chan struct{}),
+		svc: s, ctx: ctx, user: who.User.ID, since: who.Now, sent: map[string]struct{}{},
+		done: make(chan struct{}),
 		send: func(ctx context.Context, e *models.SecurityEvent) bool {
 			select {
 			case out <- convert(e):
@@ -75,62 +85,106 @@ func SecurityEventStream[T any](ctx context.Context, s *Service, who *Identity, 
 		h.byUser[st.user] = map[*eventStream]struct{}{}
 	}
 	h.byUser[st.user][st] = struct{}{}
+	if s.isSQLite() && !h.polling {
+		h.polling = true
+		go s.pollStreams()
+	}
 	h.mu.Unlock()
-	if r := requestFromContext(ctx); r != nil {
+	r := requestFromContext(ctx)
+	if r != nil {
 		r.subjectMu.Lock()
 		r.streams = append(r.streams, st)
 		r.subjectMu.Unlock()
 	}
-	go func() {
-		defer func() {
-			h.mu.Lock()
-			delete(h.byUser[st.user], st)
-			if len(h.byUser[st.user]) == 0 {
-				delete(h.byUser, st.user)
-			}
-			h.mu.Unlock()
-		}()
-		s.runStream(ctx, st)
-	}()
-	context.AfterFunc(ctx, func() { close(st.done) })
+	context.AfterFunc(ctx, func() {
+		if r != nil {
+			r.subjectMu.Lock()
+			r.streams = slices.DeleteFunc(r.streams, func(x *eventStream) bool { return x == st })
+			r.subjectMu.Unlock()
+		}
+		h.mu.Lock()
+		delete(h.byUser[st.user], st)
+		if len(h.byUser[st.user]) == 0 {
+			delete(h.byUser, st.user)
+		}
+		h.mu.Unlock()
+		st.finish(false)
+		close(st.done)
+	})
 	return out
 }
 
-// runStream sends st's events as it is woken: by a notification for its
-// user, by the watch's checker when notifications become trusted again
-// (catching up with what a listener outage kept from it: a stream reads
-// everything since it began that it has not sent, so a missed notification
-// delays an event, never loses it), and on SQLite every streamPoll for what
-// another process recorded. It does not poll on PostgreSQL: thousands of
-// streams each polling would take the pool from everything else just when
-// the listener is down.
-func (s *Service) runStream(ctx context.Context, st *eventStream) {
-	defer st.end()
-	var poll <-chan time.Time
-	if s.isSQLite() {
-		tick := time.NewTicker(streamPoll)
-		defer tick.Stop()
-		poll = tick.C
+// kick has st send what is new, on a goroutine of its own unless one is
+// already at it (it then looks once more).
+func (st *eventStream) kick() {
+	if st.pending.Add(1) != 1 {
+		return
 	}
-	for {
-		draining := false
-		select {
-		case <-ctx.Done():
-			return
-		case <-st.wake:
-		case <-st.drain:
-			draining = true
-		case <-poll:
+	go func() {
+		for {
+			n := st.pending.Load()
+			st.svc.sendNew(st)
+			if st.pending.Add(-n) == 0 {
+				return
+			}
 		}
-		if !s.sendNew(ctx, st) || draining {
+	}()
+}
+
+// finish sends what is left (drain, for DrainEvents) or nothing (the
+// context ended), then closes the consumer's channel, once.
+func (st *eventStream) finish(drain bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.ended {
+		return
+	}
+	if drain {
+		st.svc.sendNewLocked(st)
+	}
+	st.ended = true
+	st.end()
+}
+
+// A stream is woken by a notification for its user, by the watch's checker
+// when notifications become trusted again (catching up with what a listener
+// outage kept from it: a stream reads everything since it began that it has
+// not sent, so a missed notification delays an event, never loses it), and on
+// SQLite every streamPoll for what another process recorded. It does not poll
+// on PostgreSQL: thousands of streams each polling would take the pool from
+// everything else just when the listener is down.
+
+// pollStreams wakes every stream each streamPoll while there are any (SQLite).
+func (s *Service) pollStreams() {
+	tick := time.NewTicker(streamPoll)
+	defer tick.Stop()
+	for range tick.C {
+		h := &s.streams
+		h.mu.Lock()
+		if len(h.byUser) == 0 {
+			h.polling = false
+			h.mu.Unlock()
 			return
 		}
+		h.mu.Unlock()
+		s.wakeAllStreams()
 	}
 }
 
 // sendNew sends the events of st's user recorded since st began that it has
-// not sent; false when ctx ended meanwhile.
-func (s *Service) sendNew(ctx context.Context, st *eventStream) bool {
+// not sent, unless st has ended.
+func (s *Service) sendNew(st *eventStream) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if !st.ended {
+		s.sendNewLocked(st)
+	}
+}
+
+// sendNewLocked is sendNew with st.mu held; it gives up when st's context
+// ends.
+func (s *Service) sendNewLocked(st *eventStream) {
+	ctx := st.ctx
 	rctx, cancel := context.WithTimeout(ctx, watchReadTimeout)
 	var events []*models.SecurityEvent
 	err := s.db.NewSelect().Model(&events).
@@ -141,18 +195,17 @@ func (s *Service) sendNew(ctx context.Context, st *eventStream) bool {
 		if ctx.Err() == nil {
 			s.log.WarnContext(ctx, "securityEvents: reading new events", "err", err)
 		}
-		return ctx.Err() == nil
+		return
 	}
 	for _, e := range events {
 		if _, ok := st.sent[e.ID]; ok {
 			continue
 		}
 		if !st.send(ctx, e) {
-			return false
+			return
 		}
 		st.sent[e.ID] = struct{}{}
 	}
-	return true
 }
 
 // streamPoll is how often a stream looks for events on SQLite, where
@@ -166,10 +219,7 @@ func (s *Service) wakeAllStreams() {
 	defer h.mu.Unlock()
 	for _, set := range h.byUser {
 		for st := range set {
-			select {
-			case st.wake <- struct{}{}:
-			default:
-			}
+			st.kick()
 		}
 	}
 }
@@ -181,10 +231,7 @@ func (s *Service) wakeStreams(users ...string) {
 	defer h.mu.Unlock()
 	for _, u := range users {
 		for st := range h.byUser[u] {
-			select {
-			case st.wake <- struct{}{}:
-			default:
-			}
+			st.kick()
 		}
 	}
 }
@@ -232,7 +279,7 @@ func DrainEvents(ctx context.Context, timeout time.Duration) {
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	for _, st := range streams {
-		close(st.drain)
+		go st.finish(true)
 	}
 	for _, st := range streams {
 		select {
