@@ -117,7 +117,7 @@ type wsConn struct {
 	sentCode   int    // what was written
 	sentReason string
 	peerClosed bool
-	lost       bool // the read failed before any close
+	lost       bool               // the read failed before any close
 	cancel     context.CancelFunc // ends the connection's context (gqlgen then closes)
 	session    string
 	user       string
