@@ -342,6 +342,13 @@ func TestWebSocketLifetime(t *testing.T) {
 		c := open2(t, s, q.AccessToken)
 		c.wantClose(4401, "TOKEN_EXPIRED", 4*time.Second)
 	})
+	t.Run("SessionCap", func(t *testing.T) {
+		s := newTestServer(t, func(c *config) { c.Auth.MaxSessionsPerUser = 1 })
+		q := s.signUp(t, "cap@example.com")
+		c := open2(t, s, q.AccessToken)
+		s.login(t, "cap@example.com") // ends the least recently used: q's
+		c.wantClose(4403, "SESSION_ENDED", time.Second+500*time.Millisecond)
+	})
 	t.Run("ChangePassword", func(t *testing.T) {
 		q := s.login(t, "life@example.com")
 		c := open(t, q.AccessToken)

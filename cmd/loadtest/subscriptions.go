@@ -265,8 +265,18 @@ func wsRevocations(ctx context.Context, e *env, res *wsResult) error {
 	err = parallel(len(victims), func(i int) error {
 		var buf bytes.Buffer
 		body := credentialsBody(loginSessionQuery, u.email, e.password())
-		if err := e.seedAPI.call(ctx, body, "", []byte(`"accessToken"`), &buf); err != nil {
-			return err
+		// Concurrent logins of one account can meet a deadlock in the
+		// server (an INTERNAL answer): retry, this is seeding.
+		for attempt := 1; ; attempt++ {
+			buf.Reset()
+			err := e.seedAPI.call(ctx, body, "", []byte(`"accessToken"`), &buf)
+			if err == nil {
+				break
+			}
+			if attempt == 3 {
+				return err
+			}
+			e.logf("login for revocation %d: %v; retrying", i, err)
 		}
 		var doc struct {
 			Data struct {
