@@ -8,7 +8,6 @@ import (
 	"sync"
 
 	"github.com/99designs/gqlgen/graphql"
-	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 	"github.com/vektah/gqlparser/v2/parser"
@@ -476,10 +475,14 @@ func documentBytes(doc *ast.QueryDocument) int {
 	return n * nodeBytes
 }
 
-// getQueriesOnly is gqlgen's GET transport, refusing mutations with a coded
-// GraphQL error (gqlgen's own refusal carries no extensions.code): a link or
-// an <img> must never change state.
-type getQueriesOnly struct{ transport.GET }
+// getQueriesOnly serves GraphQL over GET (see graphqlhttp.go), refusing
+// mutations with a coded GraphQL error before any work: a link or an <img>
+// must never change state.
+type getQueriesOnly struct{}
+
+func (getQueriesOnly) Supports(r *http.Request) bool {
+	return r.Method == http.MethodGet && r.Header.Get("Upgrade") == ""
+}
 
 func (g getQueriesOnly) Do(w http.ResponseWriter, r *http.Request, exec graphql.GraphExecutor) {
 	if len(r.URL.RawQuery) > maxBodyBytes {
@@ -498,5 +501,5 @@ func (g getQueriesOnly) Do(w http.ResponseWriter, r *http.Request, exec graphql.
 			}
 		}
 	}
-	g.GET.Do(w, r, exec)
+	serveGET(w, r, exec)
 }
