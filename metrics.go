@@ -25,7 +25,6 @@ type metrics struct {
 	logins      *prometheus.CounterVec
 	signUps     *prometheus.CounterVec
 	refreshes   *prometheus.CounterVec
-	replays     prometheus.Counter
 	revocations *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
 }
@@ -42,9 +41,6 @@ func newMetrics() *metrics {
 		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sessionauth_refreshes_total", Help: "Refresh attempts by result: ok, reused, expired, unauthenticated, error.",
 		}, []string{"result"}),
-		replays: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "sessionauth_refresh_replays_total", Help: "Replayed refresh tokens detected (each revoked its session).",
-		}),
 		revocations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sessionauth_sessions_revoked_total", Help: "Sessions ended, by how: logout, revoke_session, revoke_others, replay.",
 		}, []string{"reason"}),
@@ -53,7 +49,7 @@ func newMetrics() *metrics {
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}, []string{"route"}),
 	}
-	m.registry.MustRegister(m.logins, m.signUps, m.refreshes, m.replays, m.revocations, m.duration,
+	m.registry.MustRegister(m.logins, m.signUps, m.refreshes, m.revocations, m.duration,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -138,14 +134,12 @@ func (m *metrics) countField(ctx context.Context, next graphql.Resolver) (any, e
 	case "refresh":
 		m.refreshes.WithLabelValues(result(code)).Inc()
 		if code == auth.CodeRefreshTokenReused {
-			m.replays.Inc()
 			m.revocations.WithLabelValues("replay").Inc()
 		}
 	case "logout":
 		if err == nil {
 			m.revocations.WithLabelValues("logout").Inc()
 		} else if code == auth.CodeRefreshTokenReused { // a replayed refresh token logs out too
-			m.replays.Inc()
 			m.revocations.WithLabelValues("replay").Inc()
 		}
 	case "revokeSession":
