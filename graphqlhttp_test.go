@@ -196,23 +196,20 @@ func TestMalformedRequests(t *testing.T) {
 func TestPersistedMutationOverGET(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, nil)
-	const mutation = `mutation { logout }`
-	sum := sha256.Sum256([]byte(mutation))
-	ext := `{"persistedQuery": {"version": 1, "sha256Hash": "` + hex.EncodeToString(sum[:]) + `"}}`
-	s.postAccepting(t, "", `{"query": "`+mutation+`", "extensions": `+ext+`}`)
-	req, _ := http.NewRequest(http.MethodGet, s.URL+"/graphql?extensions="+url.QueryEscape(ext), nil)
-	r := s.send(t, req)
-	if r.status != http.StatusMethodNotAllowed || !strings.Contains(string(r.body["errors"]), `"code":"BAD_USER_INPUT"`) {
-		t.Fatalf("status %d, body %s", r.status, r.body)
+	// getByHash POSTs query with its persisted-query hash, then GETs it by
+	// the hash alone.
+	getByHash := func(query string) rawResponse {
+		sum := sha256.Sum256([]byte(query))
+		ext := `{"persistedQuery": {"version": 1, "sha256Hash": "` + hex.EncodeToString(sum[:]) + `"}}`
+		s.postAccepting(t, "", `{"query": "`+query+`", "extensions": `+ext+`}`)
+		req, _ := http.NewRequest(http.MethodGet, s.URL+"/graphql?extensions="+url.QueryEscape(ext), nil)
+		return s.send(t, req)
 	}
-	// The hash of a query still runs over GET.
-	const query = `{ __typename }`
-	sum = sha256.Sum256([]byte(query))
-	ext = `{"persistedQuery": {"version": 1, "sha256Hash": "` + hex.EncodeToString(sum[:]) + `"}}`
-	s.postAccepting(t, "", `{"query": "`+query+`", "extensions": `+ext+`}`)
-	req, _ = http.NewRequest(http.MethodGet, s.URL+"/graphql?extensions="+url.QueryEscape(ext), nil)
-	if r := s.send(t, req); r.status != http.StatusOK || string(r.body["data"]) != `{"__typename":"Query"}` {
-		t.Fatalf("status %d, body %s", r.status, r.body)
+	if r := getByHash(`mutation { logout }`); r.status != http.StatusMethodNotAllowed || !strings.Contains(string(r.body["errors"]), `"code":"BAD_USER_INPUT"`) {
+		t.Fatalf("mutation: status %d, body %s", r.status, r.body)
+	}
+	if r := getByHash(`{ __typename }`); r.status != http.StatusOK || string(r.body["data"]) != `{"__typename":"Query"}` {
+		t.Fatalf("query: status %d, body %s", r.status, r.body)
 	}
 }
 
