@@ -35,7 +35,7 @@ func newServer(cfg config, db *bun.DB, svc *auth.Service, logger *slog.Logger) *
 	gql := handler.New(graph.NewExecutableSchema(resolver.Config()))
 	gql.AddTransport(transport.Options{})
 	gql.AddTransport(getQueriesOnly{})
-	gql.AddTransport(transport.POST{})
+	gql.AddTransport(postJSON{})
 	// Parsing and validation run before any extension that sees the parsed
 	// document: bound their work first (see querylimits.go).
 	cache := newQueryCache(queryCacheBytes, 1000)

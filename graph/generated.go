@@ -437,6 +437,14 @@ Product teams put it on their own fields; see docs/EXTENDING.md.
 directive @authenticated on FIELD_DEFINITION
 
 """
+Marks a mutation that hashes a password or rotates tokens: a request may call
+at most one of them (COMPLEXITY_LIMIT_EXCEEDED otherwise), and each call's
+outcome is counted in the Prometheus counter ` + "`" + `metric` + "`" + `, by result. A new such
+mutation needs only this mark.
+"""
+directive @costly(metric: String!) on FIELD_DEFINITION
+
+"""
 A registered account. Reached through ` + "`" + `me` + "`" + ` (needs an access token) or the ` + "`" + `user` + "`" + ` of an
 AuthPayload; its fields never fail on their own.
 """
@@ -562,7 +570,7 @@ type Mutation {
   signUp(
     "The new account's credentials; see SignUpInput for which errors each field can cause."
     input: SignUpInput!
-  ): AuthPayload!
+  ): AuthPayload! @costly(metric: "sessionauth_signups_total")
   """
   Signs this device in. No token needed; with the header ` + "`" + `X-Token-Transport: cookie` + "`" + `
   the refresh token and the device proof come as HttpOnly cookies instead. Send the
@@ -575,7 +583,7 @@ type Mutation {
   login(
     "The account's credentials; see LoginInput for which errors each field can cause."
     input: LoginInput!
-  ): AuthPayload!
+  ): AuthPayload! @costly(metric: "sessionauth_logins_total")
   """
   Rotates the session's tokens. Send ` + "`" + `Authorization: Bearer <refresh token>` + "`" + `, or no
   Authorization header and the refresh-token cookie (JSON POST only; UNAUTHENTICATED otherwise).
@@ -583,7 +591,7 @@ type Mutation {
   the reuse window, returns the same pair.
   Errors: UNAUTHENTICATED, TOKEN_EXPIRED (log in again), REFRESH_TOKEN_REUSED (session revoked).
   """
-  refresh: AuthPayload!
+  refresh: AuthPayload! @costly(metric: "sessionauth_refreshes_total")
   """
   Ends the session of the bearer token, which may be its access or its refresh token,
   or, with no Authorization header, of the refresh-token cookie, which it clears.
@@ -632,7 +640,7 @@ type Mutation {
     currentPassword: String!
     "8 to 128 characters; otherwise BAD_USER_INPUT."
     newPassword: String!
-  ): Boolean! @authenticated
+  ): Boolean! @authenticated @costly(metric: "sessionauth_password_changes_total")
 }
 `, BuiltIn: false},
 }

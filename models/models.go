@@ -53,8 +53,6 @@ type Session struct {
 	SuccessorUsed bool `bun:"successor_used,notnull"`
 
 	RevokedAt *time.Time `bun:"revoked_at"`
-
-	User *User `bun:"rel:belongs-to,join:user_id=id"`
 }
 
 // RetiredRefreshToken records a refresh token that was rotated away more than
