@@ -55,6 +55,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 			MaxSessionsPerUser: l.integer("MAX_SESSIONS_PER_USER", 0),
 			TrustedProxies:     l.prefixes("TRUSTED_PROXIES"),
 			AllowedOrigins:     l.list("ALLOWED_ORIGINS"),
+			EventRetention:     l.duration("SECURITY_EVENT_RETENTION", 2160*time.Hour, false),
 		},
 	}
 	if err := checkMetricsAddr(cfg.Addr, cfg.MetricsAddr); err != nil {

@@ -27,9 +27,10 @@ const (
 )
 
 // Housekeep erases spent sealed pairs, deletes expired login counters,
-// retired refresh tokens past any possible expiry, and long-ended sessions
-// (with what is left of their history), and returns how many rows it
-// deleted.
+// retired refresh tokens past any possible expiry, long-ended sessions (with
+// what is left of their history), security events past
+// SECURITY_EVENT_RETENTION and outbox rows no handler took within it, and
+// returns how many rows it deleted.
 // Errors: SERVICE_UNAVAILABLE, or an internal database error.
 func (s *Service) Housekeep(ctx context.Context) (int, error) {
 	if _, err := s.eraseSpentSeals(ctx); err != nil {
@@ -44,6 +45,12 @@ func (s *Service) Housekeep(ctx context.Context) (int, error) {
 		},
 		func(ctx context.Context) (int, error) {
 			return s.deleteEndedSessions(ctx, s.db, endedRetention, housekeepingBatch)
+		},
+		func(ctx context.Context) (int, error) {
+			return s.deleteOldEvents(ctx, s.db, s.eventRetention(), housekeepingBatch)
+		},
+		func(ctx context.Context) (int, error) {
+			return s.deleteStaleOutbox(ctx, s.db, s.eventRetention(), housekeepingBatch)
 		},
 	}
 	total := 0

@@ -41,6 +41,9 @@ type Config struct {
 	// AllowedOrigins may send cookie-authenticated mutations and get CORS
 	// with credentials (ALLOWED_ORIGINS).
 	AllowedOrigins []string
+	// EventRetention is how long security events are kept
+	// (SECURITY_EVENT_RETENTION); zero means the default, 90 days.
+	EventRetention time.Duration
 }
 
 // Service carries out every session-auth operation against the database.
@@ -51,6 +54,7 @@ type Service struct {
 	hasher  *hasher
 	log     *slog.Logger
 	cache   *sessionCache // nil unless EnableCache was called
+	events  eventHub      // handlers of security events (events.go)
 
 	verified, hashed atomic.Int64 // see PasswordWork
 }
@@ -359,6 +363,7 @@ func (s *Service) createSession(ctx context.Context, db bun.IDB, user *models.Us
 	_, err := db.NewInsert().Model(row).
 		Value("created_at", s.dialect.Now).
 		Value("last_used_at", s.dialect.Now).
+		Value("authenticated_at", s.dialect.Now).
 		Value("access_expires_at", accessExpr, accessArg).
 		Value("refresh_expires_at", refreshExpr, refreshArg).
 		Returning("*, " + s.dialect.Now + " AS db_now").

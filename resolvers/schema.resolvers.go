@@ -105,6 +105,19 @@ func (r *queryResolver) MySessions(ctx context.Context) ([]*graph.Session, error
 	return out, nil
 }
 
+// MySecurityEvents is the resolver for the mySecurityEvents field.
+func (r *queryResolver) MySecurityEvents(ctx context.Context, first *int, after *string) (*graph.SecurityEventConnection, error) {
+	n := auth.DefaultEventPage
+	if first != nil {
+		n = *first
+	}
+	page, err := r.Auth.SecurityEvents(ctx, auth.IdentityFromContext(ctx), n, deref(after))
+	if err != nil {
+		return nil, err
+	}
+	return toEventConnection(page), nil
+}
+
 // Mutation returns graph.MutationResolver implementation.
 func (r *Resolver) Mutation() graph.MutationResolver { return &mutationResolver{r} }
 
