@@ -241,20 +241,63 @@ func (s *Service) refuse(ctx context.Context, tx bun.Tx, limits []limit, refusal
 }
 
 // release gives back r's places: the attempt was not a failure (the right
-// password, or it never got to check one). fail turns them into failures.
-// Either acts only on the window the place was taken in. A failure to
-// settle is logged and left: the place stays taken until its window closes.
-func (s *Service) release(ctx context.Context, r *reservation) { s.settle(ctx, r, false) }
+// password, or it never got to check one). fail turns them into failures;
+// failWith also records e, the failure's event (SIGN_IN_FAILED), in the same
+// transaction. Either acts only on the window the place was taken in. A
+// failure to settle is logged and left: the place stays taken until its
+// window closes.
+func (s *Service) release(ctx context.Context, r *reservation) { s.settle(ctx, r, false, nil) }
 
-func (s *Service) fail(ctx context.Context, r *reservation) { s.settle(ctx, r, true) }
+func (s *Service) fail(ctx context.Context, r *reservation) { s.settle(ctx, r, true, nil) }
 
-func (s *Service) settle(ctx context.Context, r *reservation, failed bool) {
-	if r == nil || len(r.slots) == 0 {
+func (s *Service) failWith(ctx context.Context, r *reservation, e Event) { s.settle(ctx, r, true, &e) }
+
+// refused records e (SIGN_IN_RATE_LIMITED) when err is a refusal by the
+// throttle: the refusal changes nothing, so the event is written alone. A
+// failure to write it is logged; the answer stays RATE_LIMITED.
+func (s *Service) refused(ctx context.Context, err error, e Event) {
+	if ErrorCode(err) != CodeRateLimited {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := s.recordEvent(ctx, s.db, e); err != nil {
+		s.log.WarnContext(ctx, "recording a refused attempt", "err", err, "kind", string(e.Kind))
+	}
+}
+
+func (s *Service) settle(ctx context.Context, r *reservation, failed bool, e *Event) {
+	if (r == nil || len(r.slots) == 0) && e == nil {
 		return
 	}
 	// The client may have gone already; the place must be settled anyway.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
+	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if err := s.settleIn(ctx, tx, r, failed); err != nil {
+			return err
+		}
+		if e != nil {
+			return s.recordEvent(ctx, tx, *e)
+		}
+		return nil
+	})
+	if err != nil && e != nil {
+		// The count matters more than its event: settle without it.
+		s.log.WarnContext(ctx, "recording a failed password check", "err", err, "kind", string(e.Kind))
+		err = s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error { return s.settleIn(ctx, tx, r, failed) })
+	}
+	if err != nil {
+		s.log.WarnContext(ctx, "settling a throttle place", "err", err, "failed", failed)
+	}
+}
+
+// settleIn settles r's places in db, one statement per table and per device
+// proof.
+func (s *Service) settleIn(ctx context.Context, db bun.IDB, r *reservation, failed bool) error {
+	if r == nil {
+		return nil
+	}
 	counters := map[string][]slot{} // by table: one statement for each
 	for _, sl := range r.slots {
 		var err error
@@ -262,20 +305,20 @@ func (s *Service) settle(ctx context.Context, r *reservation, failed bool) {
 		case sl.device == nil:
 			counters[sl.table] = append(counters[sl.table], sl)
 		case failed:
-			err = s.failDevice(ctx, sl.device)
+			err = s.failDevice(ctx, db, sl.device)
 		default:
 			// A device proof counts its attempts in flight as failures.
-			_, err = s.db.NewUpdate().Model((*models.DeviceToken)(nil)).
+			_, err = db.NewUpdate().Model((*models.DeviceToken)(nil)).
 				Set("failures = failures - 1").
 				Where("token_hash = ? AND window_start = ? AND failures > 0", sl.device, sl.windowStart).
 				Exec(ctx)
 		}
 		if err != nil {
-			s.log.WarnContext(ctx, "settling a device proof's place", "err", err, "failed", failed)
+			return err
 		}
 	}
 	for table, slots := range counters {
-		q := s.db.NewUpdate().Model((*models.LoginThrottle)(nil)).ModelTableExpr(counterTable(table)).
+		q := db.NewUpdate().Model((*models.LoginThrottle)(nil)).ModelTableExpr(counterTable(table)).
 			Set("pending = pending - 1").
 			Where("pending > 0").
 			WhereGroup(" AND ", func(q *bun.UpdateQuery) *bun.UpdateQuery {
@@ -288,9 +331,10 @@ func (s *Service) settle(ctx context.Context, r *reservation, failed bool) {
 			q = q.Set("failures = failures + 1")
 		}
 		if _, err := q.Exec(ctx); err != nil {
-			s.log.WarnContext(ctx, "settling a throttle place", "err", err, "failed", failed)
+			return err
 		}
 	}
+	return nil
 }
 
 // deleteExpiredThrottles removes counters whose window has closed (window

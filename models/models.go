@@ -58,6 +58,10 @@ type Session struct {
 	// session: its sign-in, or a re-authentication.
 	AuthenticatedAt time.Time `bun:"authenticated_at,notnull"`
 
+	// ExpiryRecorded is set by housekeeping when it records SESSION_EXPIRED
+	// for a session whose refresh token expired while it was live.
+	ExpiryRecorded bool `bun:"expiry_recorded,notnull"`
+
 	User *User `bun:"rel:belongs-to,join:user_id=id"`
 }
 
