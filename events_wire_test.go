@@ -535,7 +535,16 @@ func TestDeleteMyAccount(t *testing.T) {
 				t.Errorf("table %s still mentions the user", table)
 			}
 		}
-		for _, needle := range []string{"leaving@", "Laptop"} {
+		for _, needle := range []string{"leaving@", "Laptop", p.Session.ID, q.Session.ID} {
+			if needle == p.Session.ID || needle == q.Session.ID {
+				// Ids of the sessions: in the outbox rows of their events only.
+				for table := range tablesMentioning(t, s, needle) {
+					if table != "security_event_outbox" {
+						t.Errorf("session %s is still in %s", needle, table)
+					}
+				}
+				continue
+			}
 			if m := tablesMentioning(t, s, needle); len(m) > 0 {
 				t.Errorf("%q is still stored: %v", needle, m)
 			}
@@ -594,4 +603,113 @@ func TestDeleteMyAccountEndsSessionsOnEveryInstance(t *testing.T) {
 	wantCode(t, b.post(t, q.AccessToken, meQuery, nil), "UNAUTHENTICATED")
 	wantCode(t, b.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
 	wantCode(t, a.post(t, q.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+}
+
+// TestDeleteMyAccountRacingItsSessions deletes an account while its
+// sessions log out, refresh and sign in on other connections: every request
+// gets an answer of the contract (no deadlock surfacing as INTERNAL), and
+// nothing of the account is left.
+func TestDeleteMyAccountRacingItsSessions(t *testing.T) {
+	t.Parallel()
+	logs := &syncBuffer{}
+	s := newLoggedTestServer(t, pgtest.New(t), nil, logs)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(logs.String())
+		}
+	})
+	owner := s.signUp(t, "racing@example.com")
+	var sessions []payload
+	for range 8 {
+		sessions = append(sessions, s.login(t, "racing@example.com"))
+	}
+	allowed := map[string]bool{"": true, "UNAUTHENTICATED": true, "INVALID_CREDENTIALS": true}
+	var wg sync.WaitGroup
+	answers := make(chan gqlResponse, 32)
+	for i, x := range sessions {
+		wg.Go(func() {
+			switch i % 4 {
+			case 0:
+				answers <- s.post(t, x.AccessToken, logoutMutation, nil)
+			case 1:
+				answers <- s.post(t, x.refresh(), refreshMutation, nil)
+			case 2:
+				answers <- s.post(t, x.AccessToken, revokeOthersMutaion, nil)
+			default:
+				answers <- s.post(t, "", loginMutation, map[string]any{"email": "racing@example.com", "password": testPassword})
+			}
+		})
+	}
+	wg.Go(func() { answers <- s.post(t, owner.AccessToken, deleteMutation, map[string]any{"pw": testPassword}) })
+	wg.Wait()
+	close(answers)
+	for r := range answers {
+		if !allowed[r.code()] {
+			t.Errorf("answered %s: %+v", r.code(), r.Errors)
+		}
+	}
+	// The deletion either won or came after a revokeOtherSessions that
+	// ended the owner's session; finish it from a fresh sign-in then.
+	if n, _ := s.db.NewSelect().Table("users").Count(ctxT(t)); n == 1 {
+		p := s.login(t, "racing@example.com")
+		wantOK(t, s.post(t, p.AccessToken, deleteMutation, map[string]any{"pw": testPassword}))
+	}
+	for table := range tablesMentioning(t, s, owner.User.ID) {
+		if table != "security_event_outbox" {
+			t.Errorf("table %s still mentions the user", table)
+		}
+	}
+}
+
+// TestSessionChangesRaceWithoutDeadlock runs every kind of change to one
+// user's sessions at once, with MAX_SESSIONS_PER_USER ending sessions at
+// sign-in: each records its event while holding a session and key-sharing
+// the user's row, so a lock order that does not allow that deadlocks here
+// (PostgreSQL answers one of them with an error, an INTERNAL).
+func TestSessionChangesRaceWithoutDeadlock(t *testing.T) {
+	t.Parallel()
+	logs := &syncBuffer{}
+	s := newLoggedTestServer(t, pgtest.New(t), func(c *config) { c.Auth.MaxSessionsPerUser = 4 }, logs)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(logs.String())
+		}
+	})
+	owner := s.signUp(t, "crowd@example.com")
+	for round := range 3 {
+		var sessions []payload
+		for range 4 {
+			sessions = append(sessions, s.login(t, "crowd@example.com"))
+		}
+		allowed := map[string]bool{"": true, "UNAUTHENTICATED": true, "NOT_FOUND": true}
+		var wg sync.WaitGroup
+		answers := make(chan gqlResponse, 64)
+		call := func(token, query string, vars map[string]any) {
+			wg.Go(func() { answers <- s.post(t, token, query, vars) })
+		}
+		for i, x := range sessions {
+			call(x.AccessToken, logoutMutation, nil)
+			call(x.refresh(), refreshMutation, nil)
+			call(owner.AccessToken, renameMutation, map[string]any{"id": x.Session.ID, "name": fmt.Sprint("device ", i)})
+			call(sessions[(i+1)%len(sessions)].AccessToken, revokeMutation, map[string]any{"id": x.Session.ID})
+			call("", loginMutation, map[string]any{"email": "crowd@example.com", "password": testPassword})
+		}
+		call(sessions[0].AccessToken, revokeOthersMutaion, nil)
+		wg.Go(func() {
+			if _, err := s.svc.RevokeUserSessions(context.Background(), "crowd@example.com"); err != nil {
+				t.Errorf("revoke-sessions: %v", err)
+			}
+		})
+		wg.Wait()
+		close(answers)
+		for r := range answers {
+			if !allowed[r.code()] {
+				t.Fatalf("round %d answered %s: %+v", round, r.code(), r.Errors)
+			}
+		}
+		if _, err := s.svc.RevokeUserSessions(ctxT(t), "crowd@example.com"); err != nil {
+			t.Fatal(err)
+		}
+		owner = s.login(t, "crowd@example.com")
+	}
 }

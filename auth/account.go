@@ -62,12 +62,8 @@ func (s *Service) settleProof(ctx context.Context, who *Identity, held *reservat
 // INVALID_CREDENTIALS) or waits for tx. UNAUTHENTICATED when the account is
 // gone.
 func (s *Service) lockProven(ctx context.Context, tx bun.Tx, who *Identity, lock string) error {
-	q := tx.NewSelect().Model((*models.User)(nil)).Column("password_hash").Where("id = ?", who.User.ID)
-	if !s.isSQLite() { // SQLite's transactions hold the whole file
-		q = q.For(lock)
-	}
 	var stored string
-	err := q.Scan(ctx, &stored)
+	err := s.lockUser(tx.NewSelect().Model((*models.User)(nil)).Column("password_hash").Where("id = ?", who.User.ID), lock).Scan(ctx, &stored)
 	switch {
 	case isNoRows(err):
 		return errUnauthenticated
@@ -164,4 +160,24 @@ func (s *Service) DeleteMyAccount(ctx context.Context, who *Identity, password s
 	s.syncInvalidations(ctx)
 	clearRefreshCookie(ctx)
 	return nil
+}
+
+// lockUser has q, a select of one user's row, lock it with lock (a
+// PostgreSQL row-lock strength) until its transaction ends. SQLite's
+// transactions hold the whole file: there it changes nothing.
+//
+// Lock order, so that no two transactions wait for each other: one that
+// changes several sessions of a user (deleteMyAccount, revokeOtherSessions,
+// changePassword, revoke-sessions, a sign-in under MAX_SESSIONS_PER_USER)
+// first takes the user's row FOR NO KEY UPDATE (changePassword by updating
+// it), which serialises them per user. One that changes a single session
+// (logout, revokeSession, renameSession, a replay, reauthenticate's
+// update) locks that session and then only key-shares the user's row to
+// insert its event (the foreign key), which NO KEY UPDATE does not block:
+// so never lock a user's row FOR UPDATE while its sessions may be locked.
+func (s *Service) lockUser(q *bun.SelectQuery, lock string) *bun.SelectQuery {
+	if s.isSQLite() {
+		return q
+	}
+	return q.For(lock)
 }

@@ -278,8 +278,11 @@ func (s *Service) Login(ctx context.Context, c Credentials) (*Issued, error) {
 // cannot each see room for one more session.
 func (s *Service) signIn(ctx context.Context, tx bun.Tx, user *models.User, device *string, proof *reservation, kind EventKind) (*Issued, error) {
 	var stored string
-	err := tx.NewSelect().Model((*models.User)(nil)).Column("password_hash").
-		Where("id = ?", user.ID).Apply(s.dialect.ForUpdate).Scan(ctx, &stored)
+	// NO KEY UPDATE (see lockUser): it serialises the user's sign-ins and
+	// password changes, and lets a logout holding one of the sessions
+	// insert its event.
+	err := s.lockUser(tx.NewSelect().Model((*models.User)(nil)).Column("password_hash").
+		Where("id = ?", user.ID), "NO KEY UPDATE").Scan(ctx, &stored)
 	if isNoRows(err) || err == nil && stored != user.PasswordHash {
 		return nil, errInvalidCredentials
 	}

@@ -224,6 +224,16 @@ func (s *Service) RevokeSession(ctx context.Context, who *Identity, id string) e
 func (s *Service) RevokeOtherSessions(ctx context.Context, who *Identity) (int, error) {
 	var n int
 	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		// The user's row first, as every change of several sessions does
+		// (see lockUser).
+		q := tx.NewSelect().Model((*models.User)(nil)).Column("id").Where("id = ?", who.User.ID)
+		var id string
+		if err := s.lockUser(q, "NO KEY UPDATE").Scan(ctx, &id); err != nil {
+			if isNoRows(err) {
+				return errUnauthenticated // deleted meanwhile
+			}
+			return err
+		}
 		ended, err := s.revokeOthers(ctx, tx, who)
 		n = len(ended)
 		if err != nil {
@@ -324,7 +334,7 @@ func (s *Service) RevokeUserSessions(ctx context.Context, email string) (int, er
 	var n int
 	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		user := new(models.User)
-		err := tx.NewSelect().Model(user).Column("id").Where("email_key = ?", emailKey(email)).Apply(s.dialect.ForUpdate).Scan(ctx)
+		err := s.lockUser(tx.NewSelect().Model(user).Column("id").Where("email_key = ?", emailKey(email)), "NO KEY UPDATE").Scan(ctx)
 		if isNoRows(err) {
 			return &Error{Code: CodeNotFound, Message: "no user has that email"}
 		}
