@@ -24,9 +24,9 @@ func (s *Service) proveAgain(ctx context.Context, who *Identity, password string
 	if utf8.RuneCountInString(password) > maxPasswordLen {
 		return nil, errInvalidCredentials
 	}
-	held, err := s.reserve(ctx, []limit{s.emailLimit(who.User.EmailKey)}, errLoginLimited)
+	limited := &Event{Kind: EventSignInRateLimited, UserID: who.User.ID, BySessionID: &who.Session.ID}
+	held, err := s.reserveOr(ctx, []limit{s.emailLimit(who.User.EmailKey)}, errLoginLimited, limited)
 	if err != nil {
-		s.refused(ctx, err, Event{Kind: EventSignInRateLimited, UserID: who.User.ID, BySessionID: &who.Session.ID})
 		return nil, err
 	}
 	ok, err := s.verify(ctx, password, who.User.PasswordHash)

@@ -226,8 +226,8 @@ func (s *Service) Login(ctx context.Context, c Credentials) (*Issued, error) {
 	}
 	held := proof
 	if proof == nil {
-		if held, err = s.reserve(ctx, s.loginLimits(key, clientFromContext(ctx).IP), errLoginLimited); err != nil {
-			s.refused(ctx, err, Event{Kind: EventSignInRateLimited, EmailKey: key})
+		limited := &Event{Kind: EventSignInRateLimited, EmailKey: key}
+		if held, err = s.reserveOr(ctx, s.loginLimits(key, clientFromContext(ctx).IP), errLoginLimited, limited); err != nil {
 			return nil, err
 		}
 	}

@@ -149,12 +149,19 @@ const (
 // and answers refusal with retryAfterSeconds 1 if they take too long.
 // Errors: RATE_LIMITED, SERVICE_UNAVAILABLE.
 func (s *Service) reserve(ctx context.Context, limits []limit, refusal *Error) (*reservation, error) {
+	return s.reserveOr(ctx, limits, refusal, nil)
+}
+
+// reserveOr is reserve that, when it refuses because of failures, records
+// e (SIGN_IN_RATE_LIMITED; nil: nothing) in the transaction that decided
+// the refusal, which counted nothing (see tryReserve).
+func (s *Service) reserveOr(ctx context.Context, limits []limit, refusal *Error, e *Event) (*reservation, error) {
 	deadline := time.Now().Add(pendingWait)
 	if d, ok := ctx.Deadline(); ok && d.Add(-pendingMargin).Before(deadline) {
 		deadline = d.Add(-pendingMargin)
 	}
 	for poll := pendingPollMin; ; poll = min(2*poll, pendingPollMax) {
-		r, err := s.tryReserve(ctx, limits, refusal)
+		r, err := s.tryReserve(ctx, limits, refusal, e)
 		if !errors.Is(err, errInFlight) {
 			return r, err
 		}
@@ -172,9 +179,38 @@ func (s *Service) reserve(ctx context.Context, limits []limit, refusal *Error) (
 // errInFlight: a key is full of attempts still being checked.
 var errInFlight = errors.New("throttle: attempts in flight fill the limit")
 
-func (s *Service) tryReserve(ctx context.Context, limits []limit, refusal *Error) (*reservation, error) {
-	r := new(reservation)
+func (s *Service) tryReserve(ctx context.Context, limits []limit, refusal *Error, e *Event) (*reservation, error) {
+	if e == nil {
+		return s.tryReserveIn(ctx, s.db, limits, refusal)
+	}
+	var r *reservation
+	var refused *Error
+	// A refusal undoes the places it counted on earlier keys (a savepoint)
+	// and keeps its event: one transaction, which on SQLite takes the
+	// write lock once.
 	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		var err error
+		r, err = s.tryReserveIn(ctx, tx, limits, refusal)
+		if errors.As(err, &refused) && refused.Code == refusal.Code {
+			return s.recordEvent(ctx, tx, *e)
+		}
+		refused = nil
+		return err
+	})
+	if err != nil {
+		return nil, dbError(err)
+	}
+	if refused != nil {
+		return nil, refused
+	}
+	return r, nil
+}
+
+// tryReserveIn runs one try of reserve in a transaction of db (a savepoint
+// when db is one already).
+func (s *Service) tryReserveIn(ctx context.Context, db bun.IDB, limits []limit, refusal *Error) (*reservation, error) {
+	r := new(reservation)
+	err := db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		r.slots = r.slots[:0]
 		for i, l := range limits {
 			if l.max <= 0 {
@@ -251,20 +287,6 @@ func (s *Service) release(ctx context.Context, r *reservation) { s.settle(ctx, r
 func (s *Service) fail(ctx context.Context, r *reservation) { s.settle(ctx, r, true, nil) }
 
 func (s *Service) failWith(ctx context.Context, r *reservation, e Event) { s.settle(ctx, r, true, &e) }
-
-// refused records e (SIGN_IN_RATE_LIMITED) when err is a refusal by the
-// throttle: the refusal changes nothing, so the event is written alone. A
-// failure to write it is logged; the answer stays RATE_LIMITED.
-func (s *Service) refused(ctx context.Context, err error, e Event) {
-	if ErrorCode(err) != CodeRateLimited {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := s.recordEvent(ctx, s.db, e); err != nil {
-		s.log.WarnContext(ctx, "recording a refused attempt", "err", err, "kind", string(e.Kind))
-	}
-}
 
 func (s *Service) settle(ctx context.Context, r *reservation, failed bool, e *Event) {
 	if (r == nil || len(r.slots) == 0) && e == nil {
