@@ -713,3 +713,34 @@ func TestSessionChangesRaceWithoutDeadlock(t *testing.T) {
 		owner = s.login(t, "crowd@example.com")
 	}
 }
+
+// TestDeleteMyAccountClearsRefreshCookie: a browser client's refresh-token
+// cookie is cleared with the account, as logout clears it.
+func TestDeleteMyAccountClearsRefreshCookie(t *testing.T) {
+	t.Parallel()
+	const app = "https://app.example.com"
+	s := newTestServer(t, func(c *config) { c.Auth.AllowedOrigins = []string{app} })
+	b := newBrowser(t, s, app)
+	r, resp := b.do(http.MethodPost, "application/json", `mutation { signUp(input: {email: "spa-gone@example.com", password: "`+testPassword+`"}) { `+payloadFields+` } }`, nil)
+	var p payload
+	r.field(t, "signUp", &p)
+	cookie := refreshCookie(t, resp)
+
+	body := fmt.Sprintf(`{"query": %q}`, `mutation { deleteMyAccount(password: "`+testPassword+`") }`)
+	req, _ := http.NewRequest(http.MethodPost, s.URL+"/graphql", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Origin", app)
+	req.Header.Set(auth.TransportHeader, "cookie")
+	req.Header.Set("Authorization", "Bearer "+p.AccessToken)
+	req.AddCookie(&http.Cookie{Name: cookie.Name, Value: cookie.Value})
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if cleared := refreshCookie(t, res); cleared.MaxAge >= 0 || cleared.Value != "" {
+		t.Fatalf("deleteMyAccount did not clear the cookie: %+v", cleared)
+	}
+	r, _ = b.do(http.MethodPost, "application/json", refreshMutation, cookie)
+	wantCode(t, r, "UNAUTHENTICATED")
+}
