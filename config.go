@@ -61,6 +61,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 			AllowedOrigins:     l.list("ALLOWED_ORIGINS"),
 			SessionCacheSize:   l.positive("SESSION_CACHE_SIZE", auth.DefaultCacheSize),
 			MemoryBudget:       l.bytes("MEMORY_BUDGET", auth.DefaultMemoryBudget),
+			EventRetention:     l.duration("SECURITY_EVENT_RETENTION", 2160*time.Hour, false),
 		},
 		SoftMemoryLimit: getenv("GOMEMLIMIT") == "",
 	}

@@ -243,7 +243,7 @@ func TestAuthenticatedDirectiveOnOwnField(t *testing.T) {
 		return auth.IdentityFromContext(ctx).User.Email, nil
 	}
 	handler := s.svc.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		v, err := resolvers.Authenticated(r.Context(), nil, ownField)
+		v, err := resolvers.Authenticated(r.Context(), nil, ownField, nil)
 		if err != nil {
 			io.WriteString(w, "error:"+auth.ErrorCode(err))
 			return

@@ -19,8 +19,10 @@ import (
 	"time"
 
 	"github.com/example/sessionauth/auth"
+	"github.com/example/sessionauth/graph"
 	"github.com/example/sessionauth/internal/database"
 	"github.com/example/sessionauth/migrations"
+	"github.com/example/sessionauth/resolvers"
 )
 
 func main() {
@@ -46,6 +48,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if ran, err := runCommand(ctx, args[1:], cfg, stdout, stderr); ran {
 			return err
 		}
+	}
+	if err := resolvers.CheckSchema(graph.NewExecutableSchema(graph.Config{}).Schema()); err != nil {
+		return fmt.Errorf("schema.graphqls: %w", err)
 	}
 	logger := slog.New(slog.NewJSONHandler(stdout, nil))
 	if cfg.SoftMemoryLimit {
@@ -77,6 +82,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	go func() {
 		defer close(housekeeping)
 		svc.RunHousekeeping(bg, time.Minute)
+	}()
+	// Security events go to their handlers from every instance at once
+	// (auth/outbox.go). Product handlers are registered here with
+	// svc.OnEvent, before the first request, and likewise in every command
+	// that records events (docs/EXTENDING.md, "Acting on security events");
+	// the built-in one logs.
+	delivering := make(chan struct{})
+	go func() {
+		defer close(delivering)
+		svc.DeliverEvents(bg)
+	}()
+	defer func() { // before the pool closes, however run returns
+		stopBackground()
+		<-delivering
 	}()
 	if cfg.SessionCache && cfg.Database.Backend == database.Postgres {
 		// One SQLite process needs no cache: its lookups are local reads.

@@ -13,12 +13,15 @@ const (
 	CodeRefreshTokenReused = "REFRESH_TOKEN_REUSED"
 	CodeInvalidCredentials = "INVALID_CREDENTIALS"
 	CodeRateLimited        = "RATE_LIMITED"
-	CodeBadUserInput       = "BAD_USER_INPUT"
-	CodeEmailTaken         = "EMAIL_TAKEN"
-	CodeNotFound           = "NOT_FOUND"
-	CodeForbidden          = "FORBIDDEN"
-	CodeServiceUnavailable = "SERVICE_UNAVAILABLE"
-	CodeInternal           = "INTERNAL"
+	// CodeReauthenticationRequired: the field needs a recent password proof
+	// on this session (@authenticated(maxAge: …)); call reauthenticate.
+	CodeReauthenticationRequired = "REAUTHENTICATION_REQUIRED"
+	CodeBadUserInput             = "BAD_USER_INPUT"
+	CodeEmailTaken               = "EMAIL_TAKEN"
+	CodeNotFound                 = "NOT_FOUND"
+	CodeForbidden                = "FORBIDDEN"
+	CodeServiceUnavailable       = "SERVICE_UNAVAILABLE"
+	CodeInternal                 = "INTERNAL"
 )
 
 // Error is a failure the client may see: a stable code and a message safe to
@@ -67,4 +70,5 @@ var (
 	errEmailTaken         = &Error{Code: CodeEmailTaken, Message: "this email is already registered"}
 	errSessionNotFound    = &Error{Code: CodeNotFound, Message: "no such session"}
 	errSignUpDisabled     = &Error{Code: CodeForbidden, Message: "sign-up is disabled"}
+	errReauthenticate     = &Error{Code: CodeReauthenticationRequired, Message: "this needs a recent password; call reauthenticate"}
 )

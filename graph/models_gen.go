@@ -3,6 +3,10 @@
 package graph
 
 import (
+	"bytes"
+	"fmt"
+	"io"
+	"strconv"
 	"time"
 )
 
@@ -52,9 +56,55 @@ type LoginInput struct {
 type Mutation struct {
 }
 
+// Where a page of a list ends.
+type PageInfo struct {
+	// True when more items follow this page.
+	HasNextPage bool `json:"hasNextPage"`
+	// The cursor of the page's last item (null on an empty page); pass it as `after` for the next page.
+	EndCursor *string `json:"endCursor,omitempty"`
+}
+
 // Reads. Each field says which token it needs and which error codes it answers; any
 // field may also answer SERVICE_UNAVAILABLE (database unreachable, retry) or INTERNAL.
 type Query struct {
+}
+
+// Something that happened to the account, recorded in the same transaction as the change.
+// Kept for SECURITY_EVENT_RETENTION (default 90 days). Reached through `mySecurityEvents`;
+// its fields never fail on their own.
+type SecurityEvent struct {
+	// Stable, opaque identifier.
+	ID string `json:"id"`
+	// What happened.
+	Kind SecurityEventKind `json:"kind"`
+	// When, by the database's clock.
+	At time.Time `json:"at"`
+	// The session it concerns (the one created, ended, renamed...), when there is one.
+	SessionID *string `json:"sessionId,omitempty"`
+	// The concerned session's device name, as it was then.
+	DeviceName *string `json:"deviceName,omitempty"`
+	// The client address of the request that caused it, as the server sees it; null when no request did (an expiry).
+	IPAddress *string `json:"ipAddress,omitempty"`
+	// The `User-Agent` of the request that caused it; null when no request did.
+	UserAgent *string `json:"userAgent,omitempty"`
+	// The caller's session that caused it, when one did.
+	BySessionID *string `json:"bySessionId,omitempty"`
+}
+
+// A page of the caller's security events, newest first.
+type SecurityEventConnection struct {
+	// The page's events, newest first.
+	Edges []*SecurityEventEdge `json:"edges"`
+	// Whether more follow, and where to continue.
+	PageInfo *PageInfo `json:"pageInfo"`
+}
+
+// One event of a page, and the cursor to pass as `after` to continue after it.
+type SecurityEventEdge struct {
+	// The event.
+	Node *SecurityEvent `json:"node"`
+	// Opaque; pass it as `after` to get the events that come after this one.
+	Cursor string `json:"cursor"`
 }
 
 // One signed-in device. Its id and createdAt stay the same when its tokens rotate.
@@ -79,6 +129,8 @@ type Session struct {
 	RefreshTokenExpiresAt time.Time `json:"refreshTokenExpiresAt"`
 	// True for the session whose token authenticated this request.
 	Current bool `json:"current"`
+	// When the password was last proven on this session: its sign-in, or reauthenticate.
+	AuthenticatedAt time.Time `json:"authenticatedAt"`
 }
 
 // Credentials for a new account, the argument of `signUp` (no token needed).
@@ -100,4 +152,104 @@ type User struct {
 	Email string `json:"email"`
 	// When the account was created.
 	CreatedAt time.Time `json:"createdAt"`
+}
+
+// What happened to the account. Every session that ends gets one event naming it (sessionId):
+// SIGNED_OUT, SESSION_REVOKED, OTHER_SESSIONS_REVOKED, SESSION_EXPIRED or REFRESH_TOKEN_REUSED.
+type SecurityEventKind string
+
+const (
+	// The account was created, with its first session (sessionId).
+	SecurityEventKindSignedUp SecurityEventKind = "SIGNED_UP"
+	// A device signed in with the password: sessionId is its new session.
+	SecurityEventKindSignedIn SecurityEventKind = "SIGNED_IN"
+	// A wrong password: at login (no session; ipAddress and userAgent are the trying client's),
+	// or for changePassword, reauthenticate or deleteMyAccount on the session bySessionId.
+	// Recorded for registered emails only. At most 10 failure events (this kind and
+	// SIGN_IN_RATE_LIMITED together) are kept per account per LOGIN_FAILURE_WINDOW; more
+	// attempts are still counted and refused, but not recorded.
+	SecurityEventKindSignInFailed SecurityEventKind = "SIGN_IN_FAILED"
+	// A password check refused with RATE_LIMITED because of too many failed passwords: at
+	// login, or for changePassword, reauthenticate or deleteMyAccount on the session
+	// bySessionId. Capped with SIGN_IN_FAILED.
+	SecurityEventKindSignInRateLimited SecurityEventKind = "SIGN_IN_RATE_LIMITED"
+	// The session (sessionId, also bySessionId) logged out.
+	SecurityEventKindSignedOut SecurityEventKind = "SIGNED_OUT"
+	// The session (sessionId) was ended: by revokeSession or by changePassword (after
+	// PASSWORD_CHANGED, one event per session it ended) from bySessionId, or by an operator
+	// (the revoke-sessions command; bySessionId, ipAddress and userAgent null).
+	SecurityEventKindSessionRevoked SecurityEventKind = "SESSION_REVOKED"
+	// The session (sessionId) was ended by revokeOtherSessions from bySessionId: one event per session it ended, none when there was none.
+	SecurityEventKindOtherSessionsRevoked SecurityEventKind = "OTHER_SESSIONS_REVOKED"
+	// The session (sessionId) was renamed to deviceName, from bySessionId.
+	SecurityEventKindSessionRenamed SecurityEventKind = "SESSION_RENAMED"
+	// The session (sessionId) ended because its refresh token expired (recorded within about a
+	// minute of the expiry, with no ipAddress or userAgent), or was ended to make room under
+	// MAX_SESSIONS_PER_USER by the sign-in of the session bySessionId.
+	SecurityEventKindSessionExpired SecurityEventKind = "SESSION_EXPIRED"
+	// The password was changed from bySessionId; each session that ended with it has its own SESSION_REVOKED.
+	SecurityEventKindPasswordChanged SecurityEventKind = "PASSWORD_CHANGED"
+	// A superseded refresh token of the session (sessionId) was presented again, from ipAddress
+	// with userAgent: it may have been stolen, and the session was ended.
+	SecurityEventKindRefreshTokenReused SecurityEventKind = "REFRESH_TOKEN_REUSED"
+	// The password was proven again on the session (sessionId, also bySessionId) with reauthenticate.
+	SecurityEventKindReauthenticated SecurityEventKind = "REAUTHENTICATED"
+)
+
+var AllSecurityEventKind = []SecurityEventKind{
+	SecurityEventKindSignedUp,
+	SecurityEventKindSignedIn,
+	SecurityEventKindSignInFailed,
+	SecurityEventKindSignInRateLimited,
+	SecurityEventKindSignedOut,
+	SecurityEventKindSessionRevoked,
+	SecurityEventKindOtherSessionsRevoked,
+	SecurityEventKindSessionRenamed,
+	SecurityEventKindSessionExpired,
+	SecurityEventKindPasswordChanged,
+	SecurityEventKindRefreshTokenReused,
+	SecurityEventKindReauthenticated,
+}
+
+func (e SecurityEventKind) IsValid() bool {
+	switch e {
+	case SecurityEventKindSignedUp, SecurityEventKindSignedIn, SecurityEventKindSignInFailed, SecurityEventKindSignInRateLimited, SecurityEventKindSignedOut, SecurityEventKindSessionRevoked, SecurityEventKindOtherSessionsRevoked, SecurityEventKindSessionRenamed, SecurityEventKindSessionExpired, SecurityEventKindPasswordChanged, SecurityEventKindRefreshTokenReused, SecurityEventKindReauthenticated:
+		return true
+	}
+	return false
+}
+
+func (e SecurityEventKind) String() string {
+	return string(e)
+}
+
+func (e *SecurityEventKind) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = SecurityEventKind(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid SecurityEventKind", str)
+	}
+	return nil
+}
+
+func (e SecurityEventKind) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *SecurityEventKind) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e SecurityEventKind) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
 }

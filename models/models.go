@@ -53,6 +53,14 @@ type Session struct {
 	SuccessorUsed bool `bun:"successor_used,notnull"`
 
 	RevokedAt *time.Time `bun:"revoked_at"`
+
+	// AuthenticatedAt is when the password was last proven on this
+	// session: its sign-in, or a re-authentication.
+	AuthenticatedAt time.Time `bun:"authenticated_at,notnull"`
+
+	// ExpiryRecorded is set by housekeeping when it records SESSION_EXPIRED
+	// for a session whose refresh token expired while it was live.
+	ExpiryRecorded bool `bun:"expiry_recorded,notnull"`
 }
 
 // RetiredRefreshToken records a refresh token that was rotated away more than
@@ -99,4 +107,44 @@ type DeviceToken struct {
 	ExpiresAt   time.Time `bun:"expires_at,notnull"`
 	Failures    int       `bun:"failures,notnull"`
 	WindowStart time.Time `bun:"window_start,notnull"`
+}
+
+// SecurityEvent is something that happened to an account, recorded in the
+// same transaction as the change. It is deleted with the account.
+type SecurityEvent struct {
+	bun.BaseModel `bun:"table:security_events"`
+
+	ID     string    `bun:"id,pk"`
+	UserID string    `bun:"user_id,notnull"`
+	Kind   string    `bun:"kind,notnull"`
+	At     time.Time `bun:"at,notnull"`
+	// SessionID is the session the event concerns, BySessionID the
+	// caller's session that caused it; neither is a foreign key, since an
+	// event outlives its sessions.
+	SessionID   *string `bun:"session_id"`
+	DeviceName  *string `bun:"device_name"`
+	IPAddress   *string `bun:"ip_address"`
+	UserAgent   *string `bun:"user_agent"`
+	BySessionID *string `bun:"by_session_id"`
+}
+
+// SecurityEventOutbox is one event waiting for one handler: inserted with
+// the event, deleted once the handler has taken it. It holds ids only and
+// is not tied to the user, so it survives the account's deletion.
+type SecurityEventOutbox struct {
+	bun.BaseModel `bun:"table:security_event_outbox"`
+
+	ID          int64     `bun:"id,pk,autoincrement"`
+	Handler     string    `bun:"handler,notnull"`
+	EventID     string    `bun:"event_id,notnull"`
+	UserID      string    `bun:"user_id,notnull"`
+	Kind        string    `bun:"kind,notnull"`
+	At          time.Time `bun:"at,notnull"`
+	SessionID   *string   `bun:"session_id"`
+	BySessionID *string   `bun:"by_session_id"`
+	Attempts    int       `bun:"attempts,notnull"`
+	// AvailableAt is when the row may next be claimed: at once, at the end
+	// of a claim's lease, or after a failed attempt's backoff.
+	AvailableAt time.Time `bun:"available_at,notnull"`
+	Claim       *string   `bun:"claim"`
 }

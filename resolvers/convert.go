@@ -24,6 +24,7 @@ func toSession(s *models.Session, current bool) *graph.Session {
 		AccessTokenExpiresAt:  s.AccessExpiresAt.UTC(),
 		RefreshTokenExpiresAt: s.RefreshExpiresAt.UTC(),
 		Current:               current,
+		AuthenticatedAt:       s.AuthenticatedAt.UTC(),
 	}
 }
 
@@ -63,4 +64,36 @@ func secondsUntil(i *auth.Issued, t interface{ Unix() int64 }) int {
 		return 0
 	}
 	return int(n)
+}
+
+func toSecurityEvent(e *models.SecurityEvent) *graph.SecurityEvent {
+	return &graph.SecurityEvent{
+		ID:          e.ID,
+		Kind:        graph.SecurityEventKind(e.Kind),
+		At:          e.At.UTC(),
+		SessionID:   e.SessionID,
+		DeviceName:  e.DeviceName,
+		IPAddress:   e.IPAddress,
+		UserAgent:   e.UserAgent,
+		BySessionID: e.BySessionID,
+	}
+}
+
+func toEventConnection(p *auth.EventPage) *graph.SecurityEventConnection {
+	edges := make([]*graph.SecurityEventEdge, len(p.Edges))
+	for i, e := range p.Edges {
+		edges[i] = &graph.SecurityEventEdge{Node: toSecurityEvent(e.Event), Cursor: e.Cursor}
+	}
+	return &graph.SecurityEventConnection{
+		Edges:    edges,
+		PageInfo: &graph.PageInfo{HasNextPage: p.HasNextPage, EndCursor: p.EndCursor},
+	}
+}
+
+// deref returns *s, or "" for nil.
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }

@@ -1,0 +1,476 @@
+package auth
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/uptrace/bun"
+
+	"github.com/example/sessionauth/models"
+)
+
+// Delivering security events to product teams' handlers: a transactional
+// outbox. recordEvent inserts, in the changing transaction, one outbox row
+// per (event, handler); DeliverEvents, which every instance runs, claims
+// rows, calls the handler and deletes the row once it returns nil. Hence:
+//
+//   - at least once: a row stays until its handler succeeded, whatever
+//     crashes between the commit and the handler; a claim is a lease
+//     (deliveryLease) that another instance takes over when it runs out;
+//   - never for a rolled-back change: the row rolls back with it;
+//   - in order per user and handler: only the oldest row of a (handler,
+//     user) is ever claimed, so a later event waits until the earlier one
+//     succeeded. Rows are ordered by their id, which on PostgreSQL is the
+//     order of insertion: two transactions of one user that commit out of
+//     that order (two concurrent sign-ins of one account) are concurrent
+//     events, delivered in either order;
+//   - retried with exponential backoff (retryBackoff, doubling, at most
+//     maxRetryBackoff) when the handler fails, for that row only: other
+//     users go on, and other handlers, which have rows of their own, never
+//     see the event again;
+//   - every instance at once: claims are one UPDATE over rows chosen FOR
+//     UPDATE SKIP LOCKED (on SQLite the statement holds the write lock);
+//   - promptly: on PostgreSQL a trigger NOTIFYs on each commit that queued
+//     rows, on SQLite recordEvent wakes the local deliverer; either way
+//     deliverers also poll every pollInterval.
+//
+// Handlers are registered per process, before DeliverEvents starts, and an
+// event is queued for the handlers registered in the process that records
+// it: every process that records events (the server, the operator's
+// commands) registers the same ones. A row whose handler no instance runs
+// any more is deleted with the events, after SECURITY_EVENT_RETENTION.
+
+// EventHandler receives one committed event. It returns nil once it has
+// taken the event; an error (or a panic) has the event redelivered to it
+// later, with backoff. It may be called again for an event it already took
+// (at least once: after a crash, or when it ran past its lease), so it
+// should be idempotent, keyed by DeliveredEvent.ID. Its context ends after
+// handlerTimeout.
+type EventHandler func(ctx context.Context, e DeliveredEvent) error
+
+// DeliveredEvent is what a handler receives: the event's ids and kind, and,
+// while the event is still stored, its device name, address and user agent
+// (nil once the account was deleted or the event has passed retention).
+type DeliveredEvent struct {
+	// ID is the security event's id (mySecurityEvents shows it), stable
+	// across redeliveries; for EventAccountDeleted an id of its own.
+	ID          string
+	Kind        EventKind
+	UserID      string
+	At          time.Time
+	SessionID   *string
+	BySessionID *string
+	DeviceName  *string
+	IPAddress   *string
+	UserAgent   *string
+	// Attempt counts deliveries of this event to this handler, from 1.
+	Attempt int
+}
+
+// LogHandler is the name of the handler every Service has: it logs each
+// event's kind and ids (no address, user agent or device name).
+const LogHandler = "log"
+
+// Delivery timing (see deliveryTuning for tests).
+const (
+	pollInterval    = 2 * time.Second
+	deliveryLease   = 2 * time.Minute
+	handlerTimeout  = 30 * time.Second // well inside the lease
+	retryBackoff    = time.Second
+	maxRetryBackoff = 10 * time.Minute
+	deliveryBatch   = 32
+)
+
+type deliveryTuning struct {
+	poll, lease, timeout, backoff, maxBackoff time.Duration
+	batch                                     int
+}
+
+type namedHandler struct {
+	name string
+	fn   EventHandler
+}
+
+// eventHub is a Service's handlers and the wake-up signals of its
+// deliverers. Its zero value has no handler but LogHandler.
+type eventHub struct {
+	mu       sync.Mutex
+	handlers []namedHandler
+	started  bool            // OnEvent is closed
+	running  bool            // DeliverEvents is running
+	wakes    []chan struct{} // one per running handler loop
+	tuning   deliveryTuning  // zero fields: the constants above
+}
+
+var handlerName = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
+
+// OnEvent registers h under name (lower-case letters, digits, '_', '.',
+// '-'; at most 63 characters) to receive every security event recorded
+// from now on, including EventAccountDeleted. Register before serving
+// requests and before DeliverEvents; name is the handler's identity in the
+// outbox, so keep it across deploys. It panics on an invalid or duplicate
+// name, on LogHandler, and after DeliverEvents has started, as
+// http.ServeMux does on a bad pattern: these are wiring mistakes.
+func (s *Service) OnEvent(name string, h EventHandler) {
+	s.events.mu.Lock()
+	defer s.events.mu.Unlock()
+	switch {
+	case !handlerName.MatchString(name):
+		panic(fmt.Sprintf("auth: OnEvent: invalid handler name %q", name))
+	case name == LogHandler:
+		panic("auth: OnEvent: " + LogHandler + " is the built-in handler")
+	case h == nil:
+		panic("auth: OnEvent: nil handler")
+	case s.events.started:
+		panic("auth: OnEvent after DeliverEvents")
+	}
+	for _, r := range s.events.handlers {
+		if r.name == name {
+			panic(fmt.Sprintf("auth: OnEvent: handler %q registered twice", name))
+		}
+	}
+	s.events.handlers = append(s.events.handlers, namedHandler{name, h})
+}
+
+// names returns the names events are queued for: LogHandler and every
+// registered handler.
+func (h *eventHub) names() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := []string{LogHandler}
+	for _, r := range h.handlers {
+		out = append(out, r.name)
+	}
+	return out
+}
+
+// signal wakes every local handler loop.
+func (h *eventHub) signal() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, w := range h.wakes {
+		select {
+		case w <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (h *eventHub) tune() deliveryTuning {
+	h.mu.Lock()
+	t := h.tuning
+	h.mu.Unlock()
+	def := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&t.poll, pollInterval)
+	def(&t.lease, deliveryLease)
+	def(&t.timeout, handlerTimeout)
+	def(&t.backoff, retryBackoff)
+	def(&t.maxBackoff, maxRetryBackoff)
+	if t.batch <= 0 {
+		t.batch = deliveryBatch
+	}
+	return t
+}
+
+// DeliverEvents delivers the outbox to this process's handlers until ctx
+// ends, then returns once no handler is running. Run it in every instance:
+// they share the work safely. Failures (a handler's, the database's) are
+// logged and retried; nothing is lost while the rows stay. It panics if it
+// is already running.
+func (s *Service) DeliverEvents(ctx context.Context) {
+	s.events.mu.Lock()
+	if s.events.running {
+		s.events.mu.Unlock()
+		panic("auth: DeliverEvents is already running")
+	}
+	s.events.started, s.events.running = true, true
+	handlers := append([]namedHandler{{LogHandler, s.logEvent}}, s.events.handlers...)
+	wakes := make([]chan struct{}, len(handlers))
+	for i := range wakes {
+		wakes[i] = make(chan struct{}, 1)
+	}
+	s.events.wakes = wakes
+	s.events.mu.Unlock()
+	defer func() {
+		s.events.mu.Lock()
+		s.events.running, s.events.wakes = false, nil
+		s.events.mu.Unlock()
+	}()
+
+	var wg sync.WaitGroup
+	if !s.isSQLite() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.listenEvents(ctx)
+		}()
+	}
+	for i, h := range handlers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.deliverLoop(ctx, h, wakes[i])
+		}()
+	}
+	wg.Wait()
+}
+
+func (s *Service) deliverLoop(ctx context.Context, h namedHandler, wake <-chan struct{}) {
+	t := s.events.tune()
+	timer := time.NewTimer(t.poll)
+	defer timer.Stop()
+	for {
+		n, err := s.deliverBatch(ctx, h, t)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			s.log.WarnContext(ctx, "security events: delivery round failed", "handler", h.name, "err", err)
+		} else if n > 0 {
+			continue // the next rows of these users may be due now
+		}
+		timer.Reset(t.poll)
+		select {
+		case <-ctx.Done():
+			return
+		case <-wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// deliverBatch claims up to t.batch due rows of h, each the oldest of its
+// user, runs h on them (concurrently: they are of different users) and
+// settles each. It returns how many it claimed.
+func (s *Service) deliverBatch(ctx context.Context, h namedHandler, t deliveryTuning) (int, error) {
+	rows, err := s.claimOutbox(ctx, s.db, h.name, t)
+	if err != nil || len(rows) == 0 {
+		return 0, err
+	}
+	ids := make([]string, len(rows))
+	for i, r := range rows {
+		ids[i] = r.EventID
+	}
+	var details []models.SecurityEvent
+	err = s.db.NewSelect().Model(&details).Column("id", "device_name", "ip_address", "user_agent").
+		Where("id IN (?)", bun.In(ids)).Scan(ctx)
+	if err != nil {
+		for _, r := range rows {
+			s.settleDelivery(ctx, r, false, 0)
+		}
+		return 0, err
+	}
+	byID := make(map[string]*models.SecurityEvent, len(details))
+	for i := range details {
+		byID[details[i].ID] = &details[i]
+	}
+	var wg sync.WaitGroup
+	for _, r := range rows {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.deliverRow(ctx, h, t, r, byID[r.EventID])
+		}()
+	}
+	wg.Wait()
+	return len(rows), nil
+}
+
+// claimOutbox leases up to t.batch due rows of handler, each the oldest
+// remaining row of its user for that handler, in one statement.
+func (s *Service) claimOutbox(ctx context.Context, db bun.IDB, handler string, t deliveryTuning) ([]models.SecurityEventOutbox, error) {
+	heads := db.NewSelect().TableExpr("security_event_outbox AS o").ColumnExpr("o.id").
+		Where("o.handler = ?", handler).
+		Where("o.available_at <= " + s.dialect.Now).
+		Where(`NOT EXISTS (SELECT 1 FROM security_event_outbox AS p
+			WHERE p.handler = o.handler AND p.user_id = o.user_id AND p.id < o.id)`).
+		OrderExpr("o.id").Limit(int64(t.batch)).Apply(s.dialect.ForUpdateSkipLocked)
+	leaseExpr, leaseArg := s.dialect.NowPlus(t.lease)
+	var rows []models.SecurityEventOutbox
+	_, err := db.NewUpdate().Model((*models.SecurityEventOutbox)(nil)).
+		Set("claim = ?", uuid.NewString()).
+		Set("attempts = attempts + 1").
+		Set("available_at = "+leaseExpr, leaseArg).
+		Where("id IN (?)", heads).
+		Returning("*").
+		Exec(ctx, &rows)
+	return rows, err
+}
+
+func (s *Service) deliverRow(ctx context.Context, h namedHandler, t deliveryTuning, r models.SecurityEventOutbox, ev *models.SecurityEvent) {
+	e := DeliveredEvent{
+		ID: r.EventID, Kind: EventKind(r.Kind), UserID: r.UserID, At: r.At.UTC(),
+		SessionID: r.SessionID, BySessionID: r.BySessionID, Attempt: r.Attempts,
+	}
+	if ev != nil {
+		e.DeviceName, e.IPAddress, e.UserAgent = ev.DeviceName, ev.IPAddress, ev.UserAgent
+	}
+	hctx, cancel := context.WithTimeout(ctx, t.timeout)
+	err := callHandler(hctx, h.fn, e)
+	cancel()
+	if err == nil {
+		s.settleDelivery(ctx, r, true, 0)
+		return
+	}
+	if ctx.Err() != nil { // shutting down: not the handler's fault
+		s.settleDelivery(ctx, r, false, 0)
+		return
+	}
+	wait := t.backoff
+	for i := 1; i < r.Attempts && wait < t.maxBackoff; i++ {
+		wait *= 2
+	}
+	wait = min(wait, t.maxBackoff)
+	s.log.WarnContext(ctx, "security events: handler failed; will retry", "handler", h.name,
+		"event_id", e.ID, "kind", r.Kind, "user_id", r.UserID, "attempt", r.Attempts, "retry_in", wait, "err", err)
+	s.settleDelivery(ctx, r, false, wait)
+}
+
+// callHandler runs fn, turning a panic into an error.
+func callHandler(ctx context.Context, fn EventHandler, e DeliveredEvent) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("handler panicked: %v", v)
+		}
+	}()
+	return fn(ctx, e)
+}
+
+// settleDelivery ends r's claim: done deletes the row; otherwise it becomes due
+// again after wait. A claim that has meanwhile passed to another instance
+// (the lease ran out) is left to it. When settling fails, the lease runs
+// out and the row is delivered again.
+func (s *Service) settleDelivery(ctx context.Context, r models.SecurityEventOutbox, done bool, wait time.Duration) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	var err error
+	if done {
+		_, err = s.db.NewDelete().Model((*models.SecurityEventOutbox)(nil)).
+			Where("id = ? AND claim = ?", r.ID, r.Claim).Exec(ctx)
+	} else {
+		err = s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			next, arg := s.dialect.NowPlus(wait)
+			res, err := tx.NewUpdate().Model((*models.SecurityEventOutbox)(nil)).
+				Set("claim = NULL").Set("available_at = "+next, arg).
+				Where("id = ? AND claim = ?", r.ID, r.Claim).
+				Returning("available_at").Exec(ctx, &r.AvailableAt)
+			if isNoRows(err) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				return nil
+			}
+			// The user's later rows wait for this one anyway: make them not
+			// due until then, so that polls do not read them meanwhile (a
+			// handler failing for everyone would otherwise have each poll
+			// read its whole backlog).
+			_, err = tx.NewUpdate().Model((*models.SecurityEventOutbox)(nil)).
+				Set("available_at = ?", r.AvailableAt).
+				Where("handler = ? AND user_id = ? AND id > ? AND available_at < ?", r.Handler, r.UserID, r.ID, r.AvailableAt).
+				Exec(ctx)
+			return err
+		})
+	}
+	if err != nil {
+		s.log.WarnContext(ctx, "security events: settling a delivery", "event_id", r.EventID, "handler", r.Handler, "err", err)
+	}
+}
+
+// logEvent is LogHandler.
+func (s *Service) logEvent(ctx context.Context, e DeliveredEvent) error {
+	attrs := []any{"event_id", e.ID, "kind", string(e.Kind), "user_id", e.UserID, "at", e.At}
+	if e.SessionID != nil {
+		attrs = append(attrs, "session_id", *e.SessionID)
+	}
+	if e.BySessionID != nil {
+		attrs = append(attrs, "by_session_id", *e.BySessionID)
+	}
+	s.log.InfoContext(ctx, "security event", attrs...)
+	return nil
+}
+
+// eventsChannel is NOTIFYed by a trigger on security_event_outbox.
+const eventsChannel = "sessionauth_events"
+
+// listenEvents wakes the local deliverers whenever any instance commits
+// events, over a pool connection kept for LISTEN, reconnecting until ctx
+// ends. While it is down the deliverers poll.
+func (s *Service) listenEvents(ctx context.Context) {
+	const firstBackoff = 100 * time.Millisecond
+	backoff := firstBackoff
+	for ctx.Err() == nil {
+		listened, err := s.listenEventsOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if listened {
+			backoff = firstBackoff
+		}
+		s.log.WarnContext(ctx, "security events: listener disconnected; polling meanwhile", "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (s *Service) listenEventsOnce(ctx context.Context) (listened bool, err error) {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close()
+	err = conn.Raw(func(dc any) error {
+		sc, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("not a pgx connection: %T", dc)
+		}
+		c := sc.Conn()
+		// The connection is never returned to the pool listening: every
+		// way out discards it.
+		if _, err := c.Exec(ctx, "LISTEN "+eventsChannel); err != nil {
+			return errors.Join(err, driver.ErrBadConn)
+		}
+		listened = true
+		s.events.signal() // catch up with what committed before LISTEN
+		for {
+			if _, err := c.WaitForNotification(ctx); err != nil {
+				return errors.Join(err, driver.ErrBadConn)
+			}
+			s.events.signal()
+		}
+	})
+	return listened, err
+}
+
+// deleteStaleOutbox removes outbox rows older than retention, at most batch:
+// events no handler took in all that time (a handler that always fails, or
+// that no instance runs any more).
+func (s *Service) deleteStaleOutbox(ctx context.Context, db bun.IDB, retention time.Duration, batch int) (int, error) {
+	cutoff, arg := s.dialect.NowMinus(retention)
+	old := db.NewSelect().Model((*models.SecurityEventOutbox)(nil)).Column("id").
+		Where("at < "+cutoff, arg).
+		Limit(int64(batch)).Apply(s.dialect.ForUpdateSkipLocked)
+	res, err := db.NewDelete().Model((*models.SecurityEventOutbox)(nil)).Where("id IN (?)", old).Exec(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
+}
