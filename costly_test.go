@@ -24,6 +24,8 @@ func TestCostlyIsDeclaredInTheSchema(t *testing.T) {
 		{"login", "sessionauth_logins_total"},
 		{"refresh", "sessionauth_refreshes_total"},
 		{"changePassword", "sessionauth_password_changes_total"},
+		{"reauthenticate", "sessionauth_reauthentications_total"},
+		{"deleteMyAccount", "sessionauth_account_deletions_total"},
 	}
 	if got := schemaCostly(); !slices.Equal(got, want) {
 		t.Fatalf("@costly mutations %v, want %v", got, want)
