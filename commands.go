@@ -49,6 +49,9 @@ func revokeSessionsCommand(ctx context.Context, args []string, cfg config, stdou
 		return fmt.Errorf("database %s: %w", cfg.Database, err)
 	}
 	svc := auth.NewService(db, cfg.Auth, slog.New(slog.NewJSONHandler(stderr, nil)))
+	// It records SESSION_REVOKED for each session it ends: register here
+	// the same event handlers (svc.OnEvent) as run does, so that they get
+	// those events too; the server's instances deliver them.
 	n, err := svc.RevokeUserSessions(ctx, *email)
 	if err != nil {
 		return fmt.Errorf("revoke-sessions: %w", err)

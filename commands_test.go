@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/example/sessionauth/auth"
 	"github.com/example/sessionauth/internal/pgtest"
+	"github.com/example/sessionauth/models"
 )
 
 func TestRevokeSessionsCommand(t *testing.T) {
@@ -40,6 +42,22 @@ func TestRevokeSessionsCommand(t *testing.T) {
 		wantCode(t, s.post(t, p.refresh(), refreshMutation, nil), "UNAUTHENTICATED")
 	}
 	wantOK(t, s.post(t, other.AccessToken, meQuery, nil))
+	// Each ended session has its SESSION_REVOKED, by no session and from
+	// no request.
+	var ended []models.SecurityEvent
+	if err := s.db.NewSelect().Model(&ended).Where("user_id = ? AND kind = ?", a.User.ID, "SESSION_REVOKED").Order("session_id").Scan(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{a.Session.ID, b.Session.ID}
+	slices.Sort(want)
+	if len(ended) != 2 {
+		t.Fatalf("%d SESSION_REVOKED events, want 2", len(ended))
+	}
+	for i, e := range ended {
+		if *e.SessionID != want[i] || e.BySessionID != nil || e.IPAddress != nil || e.UserAgent != nil {
+			t.Fatalf("event %+v", e)
+		}
+	}
 
 	if _, err := revoke("--email", "nobody@example.com"); auth.ErrorCode(err) != auth.CodeNotFound {
 		t.Fatalf("unknown email: %v", err)

@@ -34,7 +34,8 @@ type config struct {
 
 // loadConfig reads the configuration through getenv, the one place the
 // environment is read. A value that does not parse is an error, never
-// silently replaced by its default.
+// silently replaced by its default; the error names every bad variable at
+// once, each with what is wrong, so one start is enough to see them all.
 func loadConfig(getenv func(string) string) (config, error) {
 	l := loader{getenv: getenv}
 	cfg := config{
@@ -66,25 +67,42 @@ func loadConfig(getenv func(string) string) (config, error) {
 			MaxSessionsPerUser: l.integer("MAX_SESSIONS_PER_USER", 0),
 			TrustedProxies:     l.prefixes("TRUSTED_PROXIES"),
 			AllowedOrigins:     l.list("ALLOWED_ORIGINS"),
-			EventRetention:     l.duration("SECURITY_EVENT_RETENTION", 2160*time.Hour, false),
 			SessionCacheSize:   l.positive("SESSION_CACHE_SIZE", auth.DefaultCacheSize),
 			MemoryBudget:       l.bytes("MEMORY_BUDGET", auth.DefaultMemoryBudget),
+			EventRetention:     l.duration("SECURITY_EVENT_RETENTION", 2160*time.Hour, false),
 		},
 		SoftMemoryLimit: getenv("GOMEMLIMIT") == "",
 	}
-	if least := auth.MinMemoryBudget(cfg.Auth.SessionCacheSize); cfg.Auth.MemoryBudget < least {
-		l.fail("MEMORY_BUDGET=%d MiB: the server needs at least %d MiB with SESSION_CACHE_SIZE=%d (one password hash at a time); raise it or lower SESSION_CACHE_SIZE",
+	if least := auth.MinMemoryBudget(cfg.Auth.SessionCacheSize); cfg.Auth.MemoryBudget < least && !l.bad["MEMORY_BUDGET"] && !l.bad["SESSION_CACHE_SIZE"] {
+		l.fail("MEMORY_BUDGET", "MEMORY_BUDGET=%d MiB: the server needs at least %d MiB with SESSION_CACHE_SIZE=%d (one password hash at a time); raise it or lower SESSION_CACHE_SIZE",
 			cfg.Auth.MemoryBudget>>20, (least+1<<20-1)>>20, cfg.Auth.SessionCacheSize)
 	}
 	if err := checkMetricsAddr(cfg.Addr, cfg.MetricsAddr); err != nil {
-		l.fail("%v", err)
+		l.fail("METRICS_ADDR", "%v", err)
 	}
-	return cfg, l.err
+	if len(l.errs) > 0 {
+		return cfg, l.errs
+	}
+	return cfg, nil
 }
 
 type loader struct {
 	getenv func(string) string
-	err    error
+	errs   configError
+	bad    map[string]bool // the variables in errs
+}
+
+// configError lists every bad variable, each with what is wrong with it.
+type configError []string
+
+func (e configError) Error() string { return strings.Join(e, "; ") }
+
+func (l *loader) fail(name, format string, args ...any) {
+	if l.bad == nil {
+		l.bad = map[string]bool{}
+	}
+	l.bad[name] = true
+	l.errs = append(l.errs, fmt.Sprintf(format, args...))
 }
 
 func (l *loader) str(name, def string) string {
@@ -101,7 +119,7 @@ func (l *loader) boolean(name string, def bool) bool {
 	}
 	b, err := strconv.ParseBool(v)
 	if err != nil {
-		l.fail("%s=%q: want true or false", name, v)
+		l.fail(name, "%s=%q: want true or false", name, v)
 	}
 	return b
 }
@@ -111,15 +129,9 @@ func (l *loader) boolean(name string, def bool) bool {
 func (l *loader) database(name string) database.Source {
 	src, err := database.Parse(l.getenv(name))
 	if err != nil {
-		l.fail("%s: %v", name, err)
+		l.fail(name, "%s: %v", name, err)
 	}
 	return src
-}
-
-func (l *loader) fail(format string, args ...any) {
-	if l.err == nil {
-		l.err = fmt.Errorf(format, args...)
-	}
 }
 
 // integer reads a non-negative integer; 0 means "no limit" where the
@@ -131,7 +143,7 @@ func (l *loader) integer(name string, def int) int {
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 0 {
-		l.fail("%s=%q: want a whole number, 0 or more", name, v)
+		l.fail(name, "%s=%q: want a whole number, 0 or more", name, v)
 	}
 	return n
 }
@@ -156,7 +168,7 @@ func (l *loader) prefixes(name string) []netip.Prefix {
 		if err != nil {
 			addr, aerr := netip.ParseAddr(item)
 			if aerr != nil {
-				l.fail("%s: %q is not a CIDR such as 10.0.0.0/8", name, item)
+				l.fail(name, "%s: %q is not a CIDR such as 10.0.0.0/8", name, item)
 				continue
 			}
 			p = netip.PrefixFrom(addr, addr.BitLen())
@@ -173,7 +185,7 @@ func (l *loader) duration(name string, def time.Duration, zeroOK bool) time.Dura
 	}
 	d, err := time.ParseDuration(v)
 	if err != nil || d < 0 || d == 0 && !zeroOK {
-		l.fail("%s=%q: want a positive Go duration such as 15m", name, v)
+		l.fail(name, "%s=%q: want a positive Go duration such as 15m", name, v)
 	}
 	return d
 }
@@ -181,8 +193,8 @@ func (l *loader) duration(name string, def time.Duration, zeroOK bool) time.Dura
 // positive reads a whole number of at least 1.
 func (l *loader) positive(name string, def int) int {
 	n := l.integer(name, def)
-	if n == 0 {
-		l.fail("%s=0: want a whole number, 1 or more", name)
+	if n == 0 && !l.bad[name] {
+		l.fail(name, "%s=0: want a whole number, 1 or more", name)
 	}
 	return n
 }
@@ -202,7 +214,7 @@ func (l *loader) bytes(name string, def int64) int64 {
 	}
 	n, err := strconv.ParseInt(num, 10, 64)
 	if err != nil || n <= 0 || n > (1<<50)/unit {
-		l.fail("%s=%q: want a size such as 80MiB", name, v)
+		l.fail(name, "%s=%q: want a size such as 80MiB", name, v)
 		return def
 	}
 	return n * unit

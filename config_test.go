@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/example/sessionauth/auth"
@@ -46,5 +47,50 @@ func TestConfigMemoryBudgetAndCacheSize(t *testing.T) {
 	}
 	if cfg, _ := configFrom(map[string]string{"GOMEMLIMIT": "100MiB"}); cfg.SoftMemoryLimit {
 		t.Error("MEMORY_BUDGET overrides GOMEMLIMIT")
+	}
+}
+
+// TestConfigReportsEveryBadVariable: one start names every bad variable,
+// each with what is wrong, in one error (on main: the first one only), and
+// a variable is named once even when two checks would refuse it.
+func TestConfigReportsEveryBadVariable(t *testing.T) {
+	_, err := configFrom(map[string]string{
+		"ACCESS_TOKEN_TTL":   "soon",
+		"PLAYGROUND":         "maybe",
+		"LOGIN_MAX_FAILURES": "-1",
+		"SESSION_CACHE_SIZE": "many",
+		"TRUSTED_PROXIES":    "10.0.0.0/8, nowhere",
+		"DATABASE_URL":       "mysql://root:db-secret@localhost/x",
+		"MEMORY_BUDGET":      "80MB",
+	})
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		`ACCESS_TOKEN_TTL="soon": want a positive Go duration`,
+		`PLAYGROUND="maybe": want true or false`,
+		`LOGIN_MAX_FAILURES="-1": want a whole number`,
+		`SESSION_CACHE_SIZE="many": want a whole number`,
+		`TRUSTED_PROXIES: "nowhere" is not a CIDR`,
+		`DATABASE_URL: `,
+		`MEMORY_BUDGET="80MB": want a size`,
+	} {
+		if strings.Count(msg, want) != 1 {
+			t.Errorf("the error does not say %q once:\n%s", want, msg)
+		}
+	}
+	for _, name := range []string{"SESSION_CACHE_SIZE", "MEMORY_BUDGET"} {
+		if n := strings.Count(msg, name+"="); n != 1 {
+			t.Errorf("%s named %d times:\n%s", name, n, msg)
+		}
+	}
+	if strings.Contains(msg, "db-secret") {
+		t.Errorf("the error repeats DATABASE_URL's password:\n%s", msg)
+	}
+	// One bad variable reads as before: just its own message.
+	_, err = configFrom(map[string]string{"PLAYGROUND": "maybe"})
+	if err == nil || err.Error() != `PLAYGROUND="maybe": want true or false` {
+		t.Errorf("one bad variable: %v", err)
 	}
 }

@@ -6,13 +6,11 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/example/sessionauth/auth"
 	"github.com/example/sessionauth/internal/database"
-	"github.com/example/sessionauth/internal/pgtest"
 )
 
 const (
@@ -64,11 +62,8 @@ func lockOut(t *testing.T, s *testServer, email string, n int) {
 // instances.
 func TestDeviceProofSurvivesLockout(t *testing.T) {
 	t.Parallel()
-	url := pgtest.New(t)
 	edit := func(c *config) { c.Auth.Throttle.MaxFailures = 5 }
-	a := newTestServerOn(t, url, edit)
-	b := newTestServerOn(t, url, edit)
-	smallPools(a, b)
+	a, b := twoInstances(t, edit)
 	r := a.post(t, "", signUpDeviceMutation, loginVars("owner@example.com", testPassword))
 	first := deviceToken(t, r, "signUp")
 	var p devicePayload
@@ -96,22 +91,15 @@ func TestDeviceProofSurvivesLockout(t *testing.T) {
 // is deleted; its device is then a stranger, locked out with the rest.
 func TestDeviceProofHasItsOwnLimit(t *testing.T) {
 	t.Parallel()
-	url := pgtest.New(t)
 	edit := func(c *config) { c.Auth.Throttle.MaxFailures = 3 }
-	a := newTestServerOn(t, url, edit)
-	b := newTestServerOn(t, url, edit)
-	smallPools(a, b)
+	a, b := twoInstances(t, edit)
 	proof := deviceToken(t, a.post(t, "", signUpDeviceMutation, loginVars("stolen@example.com", testPassword)), "signUp")
 	lockOut(t, a, "stolen@example.com", 3)
 
 	before := verified(a, b)
-	var got codes
-	var wg sync.WaitGroup
-	for i := range 20 {
-		s := []*testServer{a, b}[i%2]
-		wg.Go(func() { got.add(loginOn(t, s, proof, "stolen@example.com", fmt.Sprintf("thief guess %d", i))) })
-	}
-	wg.Wait()
+	got := race(20, a, b, func(i int, s *testServer) gqlResponse {
+		return loginOn(t, s, proof, "stolen@example.com", fmt.Sprintf("thief guess %d", i))
+	})
 	if n := verified(a, b) - before; n > 3 {
 		t.Errorf("%d passwords verified on one device proof, want at most 3", n)
 	}

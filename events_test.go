@@ -68,6 +68,8 @@ func TestMySecurityEvents(t *testing.T) {
 	s := newTestServer(t, nil)
 	a := s.signUp(t, "activity@example.com")
 	b := s.signUp(t, "activity-other@example.com")
+	s.forgetEvents(t, a.User.ID) // their SIGNED_UP: this test counts its own
+	s.forgetEvents(t, b.User.ID)
 	want := s.insertEvents(t, a.User.ID, 25, auth.EventSignedIn)
 	s.insertEvents(t, b.User.ID, 3, auth.EventSignInFailed)
 
@@ -158,25 +160,7 @@ func TestAuthenticatedMaxAge(t *testing.T) {
 	s.signUp(t, "recent@example.com")
 	p := s.login(t, "recent@example.com")
 
-	call := func(token string, maxAge *string) string {
-		handler := s.svc.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			v, err := resolvers.Authenticated(r.Context(), nil, func(ctx context.Context) (any, error) {
-				return auth.IdentityFromContext(ctx).User.Email, nil
-			}, maxAge)
-			if err != nil {
-				io.WriteString(w, "error:"+auth.ErrorCode(err))
-				return
-			}
-			io.WriteString(w, v.(string))
-		}))
-		req := httptest.NewRequest(http.MethodPost, "/", nil)
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		rec := httptest.NewRecorder()
-		handler.ServeHTTP(rec, req)
-		return rec.Body.String()
-	}
+	call := func(token string, maxAge *string) string { return callDirective(s, token, maxAge) }
 	five, ten := ptrTo("5m"), ptrTo("10m")
 	// The proof is six minutes old before the token is first used (so no
 	// instance has it cached yet).
@@ -203,4 +187,27 @@ func TestAuthenticatedMaxAge(t *testing.T) {
 	if got := call(p.AccessToken, five); got != "error:TOKEN_EXPIRED" {
 		t.Fatalf("expired: %q", got)
 	}
+}
+
+// callDirective runs a field that answers the caller's email behind
+// @authenticated(maxAge: maxAge) (nil: no maxAge) and the real middleware,
+// with token as the bearer, and returns the email or "error:<code>".
+func callDirective(s *testServer, token string, maxAge *string) string {
+	handler := s.svc.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		v, err := resolvers.Authenticated(r.Context(), nil, func(ctx context.Context) (any, error) {
+			return auth.IdentityFromContext(ctx).User.Email, nil
+		}, maxAge)
+		if err != nil {
+			io.WriteString(w, "error:"+auth.ErrorCode(err))
+			return
+		}
+		io.WriteString(w, v.(string))
+	}))
+	req := httptest.NewRequest(http.MethodPost, "/", nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	rec := httptest.NewRecorder()
+	handler.ServeHTTP(rec, req)
+	return rec.Body.String()
 }

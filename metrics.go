@@ -21,32 +21,22 @@ import (
 // value comes from a fixed set (our schema's fields, API.md's codes), never
 // from the client, so the series cannot multiply.
 type metrics struct {
-	registry    *prometheus.Registry
-	logins      *prometheus.CounterVec
-	signUps     *prometheus.CounterVec
-	refreshes   *prometheus.CounterVec
-	replays     prometheus.Counter
+	registry *prometheus.Registry
+	// costly counts the calls of each @costly mutation by result, by the
+	// mutation's name (schema.graphqls names each counter).
+	costly      map[string]*prometheus.CounterVec
 	revocations *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
 	wsOpen      prometheus.Gauge
 	wsCloses    *prometheus.CounterVec
 }
 
-func newMetrics() *metrics {
+func newMetrics() *metrics { return newMetricsCounting(schemaCostly()) }
+
+func newMetricsCounting(costly []costlyMutation) *metrics {
 	m := &metrics{
 		registry: prometheus.NewRegistry(),
-		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sessionauth_logins_total", Help: "Login attempts by result: ok, failed (wrong credentials), limited (throttled), invalid (bad input), error.",
-		}, []string{"result"}),
-		signUps: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sessionauth_signups_total", Help: "Sign-up attempts by result.",
-		}, []string{"result"}),
-		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sessionauth_refreshes_total", Help: "Refresh attempts by result: ok, reused, expired, unauthenticated, error.",
-		}, []string{"result"}),
-		replays: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "sessionauth_refresh_replays_total", Help: "Replayed refresh tokens detected (each revoked its session).",
-		}),
+		costly:   map[string]*prometheus.CounterVec{},
 		revocations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sessionauth_sessions_revoked_total", Help: "Sessions ended, by how: logout, revoke_session, revoke_others, replay.",
 		}, []string{"reason"}),
@@ -61,7 +51,15 @@ func newMetrics() *metrics {
 			Name: "sessionauth_websocket_closes_total", Help: "WebSocket connections closed, by reason: SESSION_ENDED, TOKEN_EXPIRED, UNAUTHENTICATED, SERVICE_UNAVAILABLE, INIT_TIMEOUT, TOO_MANY_CONNECTIONS, TOO_MANY_SUBSCRIPTIONS, GOING_AWAY, client_closed, connection_lost (no close frame), other.",
 		}, []string{"reason"}),
 	}
-	m.registry.MustRegister(m.logins, m.signUps, m.refreshes, m.replays, m.revocations, m.duration, m.wsOpen, m.wsCloses,
+	for _, c := range costly {
+		m.costly[c.name] = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: c.metric,
+			Help: "Calls of " + c.name + " by result: ok, failed (wrong credentials), limited (throttled), invalid (bad input), " +
+				"refused (email taken, forbidden), reused, expired, unauthenticated, error.",
+		}, []string{"result"})
+		m.registry.MustRegister(m.costly[c.name])
+	}
+	m.registry.MustRegister(m.revocations, m.duration, m.wsOpen, m.wsCloses,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -128,7 +126,7 @@ func (m *metrics) instrument(route string, next http.Handler) http.Handler {
 }
 
 // countField is a gqlgen field middleware counting the outcomes of the
-// session mutations.
+// @costly mutations, and the sessions the others end.
 func (m *metrics) countField(ctx context.Context, next graphql.Resolver) (any, error) {
 	res, err := next(ctx)
 	fc := graphql.GetFieldContext(ctx)
@@ -139,22 +137,18 @@ func (m *metrics) countField(ctx context.Context, next graphql.Resolver) (any, e
 	if err == nil {
 		code = "ok"
 	}
+	if c := m.costly[fc.Field.Name]; c != nil {
+		c.WithLabelValues(result(code)).Inc()
+	}
 	switch fc.Field.Name {
-	case "login":
-		m.logins.WithLabelValues(loginResult(code)).Inc()
-	case "signUp":
-		m.signUps.WithLabelValues(result(code)).Inc()
 	case "refresh":
-		m.refreshes.WithLabelValues(result(code)).Inc()
 		if code == auth.CodeRefreshTokenReused {
-			m.replays.Inc()
 			m.revocations.WithLabelValues("replay").Inc()
 		}
 	case "logout":
 		if err == nil {
 			m.revocations.WithLabelValues("logout").Inc()
 		} else if code == auth.CodeRefreshTokenReused { // a replayed refresh token logs out too
-			m.replays.Inc()
 			m.revocations.WithLabelValues("replay").Inc()
 		}
 	case "revokeSession":
@@ -169,30 +163,26 @@ func (m *metrics) countField(ctx context.Context, next graphql.Resolver) (any, e
 	return res, err
 }
 
-func loginResult(code string) string {
+// result is the label of a costly mutation's outcome: one code, one result,
+// whichever mutation answered it.
+func result(code string) string {
 	switch code {
+	case "ok":
+		return "ok"
 	case auth.CodeInvalidCredentials:
 		return "failed"
 	case auth.CodeRateLimited:
 		return "limited"
 	case auth.CodeBadUserInput:
 		return "invalid"
-	}
-	return result(code)
-}
-
-func result(code string) string {
-	switch code {
-	case "ok":
-		return "ok"
+	case auth.CodeEmailTaken, auth.CodeForbidden:
+		return "refused"
 	case auth.CodeRefreshTokenReused:
 		return "reused"
 	case auth.CodeTokenExpired:
 		return "expired"
 	case auth.CodeUnauthenticated:
 		return "unauthenticated"
-	case auth.CodeBadUserInput, auth.CodeEmailTaken, auth.CodeForbidden:
-		return "refused"
 	}
 	return "error"
 }

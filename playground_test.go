@@ -27,7 +27,7 @@ import (
 
 // playgroundOperations are the example operations the playground opens with,
 // in order.
-var playgroundOperations = []string{"SignUp", "Login", "Me", "MySessions", "RenameSession", "Refresh", "Logout", "SecurityEvents"}
+var playgroundOperations = []string{"SignUp", "Login", "Me", "MySessions", "RenameSession", "MySecurityEvents", "Reauthenticate", "Refresh", "Logout", "DeleteMyAccount", "SecurityEvents"}
 
 func TestPlayground(t *testing.T) {
 	mux := http.NewServeMux()
@@ -130,6 +130,16 @@ func TestPlaygroundDocumentRuns(t *testing.T) {
 		t.Fatalf("MySessions listed %d sessions, want 2", len(list))
 	}
 	wantCode(t, run(access, "RenameSession"), "NOT_FOUND")
+	var events eventConnection
+	run(access, "MySecurityEvents").field(t, "mySecurityEvents", &events)
+	if len(events.Edges) != 2 || events.Edges[0].Node.Kind != "SIGNED_IN" || events.Edges[1].Node.Kind != "SIGNED_UP" {
+		t.Fatalf("MySecurityEvents: %+v", events)
+	}
+	var reauth session
+	run(access, "Reauthenticate").field(t, "reauthenticate", &reauth)
+	if reauth.ID != loggedIn.Session.ID || !reauth.Current {
+		t.Fatalf("Reauthenticate: %+v", reauth)
+	}
 
 	wantCode(t, run(access, "Refresh"), "UNAUTHENTICATED")
 	r = run("Bearer "+loggedIn.refresh(), "Refresh")
@@ -141,6 +151,14 @@ func TestPlaygroundDocumentRuns(t *testing.T) {
 	wantOK(t, run("Bearer "+refreshed.AccessToken, "Logout"))
 	wantCode(t, run("Bearer "+refreshed.AccessToken, "Me"), "UNAUTHENTICATED")
 	wantOK(t, run("Bearer "+signedUp.refresh(), "Logout"))
+
+	// Last: the account goes, and SignUp works again.
+	r = run("", "Login")
+	r.field(t, "login", &loggedIn)
+	wantCode(t, run("", "DeleteMyAccount"), "UNAUTHENTICATED")
+	wantOK(t, run("Bearer "+loggedIn.AccessToken, "DeleteMyAccount"))
+	wantCode(t, run("Bearer "+loggedIn.AccessToken, "Me"), "UNAUTHENTICATED")
+	wantOK(t, run("", "SignUp"))
 }
 
 // runPlayground sends the playground's document as GraphiQL does, selecting

@@ -5,13 +5,16 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/99designs/gqlgen/graphql"
-	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 	"github.com/vektah/gqlparser/v2/parser"
+
+	"github.com/example/sessionauth/graph"
 )
 
 // What one request may ask of the parser and the validator. gqlparser's
@@ -74,8 +77,9 @@ type queryLimits struct {
 	maxAliases    int
 	maxSelections int
 	maxRepeats    int
-	// costly names root mutation fields allowed once per request.
-	costly map[string]bool
+	// costly names the root mutation fields of which a request may call
+	// one, in schema order: those marked @costly.
+	costly []string
 	// validated holds documents that already passed these limits (gqlgen's
 	// query cache keeps only documents that passed validation, which runs
 	// after this check); nil checks every request.
@@ -89,8 +93,49 @@ func defaultQueryLimits() queryLimits {
 		maxAliases:    20,
 		maxSelections: 500,
 		maxRepeats:    maxQueryRepeats,
-		costly:        map[string]bool{"signUp": true, "login": true, "changePassword": true, "refresh": true},
+		costly:        costlyNames(schemaCostly()),
 	}
+}
+
+// costlyMutation is a mutation marked @costly in schema.graphqls, the one
+// place that says which mutations are limited to one per request (here) and
+// counted by result in metric (metrics.go).
+type costlyMutation struct{ name, metric string }
+
+// costlyMutations lists the @costly mutations of schema, in its order.
+func costlyMutations(schema *ast.Schema) []costlyMutation {
+	var out []costlyMutation
+	if schema.Mutation == nil {
+		return nil
+	}
+	for _, f := range schema.Mutation.Fields {
+		if d := f.Directives.ForName("costly"); d != nil {
+			out = append(out, costlyMutation{f.Name, d.Arguments.ForName("metric").Value.Raw})
+		}
+	}
+	return out
+}
+
+// schemaCostly is costlyMutations of this server's schema (parsed once, by
+// the generated code).
+func schemaCostly() []costlyMutation {
+	return costlyMutations(graph.NewExecutableSchema(graph.Config{}).Schema())
+}
+
+func costlyNames(c []costlyMutation) []string {
+	names := make([]string, len(c))
+	for i, m := range c {
+		names[i] = m.name
+	}
+	return names
+}
+
+// orList writes names as "a", "a or b", "a, b or c".
+func orList(names []string) string {
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
 }
 
 var _ interface {
@@ -323,12 +368,12 @@ func (q queryLimits) MutateOperationContext(_ context.Context, oc *graphql.Opera
 	}
 	costly := 0
 	for _, f := range graphql.CollectFields(oc, oc.Operation.SelectionSet, []string{"Mutation"}) {
-		if q.costly[f.Name] {
+		if slices.Contains(q.costly, f.Name) {
 			costly++
 		}
 	}
 	if costly > 1 {
-		return limitError("at most one signUp, login, changePassword or refresh per request")
+		return limitError("at most one %s per request", orList(q.costly))
 	}
 	return nil
 }
@@ -476,10 +521,14 @@ func documentBytes(doc *ast.QueryDocument) int {
 	return n * nodeBytes
 }
 
-// getQueriesOnly is gqlgen's GET transport, refusing mutations with a coded
-// GraphQL error (gqlgen's own refusal carries no extensions.code): a link or
-// an <img> must never change state.
-type getQueriesOnly struct{ transport.GET }
+// getQueriesOnly serves GraphQL over GET (see graphqlhttp.go), refusing
+// mutations with a coded GraphQL error before any work: a link or an <img>
+// must never change state.
+type getQueriesOnly struct{}
+
+func (getQueriesOnly) Supports(r *http.Request) bool {
+	return r.Method == http.MethodGet && r.Header.Get("Upgrade") == ""
+}
 
 func (g getQueriesOnly) Do(w http.ResponseWriter, r *http.Request, exec graphql.GraphExecutor) {
 	if len(r.URL.RawQuery) > maxBodyBytes {
@@ -498,5 +547,5 @@ func (g getQueriesOnly) Do(w http.ResponseWriter, r *http.Request, exec graphql.
 			}
 		}
 	}
-	g.GET.Do(w, r, exec)
+	serveGET(w, r, exec)
 }

@@ -45,7 +45,7 @@ func newServer(cfg config, db *bun.DB, svc *auth.Service, logger *slog.Logger) *
 	}})
 	gql.AddTransport(transport.Options{})
 	gql.AddTransport(getQueriesOnly{})
-	gql.AddTransport(transport.POST{})
+	gql.AddTransport(postJSON{})
 	// Parsing and validation run before any extension that sees the parsed
 	// document: bound their work first (see querylimits.go).
 	cache := newQueryCache(queryCacheBytes, 1000)

@@ -96,18 +96,11 @@ func TestLoginRacingChangePassword(t *testing.T) {
 // EMAIL_TAKEN, although none of them found the email taken before hashing.
 func TestConcurrentSignUpsOfOneEmail(t *testing.T) {
 	t.Parallel()
-	url := pgtest.New(t)
-	a := newTestServerOn(t, url, nil)
-	b := newTestServerOn(t, url, nil)
-	smallPools(a, b)
-	var got codes
-	var wg sync.WaitGroup
-	for i := range 6 {
-		s := []*testServer{a, b}[i%2]
+	a, b := twoInstances(t, nil)
+	got := race(6, a, b, func(i int, s *testServer) gqlResponse {
 		vars := map[string]any{"email": fmt.Sprintf("Twin@example.com"), "password": testPassword}
-		wg.Go(func() { got.add(s.post(t, "", signUpMutation, vars)) })
-	}
-	wg.Wait()
+		return s.post(t, "", signUpMutation, vars)
+	})
 	if got.n[""] != 1 || got.n["EMAIL_TAKEN"] != 5 {
 		t.Fatalf("answers %v, want one success and 5 EMAIL_TAKEN", got.n)
 	}

@@ -157,23 +157,14 @@ func (c *codes) add(r gqlResponse) {
 // checked and every other attempt answers RATE_LIMITED.
 func TestConcurrentWrongPasswordsVerifyAtMostTheLimit(t *testing.T) {
 	t.Parallel()
-	url := pgtest.New(t)
 	edit := func(c *config) { c.Auth.Throttle.MaxFailures = 5 }
-	a := newTestServerOn(t, url, edit)
-	b := newTestServerOn(t, url, edit)
-	smallPools(a, b)
+	a, b := twoInstances(t, edit)
 	a.signUp(t, "target@example.com")
 	before := verified(a, b)
 
-	var got codes
-	var wg sync.WaitGroup
-	for i := range 50 {
-		s := []*testServer{a, b}[i%2]
-		wg.Go(func() {
-			got.add(s.post(t, "", loginMutation, loginVars("target@example.com", fmt.Sprintf("guess %d!", i))))
-		})
-	}
-	wg.Wait()
+	got := race(50, a, b, func(i int, s *testServer) gqlResponse {
+		return s.post(t, "", loginMutation, loginVars("target@example.com", fmt.Sprintf("guess %d!", i)))
+	})
 	if n := verified(a, b) - before; n > 5 {
 		t.Errorf("%d passwords verified, want at most 5", n)
 	}
@@ -187,20 +178,11 @@ func TestConcurrentWrongPasswordsVerifyAtMostTheLimit(t *testing.T) {
 // address, over two instances.
 func TestConcurrentSprayVerifiesAtMostThePerAddressLimit(t *testing.T) {
 	t.Parallel()
-	url := pgtest.New(t)
 	edit := func(c *config) { c.Auth.Throttle.MaxFailuresPerIP = 5 }
-	a := newTestServerOn(t, url, edit)
-	b := newTestServerOn(t, url, edit)
-	smallPools(a, b)
-	var got codes
-	var wg sync.WaitGroup
-	for i := range 50 {
-		s := []*testServer{a, b}[i%2]
-		wg.Go(func() {
-			got.add(s.post(t, "", loginMutation, loginVars(fmt.Sprintf("user%d@example.com", i), "Spring2026!")))
-		})
-	}
-	wg.Wait()
+	a, b := twoInstances(t, edit)
+	got := race(50, a, b, func(i int, s *testServer) gqlResponse {
+		return s.post(t, "", loginMutation, loginVars(fmt.Sprintf("user%d@example.com", i), "Spring2026!"))
+	})
 	if n := verified(a, b); n > 5 {
 		t.Errorf("%d passwords verified, want at most 5", n)
 	}
@@ -215,24 +197,17 @@ func TestConcurrentSprayVerifiesAtMostThePerAddressLimit(t *testing.T) {
 // still lock the account afterwards.
 func TestConcurrentRightPasswordDoesNotReopenGuessing(t *testing.T) {
 	t.Parallel()
-	url := pgtest.New(t)
 	edit := func(c *config) { c.Auth.Throttle.MaxFailures = 5 }
-	a := newTestServerOn(t, url, edit)
-	b := newTestServerOn(t, url, edit)
-	smallPools(a, b)
+	a, b := twoInstances(t, edit)
 	a.signUp(t, "owner@example.com")
 
-	var got codes
-	var wg sync.WaitGroup
-	for i := range 50 {
-		s := []*testServer{a, b}[i%2]
+	got := race(50, a, b, func(i int, s *testServer) gqlResponse {
 		password := fmt.Sprintf("guess %d!", i)
 		if i == 25 {
 			password = testPassword
 		}
-		wg.Go(func() { got.add(s.post(t, "", loginMutation, loginVars("owner@example.com", password))) })
-	}
-	wg.Wait()
+		return s.post(t, "", loginMutation, loginVars("owner@example.com", password))
+	})
 	if got.n["INVALID_CREDENTIALS"] > 5 || got.n["INVALID_CREDENTIALS"]+got.n["RATE_LIMITED"]+got.n[""] != 50 || got.n[""] > 1 {
 		t.Fatalf("answers %v, want at most 5 INVALID_CREDENTIALS", got.n)
 	}
@@ -248,11 +223,8 @@ func TestConcurrentRightPasswordDoesNotReopenGuessing(t *testing.T) {
 // each other instead of answering RATE_LIMITED.
 func TestConcurrentRightPasswordsAllGetIn(t *testing.T) {
 	t.Parallel()
-	url := pgtest.New(t)
 	edit := func(c *config) { c.Auth.Throttle.MaxFailures = 3 }
-	a := newTestServerOn(t, url, edit)
-	b := newTestServerOn(t, url, edit)
-	smallPools(a, b)
+	a, b := twoInstances(t, edit)
 	a.signUp(t, "fleet@example.com")
 	var wg sync.WaitGroup
 	for i := range 6 {
@@ -268,22 +240,15 @@ func TestConcurrentRightPasswordsAllGetIn(t *testing.T) {
 // login then.
 func TestChangePasswordCountsFailures(t *testing.T) {
 	t.Parallel()
-	url := pgtest.New(t)
 	edit := func(c *config) { c.Auth.Throttle.MaxFailures = 3 }
-	a := newTestServerOn(t, url, edit)
-	b := newTestServerOn(t, url, edit)
-	smallPools(a, b)
+	a, b := twoInstances(t, edit)
 	p := a.signUp(t, "oracle@example.com")
 	before := verified(a, b)
 
-	var got codes
-	var wg sync.WaitGroup
-	for i := range 12 {
-		s := []*testServer{a, b}[i%2]
+	got := race(12, a, b, func(i int, s *testServer) gqlResponse {
 		vars := map[string]any{"cur": fmt.Sprintf("guess %d!", i), "new": "a new password 1"}
-		wg.Go(func() { got.add(s.post(t, p.AccessToken, changePassword, vars)) })
-	}
-	wg.Wait()
+		return s.post(t, p.AccessToken, changePassword, vars)
+	})
 	if n := verified(a, b) - before; n > 3 {
 		t.Errorf("%d passwords verified, want at most 3", n)
 	}
@@ -331,15 +296,12 @@ func hashed(servers ...*testServer) int64 {
 // when they race, while other addresses are not affected.
 func TestSignUpLimitedPerAddress(t *testing.T) {
 	t.Parallel()
-	url := pgtest.New(t)
 	edit := func(c *config) {
 		trustLocal(t, c)
 		c.Auth.Throttle.MaxSignUpsPerIP = 3
 		c.Auth.Throttle.SignUpWindow = time.Hour
 	}
-	a := newTestServerOn(t, url, edit)
-	b := newTestServerOn(t, url, edit)
-	smallPools(a, b)
+	a, b := twoInstances(t, edit)
 	h := from("203.0.113.7")
 	wantOK(t, a.postHeader(t, h, signUpMutation, signUpVars("one@example.com")))
 	wantOK(t, b.postHeader(t, h, signUpMutation, signUpVars("two@example.com")))
@@ -454,4 +416,28 @@ func smallPools(servers ...*testServer) {
 	for _, s := range servers {
 		s.db.SetMaxOpenConns(4)
 	}
+}
+
+// twoInstances starts two instances on one fresh database, each with a
+// small pool: the concurrency tests open many connections at once on a
+// server other tests share.
+func twoInstances(t *testing.T, edit func(*config)) (a, b *testServer) {
+	t.Helper()
+	url := pgtest.New(t)
+	a, b = newTestServerOn(t, url, edit), newTestServerOn(t, url, edit)
+	smallPools(a, b)
+	return a, b
+}
+
+// race runs n requests at once, the even ones on a and the odd ones on b,
+// and counts their answers' codes.
+func race(n int, a, b *testServer, do func(i int, s *testServer) gqlResponse) *codes {
+	var got codes
+	var wg sync.WaitGroup
+	for i := range n {
+		s := []*testServer{a, b}[i%2]
+		wg.Go(func() { got.add(do(i, s)) })
+	}
+	wg.Wait()
+	return &got
 }

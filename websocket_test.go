@@ -379,8 +379,23 @@ func TestWebSocketAcrossInstances(t *testing.T) {
 	c.subscribe("1", securityEventsSubscription)
 	eventually(t, func() bool { return b.svc.Watched() == 1 })
 	wantOK(t, a.post(t, p.AccessToken, revokeMutation, map[string]any{"id": q.Session.ID}))
+	got := c.wantClose(4403, "SESSION_ENDED", time.Second+500*time.Millisecond)
+	// The revocation recorded its event on a; b's device receives it
+	// before its close.
+	if len(got) == 0 || got[len(got)-1].Type != "next" || !strings.Contains(string(got[len(got)-1].Payload), "SESSION_REVOKED") {
+		t.Fatalf("before the close: %+v; want the SESSION_REVOKED event last", got)
+	}
+}
+
+// TestWebSocketDeleteMyAccount: deleting the account ends its sessions'
+// connections with 4403.
+func TestWebSocketDeleteMyAccount(t *testing.T) {
+	s := newTestServer(t, nil)
+	p := s.signUp(t, "gone@example.com")
+	q := s.login(t, "gone@example.com")
+	c := open2(t, s, q.AccessToken)
+	wantOK(t, s.post(t, p.AccessToken, `mutation($p: String!) { deleteMyAccount(password: $p) }`, map[string]any{"p": testPassword}))
 	c.wantClose(4403, "SESSION_ENDED", time.Second+500*time.Millisecond)
-	_ = p
 }
 
 // TestWebSocketEventBeforeClose: a device whose session ends receives the

@@ -123,7 +123,6 @@ func (c *sessionCache) put(epoch uint64, hash string, id *Identity) {
 	now := time.Now()
 	sess := *id.Session
 	sess.PrevSealed = nil // 0.5 KiB that a lookup never needs
-	sess.User = nil
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.connected || epoch < c.floor || c.evictedAt[sess.ID] > epoch || c.userEvictedAt[sess.UserID] > epoch {

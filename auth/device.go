@@ -112,12 +112,12 @@ func (s *Service) reserveDevice(ctx context.Context, token, userID string) (*res
 
 // failDevice keeps a wrong password's failure on the device proof h and
 // deletes the proof once it has no attempts left.
-func (s *Service) failDevice(ctx context.Context, h []byte) error {
+func (s *Service) failDevice(ctx context.Context, db bun.IDB, h []byte) error {
 	m := s.cfg.Throttle.MaxFailures
 	if m <= 0 {
 		return nil
 	}
-	_, err := s.db.NewDelete().Model((*models.DeviceToken)(nil)).
+	_, err := db.NewDelete().Model((*models.DeviceToken)(nil)).
 		Where("token_hash = ? AND failures >= ?", h, m).
 		Exec(ctx)
 	return err

@@ -59,16 +59,6 @@ func ErrorCode(err error) string {
 	return CodeInternal
 }
 
-// ErrorMessage returns the client-safe message of err, or a generic one when
-// err is internal.
-func ErrorMessage(err error) string {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Message
-	}
-	return "internal error"
-}
-
 // The errors shared by several operations. Their messages are deliberately
 // the same whatever the cause, so a client learns nothing from the wording.
 var (

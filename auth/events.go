@@ -360,3 +360,24 @@ func (s *Service) UserEmail(ctx context.Context, id string) (string, error) {
 
 // isSQLite reports whether s runs on the embedded SQLite file.
 func (s *Service) isSQLite() bool { return s.db.Dialect().Name() == dialect.SQLite }
+
+// endedColumns are what a statement ending sessions returns for their
+// events (see endedEvents).
+const endedColumns = "id, device_name"
+
+// endedEvents returns an event of kind for each session in ended (as
+// returned with endedColumns) of user, caused by the session by (nil when
+// no session did).
+func endedEvents(kind EventKind, userID string, ended []models.Session, by *string) []Event {
+	events := make([]Event, len(ended))
+	for i := range ended {
+		events[i] = Event{Kind: kind, UserID: userID, SessionID: &ended[i].ID, DeviceName: ended[i].DeviceName, BySessionID: by}
+	}
+	return events
+}
+
+// sessionEvent returns an event of kind about sess, caused by the session
+// by (nil when no session did).
+func sessionEvent(kind EventKind, sess *models.Session, by *string) Event {
+	return Event{Kind: kind, UserID: sess.UserID, SessionID: &sess.ID, DeviceName: sess.DeviceName, BySessionID: by}
+}

@@ -36,7 +36,7 @@ func TestRecordEventInTransaction(t *testing.T) {
 	t.Parallel()
 	s := newTestService(t, testConfig)
 	s.OnEvent("mail", func(context.Context, DeliveredEvent) error { return nil })
-	user := signUp(t, s, "events-tx@example.com").User
+	user := signUpQuiet(t, s, "events-tx@example.com").User
 	ctx := context.Background()
 
 	t.Run("RolledBackLeavesNothing", func(t *testing.T) {
@@ -87,7 +87,7 @@ func TestRecordEventInTransaction(t *testing.T) {
 func TestFailureEventsAreCapped(t *testing.T) {
 	t.Parallel()
 	s := newTestService(t, testConfig)
-	user := signUp(t, s, "events-cap@example.com").User
+	user := signUpQuiet(t, s, "events-cap@example.com").User
 	for i := range maxFailureEventsPerWindow + 5 {
 		kind := EventSignInFailed
 		if i%2 == 1 {
@@ -122,7 +122,7 @@ func TestFailureEventsAreCapped(t *testing.T) {
 		}
 	})
 	t.Run("ByEmailKey", func(t *testing.T) {
-		other := signUp(t, s, "Events-Key@example.com").User
+		other := signUpQuiet(t, s, "Events-Key@example.com").User
 		record(t, s, s.db, Event{Kind: EventSignInRateLimited, EmailKey: emailKey("EVENTS-key@example.com ")})
 		if n := countRows(t, s, (*models.SecurityEvent)(nil), "user_id = ? AND kind = ?", other.ID, string(EventSignInRateLimited)); n != 1 {
 			t.Fatalf("%d events found by email key", n)
@@ -161,7 +161,7 @@ func eventIDs(t *testing.T, s *Service, who *Identity, first int, between func(i
 func TestSecurityEventsPagination(t *testing.T) {
 	t.Parallel()
 	s := newTestService(t, testConfig)
-	iss := signUp(t, s, "events-pages@example.com")
+	iss := signUpQuiet(t, s, "events-pages@example.com")
 	who := authenticate(t, s, iss.AccessToken)
 	ctx := context.Background()
 	// Some alone, some sharing one transaction (one instant on PostgreSQL).
@@ -179,7 +179,7 @@ func TestSecurityEventsPagination(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	other := signUp(t, s, "events-pages-other@example.com").User
+	other := signUpQuiet(t, s, "events-pages-other@example.com").User
 	record(t, s, s.db, Event{Kind: EventSignedIn, UserID: other.ID})
 
 	var want []string
@@ -224,7 +224,7 @@ func TestSecurityEventsPagination(t *testing.T) {
 func TestSecurityEventsInput(t *testing.T) {
 	t.Parallel()
 	s := newTestService(t, testConfig)
-	iss := signUp(t, s, "events-input@example.com")
+	iss := signUpQuiet(t, s, "events-input@example.com")
 	who := authenticate(t, s, iss.AccessToken)
 	record(t, s, s.db, Event{Kind: EventSignedIn, UserID: who.User.ID})
 	ctx := context.Background()
@@ -261,7 +261,7 @@ func TestEventRetention(t *testing.T) {
 	cfg := testConfig
 	cfg.EventRetention = time.Hour
 	s := newTestService(t, cfg)
-	user := signUp(t, s, "events-retention@example.com").User
+	user := signUpQuiet(t, s, "events-retention@example.com").User
 	ctx := context.Background()
 	for range 3 {
 		record(t, s, s.db, Event{Kind: EventSignedIn, UserID: user.ID})
@@ -309,7 +309,7 @@ func TestRecordEvents(t *testing.T) {
 	t.Parallel()
 	s := newTestService(t, testConfig)
 	s.OnEvent("mail", func(context.Context, DeliveredEvent) error { return nil })
-	user := signUp(t, s, "events-bulk@example.com").User
+	user := signUpQuiet(t, s, "events-bulk@example.com").User
 	ctx := context.Background()
 	var events []Event
 	for i := range 5 {

@@ -26,7 +26,9 @@ const (
 	sealSweepInterval = 5 * time.Second
 )
 
-// Housekeep erases spent sealed pairs, deletes expired login counters,
+// Housekeep erases spent sealed pairs, records SESSION_EXPIRED for the
+// sessions whose refresh token expired since the last round (recordExpiries),
+// deletes expired login counters,
 // retired refresh tokens past any possible expiry, long-ended sessions (with
 // what is left of their history), security events past
 // SECURITY_EVENT_RETENTION and outbox rows no handler took within it, and
@@ -35,6 +37,15 @@ const (
 func (s *Service) Housekeep(ctx context.Context) (int, error) {
 	if _, err := s.eraseSpentSeals(ctx); err != nil {
 		return 0, err
+	}
+	for {
+		n, err := s.recordExpiries(ctx, housekeepingBatch)
+		if err != nil {
+			return 0, dbError(err)
+		}
+		if n < housekeepingBatch {
+			break
+		}
 	}
 	steps := []func(context.Context) (int, error){
 		func(ctx context.Context) (int, error) {
@@ -85,11 +96,13 @@ func (s *Service) deleteRetiredTokens(ctx context.Context, db bun.IDB, ttl time.
 	return int(n), err
 }
 
+// deleteEndedSessions deletes sessions that ended more than retention ago;
+// an expired one only once its SESSION_EXPIRED is recorded.
 func (s *Service) deleteEndedSessions(ctx context.Context, db bun.IDB, retention time.Duration, batch int) (int, error) {
 	cutoff, arg := s.dialect.NowMinus(retention)
 	ended := db.NewSelect().Model((*models.Session)(nil)).Column("id").
 		WhereOr("revoked_at < "+cutoff, arg).
-		WhereOr("refresh_expires_at < "+cutoff, arg).
+		WhereOr("refresh_expires_at < "+cutoff+" AND (revoked_at IS NOT NULL OR expiry_recorded)", arg).
 		Limit(int64(batch)).Apply(s.dialect.ForUpdateSkipLocked)
 	res, err := db.NewDelete().Model((*models.Session)(nil)).Where("id IN (?)", ended).Exec(ctx)
 	if err != nil {
@@ -97,6 +110,39 @@ func (s *Service) deleteEndedSessions(ctx context.Context, db bun.IDB, retention
 	}
 	n, err := res.RowsAffected()
 	return int(n), err
+}
+
+// recordExpiries records SESSION_EXPIRED for up to batch sessions whose
+// refresh token expired while they were live, marking each (expiry_recorded)
+// in the same transaction so that it is recorded once, and returns how many
+// it recorded. It runs every housekeeping round (a minute in the server), so
+// an expiry is recorded within about a minute of it, with the time it was
+// recorded as the event's at, and no address or user agent (no request
+// caused it). Other ends of a session (revoked_at) record their own event.
+func (s *Service) recordExpiries(ctx context.Context, batch int) (int, error) {
+	var n int
+	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		due := "revoked_at IS NULL AND NOT expiry_recorded AND refresh_expires_at <= " + s.dialect.Now
+		ids := tx.NewSelect().Model((*models.Session)(nil)).Column("id").
+			Where(due).
+			Limit(int64(batch)).Apply(s.dialect.ForUpdateSkipLocked)
+		var expired []models.Session
+		_, err := tx.NewUpdate().Model((*models.Session)(nil)).
+			Set("expiry_recorded = true").
+			Where("id IN (?)", ids).Where(due).
+			Returning("id, user_id, device_name").
+			Exec(ctx, &expired)
+		if err != nil {
+			return err
+		}
+		n = len(expired)
+		events := make([]Event, len(expired))
+		for i := range expired {
+			events[i] = sessionEvent(EventSessionExpired, &expired[i], nil)
+		}
+		return s.recordEvents(ctx, tx, events)
+	})
+	return n, err
 }
 
 // windowPassed returns an SQL condition, with one placeholder, and its

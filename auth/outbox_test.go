@@ -127,8 +127,8 @@ func TestDeliveryRetriesInOrder(t *testing.T) {
 	audit := &recorder{}
 	s.OnEvent("mail", mail.handler("s"))
 	s.OnEvent("audit", audit.handler("s"))
-	a := signUp(t, s, "retry-a@example.com").User
-	b := signUp(t, s, "retry-b@example.com").User
+	a := signUpQuiet(t, s, "retry-a@example.com").User
+	b := signUpQuiet(t, s, "retry-b@example.com").User
 	record(t, s, s.db, Event{Kind: EventSignedIn, UserID: a.ID, DeviceName: ptr("a1"), SessionID: ptr(a.ID)})
 	record(t, s, s.db, Event{Kind: EventSignedIn, UserID: a.ID, DeviceName: ptr("a2")})
 	record(t, s, s.db, Event{Kind: EventSignedIn, UserID: b.ID, DeviceName: ptr("b1")})
@@ -190,7 +190,7 @@ func TestDeliveryAfterCrash(t *testing.T) {
 		t.Error("the crashed process delivered")
 		return nil
 	})
-	user := signUp(t, first, "crash@example.com").User
+	user := signUpQuiet(t, first, "crash@example.com").User
 	for i := range 3 {
 		record(t, first, first.db, Event{Kind: EventSignedIn, UserID: user.ID, DeviceName: ptr(fmt.Sprint(i))})
 	}
@@ -227,7 +227,7 @@ func TestDeliveryStoppedBeforeRunning(t *testing.T) {
 	fastDelivery(s)
 	mail := &recorder{}
 	s.OnEvent("mail", mail.handler("s"))
-	user := signUp(t, s, "stopped@example.com").User
+	user := signUpQuiet(t, s, "stopped@example.com").User
 	stop := runDeliverer(t, s)
 	stop()
 	record(t, s, s.db, Event{Kind: EventSignedIn, UserID: user.ID})
@@ -315,7 +315,7 @@ func TestAccountDeletedDelivery(t *testing.T) {
 	fastDelivery(s)
 	mail := &recorder{}
 	s.OnEvent("mail", mail.handler("s"))
-	user := signUp(t, s, "leaving@example.com").User
+	user := signUpQuiet(t, s, "leaving@example.com").User
 	record(t, s, s.db, Event{Kind: EventSignedIn, UserID: user.ID, DeviceName: ptr("Phone"), IPAddress: ptr("192.0.2.1")})
 	ctx := context.Background()
 	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
@@ -399,7 +399,7 @@ func TestHandlerPanicIsRetried(t *testing.T) {
 		}
 		return nil
 	})
-	user := signUp(t, s, "panic@example.com").User
+	user := signUpQuiet(t, s, "panic@example.com").User
 	record(t, s, s.db, Event{Kind: EventSignedIn, UserID: user.ID})
 	runDeliverer(t, s)
 	eventually(t, "delivery", func() bool { return outboxLeft(t, s) == 0 })
@@ -414,7 +414,7 @@ func TestLogHandlerLogsIDsOnly(t *testing.T) {
 	fastDelivery(s)
 	var logs syncBuffer
 	s.log = slog.New(slog.NewJSONHandler(&logs, nil))
-	user := signUp(t, s, "logged@example.com").User
+	user := signUpQuiet(t, s, "logged@example.com").User
 	record(t, s, s.db, Event{Kind: EventSignedIn, UserID: user.ID, SessionID: ptr(user.ID),
 		DeviceName: ptr("Alice's iPhone"), IPAddress: ptr("198.51.100.23"), UserAgent: ptr("SecretAgent/1.0")})
 	runDeliverer(t, s)
@@ -456,8 +456,8 @@ func TestFailureHoldsBackTheUsersLaterRows(t *testing.T) {
 	t.Parallel()
 	s := newTestService(t, testConfig)
 	s.OnEvent("mail", func(context.Context, DeliveredEvent) error { return nil })
-	a := signUp(t, s, "held-a@example.com").User
-	b := signUp(t, s, "held-b@example.com").User
+	a := signUpQuiet(t, s, "held-a@example.com").User
+	b := signUpQuiet(t, s, "held-b@example.com").User
 	for range 3 {
 		record(t, s, s.db, Event{Kind: EventSignedIn, UserID: a.ID})
 	}

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 
 	"golang.org/x/crypto/argon2"
 )
@@ -29,9 +30,11 @@ const (
 // 19 MiB, so a burst of logins must queue rather than exhaust memory.
 type hasher struct {
 	slots chan struct{}
-	// dummy is a valid hash of a random password, verified against when the
-	// email is unknown so that such a login costs what a real one costs.
-	dummy string
+	// dummy returns a valid hash of a random password, verified against
+	// when the email is unknown so that such a login costs what a real one
+	// costs. It is computed at the first verify, not by NewService, which
+	// tests and tools call freely.
+	dummy func() string
 }
 
 // DefaultMemoryBudget is MEMORY_BUDGET's default: room for two hashes at
@@ -103,7 +106,7 @@ func newHasher() *hasher { return newBoundedHasher(hashSlots(0, 0)) }
 
 func newBoundedHasher(slots int) *hasher {
 	h := &hasher{slots: make(chan struct{}, max(slots, 1))}
-	h.dummy = h.hashUnbounded(newToken())
+	h.dummy = sync.OnceValue(func() string { return h.hashUnbounded(newToken()) })
 	return h
 }
 
@@ -140,18 +143,22 @@ func (h *hasher) hashUnbounded(password string) string {
 // An empty encoded hash verifies against the dummy hash and reports false, so
 // unknown accounts cost the same as known ones.
 func (h *hasher) verify(ctx context.Context, password, encoded string) (bool, error) {
+	if err := h.acquire(ctx); err != nil {
+		return false, err
+	}
+	defer h.release()
+	// The first verify computes the dummy hash, whether the account is
+	// known or not (so that first login says nothing about the email),
+	// within a slot (so that its memory is in the budget).
+	dummy := h.dummy()
 	known := encoded != ""
 	if !known {
-		encoded = h.dummy
+		encoded = dummy
 	}
 	p, err := parseArgon2id(encoded)
 	if err != nil {
 		return false, err
 	}
-	if err := h.acquire(ctx); err != nil {
-		return false, err
-	}
-	defer h.release()
 	key := argon2.IDKey([]byte(password), p.salt, p.time, p.memory, p.threads, uint32(len(p.key)))
 	return subtle.ConstantTimeCompare(key, p.key) == 1 && known, nil
 }

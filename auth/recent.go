@@ -20,10 +20,12 @@ func RequireRecentPassword(ctx context.Context, maxAge time.Duration) (*Identity
 	if who.Now.Sub(who.Session.AuthenticatedAt) <= maxAge {
 		return who, nil
 	}
-	// An identity from the session cache may predate a re-authentication
-	// (authenticated_at only moves forward, and moving it does not evict):
-	// ask the database before refusing.
-	if r := requestFromContext(ctx); r != nil && r.svc.cache != nil {
+	// The identity may predate a re-authentication: one from the session
+	// cache (moving authenticated_at does not evict, on any instance), or
+	// this request's own, read before a reauthenticate on another
+	// connection. authenticated_at only moves forward: ask the database
+	// before refusing, which costs a query on the refusing path only.
+	if r := requestFromContext(ctx); r != nil {
 		var proven, now time.Time
 		err := r.svc.db.NewSelect().Model((*models.Session)(nil)).
 			Column("authenticated_at").ColumnExpr(r.svc.dialect.Now+" AS db_now").

@@ -157,10 +157,14 @@ func (s *Service) judgeRefresh(row *sessionRow, old *superseded) *Error {
 	}
 }
 
-// replayed revokes the session of a replayed refresh token.
+// replayed revokes the session of a replayed refresh token and records
+// REFRESH_TOKEN_REUSED, with the replaying request's address and user agent.
 func (s *Service) replayed(ctx context.Context, tx bun.Tx, sess *models.Session) error {
 	s.log.WarnContext(ctx, "refresh token replayed; session revoked", "session_id", sess.ID, "user_id", sess.UserID)
-	return s.revokeSession(ctx, tx, sess.ID)
+	if err := s.revokeSession(ctx, tx, sess.ID); err != nil {
+		return err
+	}
+	return s.recordEvent(ctx, tx, sessionEvent(EventRefreshTokenReused, sess, nil))
 }
 
 func (s *Service) refreshInTx(ctx context.Context, tx bun.Tx, token string) (*Issued, *Error, error) {

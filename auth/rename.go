@@ -4,13 +4,15 @@ import (
 	"context"
 
 	"github.com/google/uuid"
+	"github.com/uptrace/bun"
 
 	"github.com/example/sessionauth/models"
 )
 
 // RenameSession sets the device name of one of who's user's live sessions
 // (the current one too) and returns the session as it now is. The name is
-// stored trimmed.
+// stored trimmed. It records SESSION_RENAMED, with the new name, by the
+// caller's session.
 // Errors: BAD_USER_INPUT when deviceName is empty after trimming or longer
 // than 100 characters, NOT_FOUND when id is not one of the user's live
 // sessions (malformed ids too), SERVICE_UNAVAILABLE.
@@ -27,15 +29,21 @@ func (s *Service) RenameSession(ctx context.Context, who *Identity, id, deviceNa
 		return nil, errSessionNotFound
 	}
 	sess := new(models.Session)
-	err = s.db.NewUpdate().Model(sess).
-		Set("device_name = ?", *name).
-		Where("id = ? AND user_id = ?", id, who.User.ID).
-		Where(s.isLive()).
-		Returning("*").
-		Scan(ctx)
-	if isNoRows(err) {
-		return nil, errSessionNotFound
-	}
+	err = s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		err := tx.NewUpdate().Model(sess).
+			Set("device_name = ?", *name).
+			Where("id = ? AND user_id = ?", id, who.User.ID).
+			Where(s.isLive()).
+			Returning("*").
+			Scan(ctx)
+		if isNoRows(err) {
+			return errSessionNotFound
+		}
+		if err != nil {
+			return err
+		}
+		return s.recordEvent(ctx, tx, sessionEvent(EventSessionRenamed, sess, &who.Session.ID))
+	})
 	if err != nil {
 		return nil, dbError(err)
 	}

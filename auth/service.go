@@ -42,15 +42,15 @@ type Config struct {
 	// AllowedOrigins may send cookie-authenticated mutations and get CORS
 	// with credentials (ALLOWED_ORIGINS).
 	AllowedOrigins []string
-	// EventRetention is how long security events are kept
-	// (SECURITY_EVENT_RETENTION); zero means the default, 90 days.
-	EventRetention time.Duration
 	// SessionCacheSize bounds the session cache's entries
 	// (SESSION_CACHE_SIZE; 0: DefaultCacheSize).
 	SessionCacheSize int
 	// MemoryBudget is what the process may use (MEMORY_BUDGET); the number
 	// of concurrent password hashes is derived from it (see hashSlots).
 	MemoryBudget int64
+	// EventRetention is how long security events are kept
+	// (SECURITY_EVENT_RETENTION); zero means the default, 90 days.
+	EventRetention time.Duration
 }
 
 // Service carries out every session-auth operation against the database.
@@ -202,7 +202,7 @@ func (s *Service) SignUp(ctx context.Context, c Credentials) (*Issued, error) {
 			}
 			return err
 		}
-		issued, err = s.signIn(ctx, tx, user, device, nil)
+		issued, err = s.signIn(ctx, tx, user, device, nil, EventSignedUp)
 		return err
 	})
 	if err != nil {
@@ -215,7 +215,10 @@ func (s *Service) SignUp(ctx context.Context, c Credentials) (*Issued, error) {
 // Login signs a device in with email and password. The attempt is counted
 // before the password is checked (see throttle.go): on the device proof it
 // presents, when that is a live proof of this account's device (device.go),
-// else on the email and the client address.
+// else on the email and the client address. A wrong password records
+// SIGN_IN_FAILED, a refusal SIGN_IN_RATE_LIMITED, for a registered email
+// only; an unknown one runs the same statements, which record nothing (see
+// Event.EmailKey), so the answer and its time say nothing of the email.
 // Errors: BAD_USER_INPUT (malformed email, overlong input), RATE_LIMITED,
 // INVALID_CREDENTIALS, SERVICE_UNAVAILABLE.
 func (s *Service) Login(ctx context.Context, c Credentials) (*Issued, error) {
@@ -235,10 +238,12 @@ func (s *Service) Login(ctx context.Context, c Credentials) (*Issued, error) {
 	}
 	held := proof
 	if proof == nil {
-		if held, err = s.reserve(ctx, s.loginLimits(key, clientFromContext(ctx).IP), errLoginLimited); err != nil {
+		limited := &Event{Kind: EventSignInRateLimited, EmailKey: key}
+		if held, err = s.reserveOr(ctx, s.loginLimits(key, clientFromContext(ctx).IP), errLoginLimited, limited); err != nil {
 			return nil, err
 		}
 	}
+	failed := Event{Kind: EventSignInFailed, EmailKey: key}
 	// An unknown email verifies against a dummy hash: same work, same answer.
 	ok, err := s.verify(ctx, c.Password, user.PasswordHash)
 	if err != nil {
@@ -246,18 +251,22 @@ func (s *Service) Login(ctx context.Context, c Credentials) (*Issued, error) {
 		return nil, dbError(err)
 	}
 	if !ok {
-		s.fail(ctx, held)
+		s.failWith(ctx, held, failed)
 		return nil, errInvalidCredentials
 	}
 	var issued *Issued
 	err = s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		issued, err = s.signIn(ctx, tx, user, device, proof)
+		issued, err = s.signIn(ctx, tx, user, device, proof, EventSignedIn)
 		return err
 	})
 	if err != nil {
 		// A password changed meanwhile is a failure: what was proven is no
 		// longer the password.
-		s.settle(ctx, held, ErrorCode(err) == CodeInvalidCredentials)
+		if ErrorCode(err) == CodeInvalidCredentials {
+			s.failWith(ctx, held, failed)
+		} else {
+			s.release(ctx, held)
+		}
 		return nil, dbError(err)
 	}
 	s.release(ctx, held)
@@ -274,13 +283,18 @@ func (s *Service) Login(ctx context.Context, c Credentials) (*Issued, error) {
 // racing changePassword either commits before the change (whose
 // revocation then ends its session) or answers INVALID_CREDENTIALS; then it
 // creates the session, replaces the device proof (proof, when the caller
-// presented one), and ends the least recently used sessions beyond
-// MaxSessionsPerUser. The row lock also serialises the user's sign-ins, so
-// concurrent ones cannot each see room for one more session.
-func (s *Service) signIn(ctx context.Context, tx bun.Tx, user *models.User, device *string, proof *reservation) (*Issued, error) {
+// presented one), ends the least recently used sessions beyond
+// MaxSessionsPerUser, and records kind (SIGNED_UP or SIGNED_IN) for the new
+// session and SESSION_EXPIRED, by the new session, for each one it ended.
+// The row lock also serialises the user's sign-ins, so concurrent ones
+// cannot each see room for one more session.
+func (s *Service) signIn(ctx context.Context, tx bun.Tx, user *models.User, device *string, proof *reservation, kind EventKind) (*Issued, error) {
 	var stored string
-	err := tx.NewSelect().Model((*models.User)(nil)).Column("password_hash").
-		Where("id = ?", user.ID).Apply(s.dialect.ForUpdate).Scan(ctx, &stored)
+	// NO KEY UPDATE (see lockUser): it serialises the user's sign-ins and
+	// password changes, and lets a logout holding one of the sessions
+	// insert its event.
+	err := s.lockUser(tx.NewSelect().Model((*models.User)(nil)).Column("password_hash").
+		Where("id = ?", user.ID), "NO KEY UPDATE").Scan(ctx, &stored)
 	if isNoRows(err) || err == nil && stored != user.PasswordHash {
 		return nil, errInvalidCredentials
 	}
@@ -294,10 +308,16 @@ func (s *Service) signIn(ctx context.Context, tx bun.Tx, user *models.User, devi
 	if issued.DeviceToken, err = s.issueDevice(ctx, tx, user.ID, proof); err != nil {
 		return nil, err
 	}
+	sess := issued.Session
+	events := []Event{{Kind: kind, UserID: user.ID, SessionID: &sess.ID, DeviceName: sess.DeviceName}}
 	if s.cfg.MaxSessionsPerUser > 0 {
-		return issued, s.endLeastRecentlyUsed(ctx, tx, user.ID, issued.Session.ID)
+		ended, err := s.endLeastRecentlyUsed(ctx, tx, user.ID, sess.ID)
+		if err != nil {
+			return nil, err
+		}
+		events = append(events, endedEvents(EventSessionExpired, user.ID, ended, &sess.ID)...)
 	}
-	return issued, nil
+	return issued, s.recordEvents(ctx, tx, events)
 }
 
 // delivered hands the tokens that travel as cookies to the transport.
@@ -330,18 +350,21 @@ func (s *Service) hash(ctx context.Context, password string) (string, error) {
 }
 
 // endLeastRecentlyUsed ends the user's live sessions beyond the newest
-// MaxSessionsPerUser - 1 others, keeping the session just created.
-func (s *Service) endLeastRecentlyUsed(ctx context.Context, tx bun.Tx, userID, keep string) error {
+// MaxSessionsPerUser - 1 others, keeping the session just created, and
+// returns the sessions it ended (id and device name).
+func (s *Service) endLeastRecentlyUsed(ctx context.Context, tx bun.Tx, userID, keep string) ([]models.Session, error) {
 	surplus := tx.NewSelect().Model((*models.Session)(nil)).Column("id").
 		Where("user_id = ? AND id <> ?", userID, keep).
 		Where(s.isLive()).
 		Order("last_used_at DESC", "created_at DESC", "id DESC")
 	surplus = s.dialect.Offset(surplus, int64(s.cfg.MaxSessionsPerUser-1))
+	var ended []models.Session
 	_, err := tx.NewUpdate().Model((*models.Session)(nil)).
 		Set("revoked_at = "+s.dialect.Now).
 		Where("id IN (?)", surplus).
-		Exec(ctx)
-	return err
+		Returning(endedColumns).
+		Exec(ctx, &ended)
+	return ended, err
 }
 
 // lifetimes returns how long a new pair lives: the refresh token for

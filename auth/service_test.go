@@ -271,7 +271,7 @@ func TestLogin(t *testing.T) {
 		_, known := s.Login(ctx, Credentials{Email: "ann@example.com", Password: "password124"})
 		_, unknown := s.Login(ctx, Credentials{Email: "nobody@example.com", Password: "password124"})
 		wantCode(t, "Login with an unknown email", unknown, CodeInvalidCredentials)
-		if ErrorMessage(known) != ErrorMessage(unknown) {
+		if known.Error() != unknown.Error() {
 			t.Fatal("wrong password and unknown email answer with different messages")
 		}
 	})

@@ -101,7 +101,7 @@ func (s *Service) touch(ctx context.Context, sess *models.Session) error {
 	return err
 }
 
-// Logout ends the session that token belongs to: its access token, or any
+// Logout ends the session that token belongs to, recording SIGNED_OUT: its access token, or any
 // refresh token that would still refresh (the current one, or one a retry
 // may still present, see Refresh), so that a client which lost a refresh
 // response can still log out. A superseded refresh token past that is a
@@ -137,7 +137,10 @@ func (s *Service) Logout(ctx context.Context, token string) error {
 		}
 		switch outcome {
 		case nil:
-			return s.revokeSession(ctx, tx, sess.ID)
+			if err := s.revokeSession(ctx, tx, sess.ID); err != nil {
+				return err
+			}
+			return s.recordEvent(ctx, tx, sessionEvent(EventSignedOut, sess, &sess.ID))
 		case errRefreshReused:
 			return s.replayed(ctx, tx, sess)
 		}
@@ -178,33 +181,61 @@ func (s *Service) Sessions(ctx context.Context, who *Identity) ([]*models.Sessio
 	return sessions, nil
 }
 
-// RevokeSession ends one of who's user's live sessions (the current one too).
+// RevokeSession ends one of who's user's live sessions (the current one too)
+// and records SESSION_REVOKED by the caller's session.
 // Errors: NOT_FOUND when id is not one of them, SERVICE_UNAVAILABLE.
 func (s *Service) RevokeSession(ctx context.Context, who *Identity, id string) error {
 	id, ok := canonicalID(id)
 	if !ok {
 		return errSessionNotFound
 	}
-	res, err := s.db.NewUpdate().Model((*models.Session)(nil)).
-		Set("revoked_at = "+s.dialect.Now).
-		Where("id = ? AND user_id = ?", id, who.User.ID).
-		Where(s.isLive()).
-		Exec(ctx)
+	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		ended := new(models.Session)
+		err := tx.NewUpdate().Model(ended).
+			Set("revoked_at = "+s.dialect.Now).
+			Where("id = ? AND user_id = ?", id, who.User.ID).
+			Where(s.isLive()).
+			Returning("id, user_id, device_name").
+			Scan(ctx)
+		if isNoRows(err) {
+			return errSessionNotFound
+		}
+		if err != nil {
+			return err
+		}
+		return s.recordEvent(ctx, tx, sessionEvent(EventSessionRevoked, ended, &who.Session.ID))
+	})
 	if err != nil {
 		return dbError(err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return errSessionNotFound
 	}
 	s.syncInvalidations(ctx)
 	return nil
 }
 
 // RevokeOtherSessions ends every live session of who's user but the current
-// one and returns how many it ended.
+// one, recording OTHER_SESSIONS_REVOKED by the caller's session for each
+// (none when there was none), and returns how many it ended.
 // Errors: SERVICE_UNAVAILABLE.
 func (s *Service) RevokeOtherSessions(ctx context.Context, who *Identity) (int, error) {
-	n, err := s.revokeOthers(ctx, s.db, who)
+	var n int
+	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		// The user's row first, as every change of several sessions does
+		// (see lockUser).
+		q := tx.NewSelect().Model((*models.User)(nil)).Column("id").Where("id = ?", who.User.ID)
+		var id string
+		if err := s.lockUser(q, "NO KEY UPDATE").Scan(ctx, &id); err != nil {
+			if isNoRows(err) {
+				return errUnauthenticated // deleted meanwhile
+			}
+			return err
+		}
+		ended, err := s.revokeOthers(ctx, tx, who)
+		n = len(ended)
+		if err != nil {
+			return err
+		}
+		return s.recordEvents(ctx, tx, endedEvents(EventOtherSessionsRevoked, who.User.ID, ended, &who.Session.ID))
+	})
 	if err != nil {
 		return 0, dbError(err)
 	}
@@ -212,21 +243,24 @@ func (s *Service) RevokeOtherSessions(ctx context.Context, who *Identity) (int, 
 	return n, nil
 }
 
-func (s *Service) revokeOthers(ctx context.Context, db bun.IDB, who *Identity) (int, error) {
-	res, err := db.NewUpdate().Model((*models.Session)(nil)).
+// revokeOthers ends every live session of who's user but the current one
+// and returns them (endedColumns).
+func (s *Service) revokeOthers(ctx context.Context, db bun.IDB, who *Identity) ([]models.Session, error) {
+	var ended []models.Session
+	_, err := db.NewUpdate().Model((*models.Session)(nil)).
 		Set("revoked_at = "+s.dialect.Now).
 		Where("user_id = ? AND id <> ?", who.User.ID, who.Session.ID).
 		Where(s.isLive()).
-		Exec(ctx)
-	if err != nil {
-		return 0, err
-	}
-	n, err := res.RowsAffected()
-	return int(n), err
+		Returning(endedColumns).
+		Exec(ctx, &ended)
+	return ended, err
 }
 
 // ChangePassword replaces who's password and ends all their other sessions,
-// in one transaction. A check of the current password is counted like a
+// in one transaction that records PASSWORD_CHANGED and SESSION_REVOKED for
+// each session it ended, all by the caller's session. A wrong current
+// password records SIGN_IN_FAILED by the caller's session, a refusal
+// SIGN_IN_RATE_LIMITED. A check of the current password is counted like a
 // login's, on the same per-email key and before any hashing, so an access
 // token is no oracle for more guesses than login allows. The user's device
 // proofs go too: they proved the old password.
@@ -240,18 +274,9 @@ func (s *Service) ChangePassword(ctx context.Context, who *Identity, current, ne
 	if err := checkPassword(next); err != nil {
 		return err
 	}
-	held, err := s.reserve(ctx, []limit{s.emailLimit(who.User.EmailKey)}, errLoginLimited)
+	held, err := s.proveAgain(ctx, who, current)
 	if err != nil {
 		return err
-	}
-	ok, err := s.verify(ctx, current, who.User.PasswordHash)
-	if err != nil {
-		s.release(ctx, held)
-		return dbError(err)
-	}
-	if !ok {
-		s.fail(ctx, held)
-		return errInvalidCredentials
 	}
 	hash, err := s.hash(ctx, next)
 	if err != nil {
@@ -273,15 +298,22 @@ func (s *Service) ChangePassword(ctx context.Context, who *Identity, current, ne
 		if n, _ := res.RowsAffected(); n == 0 {
 			return errInvalidCredentials
 		}
-		if _, err = s.revokeOthers(ctx, tx, who); err != nil {
+		ended, err := s.revokeOthers(ctx, tx, who)
+		if err != nil {
 			return err
 		}
-		return s.deleteUserDevices(ctx, tx, who.User.ID)
+		if err := s.deleteUserDevices(ctx, tx, who.User.ID); err != nil {
+			return err
+		}
+		by := &who.Session.ID
+		events := append([]Event{{Kind: EventPasswordChanged, UserID: who.User.ID, BySessionID: by}},
+			endedEvents(EventSessionRevoked, who.User.ID, ended, by)...)
+		return s.recordEvents(ctx, tx, events)
 	})
 	if err != nil {
 		// Losing the compare-and-set is a failure: the current password
 		// given is not the password any more.
-		s.settle(ctx, held, ErrorCode(err) == CodeInvalidCredentials)
+		s.settleProof(ctx, who, held, err)
 		return dbError(err)
 	}
 	s.release(ctx, held)
@@ -290,29 +322,31 @@ func (s *Service) ChangePassword(ctx context.Context, who *Identity, current, ne
 }
 
 // RevokeUserSessions ends every session of the user with email, for incident
-// response, and returns how many were live.
+// response, recording SESSION_REVOKED (by no session) for each, and returns
+// how many were live.
 // Errors: NOT_FOUND when no user has that email, SERVICE_UNAVAILABLE.
 func (s *Service) RevokeUserSessions(ctx context.Context, email string) (int, error) {
 	var n int
 	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		user := new(models.User)
-		err := tx.NewSelect().Model(user).Column("id").Where("email_key = ?", emailKey(email)).Apply(s.dialect.ForUpdate).Scan(ctx)
+		err := s.lockUser(tx.NewSelect().Model(user).Column("id").Where("email_key = ?", emailKey(email)), "NO KEY UPDATE").Scan(ctx)
 		if isNoRows(err) {
 			return &Error{Code: CodeNotFound, Message: "no user has that email"}
 		}
 		if err != nil {
 			return err
 		}
-		res, err := tx.NewUpdate().Model((*models.Session)(nil)).
+		var ended []models.Session
+		_, err = tx.NewUpdate().Model((*models.Session)(nil)).
 			Set("revoked_at = "+s.dialect.Now).
 			Where("user_id = ?", user.ID).Where(s.isLive()).
-			Exec(ctx)
+			Returning(endedColumns).
+			Exec(ctx, &ended)
 		if err != nil {
 			return err
 		}
-		affected, err := res.RowsAffected()
-		n = int(affected)
-		return err
+		n = len(ended)
+		return s.recordEvents(ctx, tx, endedEvents(EventSessionRevoked, user.ID, ended, nil))
 	})
 	if err != nil {
 		return 0, dbError(err)

@@ -149,12 +149,19 @@ const (
 // and answers refusal with retryAfterSeconds 1 if they take too long.
 // Errors: RATE_LIMITED, SERVICE_UNAVAILABLE.
 func (s *Service) reserve(ctx context.Context, limits []limit, refusal *Error) (*reservation, error) {
+	return s.reserveOr(ctx, limits, refusal, nil)
+}
+
+// reserveOr is reserve that, when it refuses because of failures, records
+// e (SIGN_IN_RATE_LIMITED; nil: nothing) in the transaction that decided
+// the refusal, which counted nothing (see tryReserve).
+func (s *Service) reserveOr(ctx context.Context, limits []limit, refusal *Error, e *Event) (*reservation, error) {
 	deadline := time.Now().Add(pendingWait)
 	if d, ok := ctx.Deadline(); ok && d.Add(-pendingMargin).Before(deadline) {
 		deadline = d.Add(-pendingMargin)
 	}
 	for poll := pendingPollMin; ; poll = min(2*poll, pendingPollMax) {
-		r, err := s.tryReserve(ctx, limits, refusal)
+		r, err := s.tryReserve(ctx, limits, refusal, e)
 		if !errors.Is(err, errInFlight) {
 			return r, err
 		}
@@ -172,9 +179,38 @@ func (s *Service) reserve(ctx context.Context, limits []limit, refusal *Error) (
 // errInFlight: a key is full of attempts still being checked.
 var errInFlight = errors.New("throttle: attempts in flight fill the limit")
 
-func (s *Service) tryReserve(ctx context.Context, limits []limit, refusal *Error) (*reservation, error) {
-	r := new(reservation)
+func (s *Service) tryReserve(ctx context.Context, limits []limit, refusal *Error, e *Event) (*reservation, error) {
+	if e == nil {
+		return s.tryReserveIn(ctx, s.db, limits, refusal)
+	}
+	var r *reservation
+	var refused *Error
+	// A refusal undoes the places it counted on earlier keys (a savepoint)
+	// and keeps its event: one transaction, which on SQLite takes the
+	// write lock once.
 	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		var err error
+		r, err = s.tryReserveIn(ctx, tx, limits, refusal)
+		if errors.As(err, &refused) && refused.Code == refusal.Code {
+			return s.recordEvent(ctx, tx, *e)
+		}
+		refused = nil
+		return err
+	})
+	if err != nil {
+		return nil, dbError(err)
+	}
+	if refused != nil {
+		return nil, refused
+	}
+	return r, nil
+}
+
+// tryReserveIn runs one try of reserve in a transaction of db (a savepoint
+// when db is one already).
+func (s *Service) tryReserveIn(ctx context.Context, db bun.IDB, limits []limit, refusal *Error) (*reservation, error) {
+	r := new(reservation)
+	err := db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		r.slots = r.slots[:0]
 		for i, l := range limits {
 			if l.max <= 0 {
@@ -241,20 +277,49 @@ func (s *Service) refuse(ctx context.Context, tx bun.Tx, limits []limit, refusal
 }
 
 // release gives back r's places: the attempt was not a failure (the right
-// password, or it never got to check one). fail turns them into failures.
-// Either acts only on the window the place was taken in. A failure to
-// settle is logged and left: the place stays taken until its window closes.
-func (s *Service) release(ctx context.Context, r *reservation) { s.settle(ctx, r, false) }
+// password, or it never got to check one). fail turns them into failures;
+// failWith also records e, the failure's event (SIGN_IN_FAILED), in the same
+// transaction. Either acts only on the window the place was taken in. A
+// failure to settle is logged and left: the place stays taken until its
+// window closes.
+func (s *Service) release(ctx context.Context, r *reservation) { s.settle(ctx, r, false, nil) }
 
-func (s *Service) fail(ctx context.Context, r *reservation) { s.settle(ctx, r, true) }
+func (s *Service) fail(ctx context.Context, r *reservation) { s.settle(ctx, r, true, nil) }
 
-func (s *Service) settle(ctx context.Context, r *reservation, failed bool) {
-	if r == nil || len(r.slots) == 0 {
+func (s *Service) failWith(ctx context.Context, r *reservation, e Event) { s.settle(ctx, r, true, &e) }
+
+func (s *Service) settle(ctx context.Context, r *reservation, failed bool, e *Event) {
+	if (r == nil || len(r.slots) == 0) && e == nil {
 		return
 	}
 	// The client may have gone already; the place must be settled anyway.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
+	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if err := s.settleIn(ctx, tx, r, failed); err != nil {
+			return err
+		}
+		if e != nil {
+			return s.recordEvent(ctx, tx, *e)
+		}
+		return nil
+	})
+	if err != nil && e != nil {
+		// The count matters more than its event: settle without it.
+		s.log.WarnContext(ctx, "recording a failed password check", "err", err, "kind", string(e.Kind))
+		err = s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error { return s.settleIn(ctx, tx, r, failed) })
+	}
+	if err != nil {
+		s.log.WarnContext(ctx, "settling a throttle place", "err", err, "failed", failed)
+	}
+}
+
+// settleIn settles r's places in db, one statement per table and per device
+// proof.
+func (s *Service) settleIn(ctx context.Context, db bun.IDB, r *reservation, failed bool) error {
+	if r == nil {
+		return nil
+	}
 	counters := map[string][]slot{} // by table: one statement for each
 	for _, sl := range r.slots {
 		var err error
@@ -262,20 +327,20 @@ func (s *Service) settle(ctx context.Context, r *reservation, failed bool) {
 		case sl.device == nil:
 			counters[sl.table] = append(counters[sl.table], sl)
 		case failed:
-			err = s.failDevice(ctx, sl.device)
+			err = s.failDevice(ctx, db, sl.device)
 		default:
 			// A device proof counts its attempts in flight as failures.
-			_, err = s.db.NewUpdate().Model((*models.DeviceToken)(nil)).
+			_, err = db.NewUpdate().Model((*models.DeviceToken)(nil)).
 				Set("failures = failures - 1").
 				Where("token_hash = ? AND window_start = ? AND failures > 0", sl.device, sl.windowStart).
 				Exec(ctx)
 		}
 		if err != nil {
-			s.log.WarnContext(ctx, "settling a device proof's place", "err", err, "failed", failed)
+			return err
 		}
 	}
 	for table, slots := range counters {
-		q := s.db.NewUpdate().Model((*models.LoginThrottle)(nil)).ModelTableExpr(counterTable(table)).
+		q := db.NewUpdate().Model((*models.LoginThrottle)(nil)).ModelTableExpr(counterTable(table)).
 			Set("pending = pending - 1").
 			Where("pending > 0").
 			WhereGroup(" AND ", func(q *bun.UpdateQuery) *bun.UpdateQuery {
@@ -288,9 +353,10 @@ func (s *Service) settle(ctx context.Context, r *reservation, failed bool) {
 			q = q.Set("failures = failures + 1")
 		}
 		if _, err := q.Exec(ctx); err != nil {
-			s.log.WarnContext(ctx, "settling a throttle place", "err", err, "failed", failed)
+			return err
 		}
 	}
+	return nil
 }
 
 // deleteExpiredThrottles removes counters whose window has closed (window

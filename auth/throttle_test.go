@@ -44,7 +44,7 @@ func TestSignInRefusesAStaleHash(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		_, err := s.signIn(ctx, tx, &stale, nil, nil)
+		_, err := s.signIn(ctx, tx, &stale, nil, nil, EventSignedIn)
 		return err
 	})
 	wantCode(t, "signIn with the old hash", err, CodeInvalidCredentials)
@@ -256,7 +256,7 @@ func TestSettlingCountsEveryKey(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.settle(ctx, r, failed)
+		s.settle(ctx, r, failed, nil)
 	}
 	for _, key := range []string{emailThrottleKey("both@example.com"), ipThrottleKey("2001:db8::/64")} {
 		if row := throttleRow(t, s, key); row.Failures != 2 || row.Pending != 0 {

@@ -52,8 +52,10 @@ type ComplexityRoot struct {
 
 	Mutation struct {
 		ChangePassword      func(childComplexity int, currentPassword string, newPassword string) int
+		DeleteMyAccount     func(childComplexity int, password string) int
 		Login               func(childComplexity int, input LoginInput) int
 		Logout              func(childComplexity int) int
+		Reauthenticate      func(childComplexity int, password string) int
 		Refresh             func(childComplexity int) int
 		RenameSession       func(childComplexity int, id string, deviceName string) int
 		RevokeOtherSessions func(childComplexity int) int
@@ -130,6 +132,8 @@ type MutationResolver interface {
 	RevokeOtherSessions(ctx context.Context) (int, error)
 	RenameSession(ctx context.Context, id string, deviceName string) (*Session, error)
 	ChangePassword(ctx context.Context, currentPassword string, newPassword string) (bool, error)
+	Reauthenticate(ctx context.Context, password string) (*Session, error)
+	DeleteMyAccount(ctx context.Context, password string) (bool, error)
 }
 type QueryResolver interface {
 	Me(ctx context.Context) (*User, error)
@@ -224,6 +228,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.ChangePassword(childComplexity, args["currentPassword"].(string), args["newPassword"].(string)), true
+	case "Mutation.deleteMyAccount":
+		if e.ComplexityRoot.Mutation.DeleteMyAccount == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_deleteMyAccount_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.DeleteMyAccount(childComplexity, args["password"].(string)), true
 	case "Mutation.login":
 		if e.ComplexityRoot.Mutation.Login == nil {
 			break
@@ -241,6 +256,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.Logout(childComplexity), true
+	case "Mutation.reauthenticate":
+		if e.ComplexityRoot.Mutation.Reauthenticate == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_reauthenticate_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.Reauthenticate(childComplexity, args["password"].(string)), true
 	case "Mutation.refresh":
 		if e.ComplexityRoot.Mutation.Refresh == nil {
 			break
@@ -607,6 +633,14 @@ Product teams put it on their own fields; see docs/EXTENDING.md.
 directive @authenticated(maxAge: String) on FIELD_DEFINITION
 
 """
+Marks a mutation that hashes a password or rotates tokens: a request may call
+at most one of them (COMPLEXITY_LIMIT_EXCEEDED otherwise), and each call's
+outcome is counted in the Prometheus counter ` + "`" + `metric` + "`" + `, by result. A new such
+mutation needs only this mark.
+"""
+directive @costly(metric: String!) on FIELD_DEFINITION
+
+"""
 A registered account. Reached through ` + "`" + `me` + "`" + ` (needs an access token) or the ` + "`" + `user` + "`" + ` of an
 AuthPayload; its fields never fail on their own.
 """
@@ -732,7 +766,7 @@ type Mutation {
   signUp(
     "The new account's credentials; see SignUpInput for which errors each field can cause."
     input: SignUpInput!
-  ): AuthPayload!
+  ): AuthPayload! @costly(metric: "sessionauth_signups_total")
   """
   Signs this device in. No token needed; with the header ` + "`" + `X-Token-Transport: cookie` + "`" + `
   the refresh token and the device proof come as HttpOnly cookies instead. Send the
@@ -745,7 +779,7 @@ type Mutation {
   login(
     "The account's credentials; see LoginInput for which errors each field can cause."
     input: LoginInput!
-  ): AuthPayload!
+  ): AuthPayload! @costly(metric: "sessionauth_logins_total")
   """
   Rotates the session's tokens. Send ` + "`" + `Authorization: Bearer <refresh token>` + "`" + `, or no
   Authorization header and the refresh-token cookie (JSON POST only; UNAUTHENTICATED otherwise).
@@ -753,7 +787,7 @@ type Mutation {
   the reuse window, returns the same pair.
   Errors: UNAUTHENTICATED, TOKEN_EXPIRED (log in again), REFRESH_TOKEN_REUSED (session revoked).
   """
-  refresh: AuthPayload!
+  refresh: AuthPayload! @costly(metric: "sessionauth_refreshes_total")
   """
   Ends the session of the bearer token, which may be its access or its refresh token,
   or, with no Authorization header, of the refresh-token cookie, which it clears.
@@ -802,7 +836,7 @@ type Mutation {
     currentPassword: String!
     "8 to 128 characters; otherwise BAD_USER_INPUT."
     newPassword: String!
-  ): Boolean! @authenticated
+  ): Boolean! @authenticated @costly(metric: "sessionauth_password_changes_total")
 }
 
 # Account security (API.md): the activity log.
@@ -812,31 +846,55 @@ extend type Session {
   authenticatedAt: Time!
 }
 
-"What happened to the account."
+"""
+What happened to the account. Every session that ends gets one event naming it (sessionId):
+SIGNED_OUT, SESSION_REVOKED, OTHER_SESSIONS_REVOKED, SESSION_EXPIRED or REFRESH_TOKEN_REUSED.
+"""
 enum SecurityEventKind {
   "The account was created, with its first session (sessionId)."
   SIGNED_UP
   "A device signed in with the password: sessionId is its new session."
   SIGNED_IN
-  "A sign-in with a wrong password. At most 10 failure events per account per LOGIN_FAILURE_WINDOW are kept."
+  """
+  A wrong password: at login (no session; ipAddress and userAgent are the trying client's),
+  or for changePassword, reauthenticate or deleteMyAccount on the session bySessionId.
+  Recorded for registered emails only. At most 10 failure events (this kind and
+  SIGN_IN_RATE_LIMITED together) are kept per account per LOGIN_FAILURE_WINDOW; more
+  attempts are still counted and refused, but not recorded.
+  """
   SIGN_IN_FAILED
-  "A sign-in refused because of too many failed passwords (RATE_LIMITED). Capped with SIGN_IN_FAILED."
+  """
+  A password check refused with RATE_LIMITED because of too many failed passwords: at
+  login, or for changePassword, reauthenticate or deleteMyAccount on the session
+  bySessionId. Capped with SIGN_IN_FAILED.
+  """
   SIGN_IN_RATE_LIMITED
-  "The session (sessionId) logged out."
+  "The session (sessionId, also bySessionId) logged out."
   SIGNED_OUT
-  "The session (sessionId) was ended by revokeSession, from bySessionId."
+  """
+  The session (sessionId) was ended: by revokeSession or by changePassword (after
+  PASSWORD_CHANGED, one event per session it ended) from bySessionId, or by an operator
+  (the revoke-sessions command; bySessionId, ipAddress and userAgent null).
+  """
   SESSION_REVOKED
-  "All sessions but bySessionId were ended by revokeOtherSessions."
+  "The session (sessionId) was ended by revokeOtherSessions from bySessionId: one event per session it ended, none when there was none."
   OTHER_SESSIONS_REVOKED
   "The session (sessionId) was renamed to deviceName, from bySessionId."
   SESSION_RENAMED
-  "The session (sessionId) ended because its refresh token expired, or to make room under MAX_SESSIONS_PER_USER."
+  """
+  The session (sessionId) ended because its refresh token expired (recorded within about a
+  minute of the expiry, with no ipAddress or userAgent), or was ended to make room under
+  MAX_SESSIONS_PER_USER by the sign-in of the session bySessionId.
+  """
   SESSION_EXPIRED
-  "The password was changed from bySessionId; every other session was ended."
+  "The password was changed from bySessionId; each session that ended with it has its own SESSION_REVOKED."
   PASSWORD_CHANGED
-  "A superseded refresh token of the session (sessionId) was presented again: it may have been stolen, and the session was ended."
+  """
+  A superseded refresh token of the session (sessionId) was presented again, from ipAddress
+  with userAgent: it may have been stolen, and the session was ended.
+  """
   REFRESH_TOKEN_REUSED
-  "The password was proven again on the session (sessionId) with reauthenticate."
+  "The password was proven again on the session (sessionId, also bySessionId) with reauthenticate."
   REAUTHENTICATED
 }
 
@@ -902,6 +960,35 @@ extend type Query {
     "The endCursor of the previous page; omit for the newest events."
     after: String
   ): SecurityEventConnection! @authenticated
+}
+
+extend type Mutation {
+  """
+  Proves the password again on the current session and moves its ` + "`" + `authenticatedAt` + "`" + ` to now,
+  which lifts REAUTHENTICATION_REQUIRED (see @authenticated(maxAge)). Returns the session
+  (` + "`" + `current` + "`" + ` true). Needs an access token. Counted like a login: failed checks count with
+  the account's failed logins, before any password is checked.
+  Errors: UNAUTHENTICATED, TOKEN_EXPIRED, INVALID_CREDENTIALS (wrong password),
+  RATE_LIMITED (too many failed password checks for the account;
+  ` + "`" + `extensions.retryAfterSeconds` + "`" + ` says when to retry).
+  """
+  reauthenticate(
+    "The account's password; wrong: INVALID_CREDENTIALS."
+    password: String!
+  ): Session! @authenticated @costly(metric: "sessionauth_reauthentications_total")
+  """
+  Deletes the caller's account, in one transaction: every session of it ends on every
+  instance before this returns, and its sessions, security events, device proofs and failed
+  login counts are deleted with it. The email may sign up again at once. Needs an access
+  token and the password, whose checks are counted like a login's.
+  Errors: UNAUTHENTICATED, TOKEN_EXPIRED, INVALID_CREDENTIALS (wrong password; nothing is
+  deleted), RATE_LIMITED (too many failed password checks for the account;
+  ` + "`" + `extensions.retryAfterSeconds` + "`" + ` says when to retry).
+  """
+  deleteMyAccount(
+    "The account's password; wrong: INVALID_CREDENTIALS."
+    password: String!
+  ): Boolean! @authenticated @costly(metric: "sessionauth_account_deletions_total")
 }
 
 """
@@ -1195,6 +1282,20 @@ func (ec *executionContext) field_Mutation_changePassword_args(ctx context.Conte
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_deleteMyAccount_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "password",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["password"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_login_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -1206,6 +1307,20 @@ func (ec *executionContext) field_Mutation_login_args(ctx context.Context, rawAr
 		return nil, err
 	}
 	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_reauthenticate_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "password",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNString2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["password"] = arg0
 	return args, nil
 }
 
@@ -1938,6 +2053,120 @@ func (ec *executionContext) fieldContext_Mutation_changePassword(ctx context.Con
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Mutation_changePassword_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_reauthenticate(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_reauthenticate(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().Reauthenticate(ctx, fc.Args["password"].(string))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Authenticated == nil {
+					var zeroVal *Session
+					return zeroVal, errors.New("directive authenticated is not implemented")
+				}
+				return ec.Directives.Authenticated(ctx, nil, directive0, nil)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *Session) graphql.Marshaler {
+			return ec.marshalNSession2ᚖgithubᚗcomᚋexampleᚋsessionauthᚋgraphᚐSession(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_reauthenticate(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Session(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_reauthenticate_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_deleteMyAccount(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_deleteMyAccount(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().DeleteMyAccount(ctx, fc.Args["password"].(string))
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Authenticated == nil {
+					var zeroVal bool
+					return zeroVal, errors.New("directive authenticated is not implemented")
+				}
+				return ec.Directives.Authenticated(ctx, nil, directive0, nil)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_deleteMyAccount(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return nil, errors.New("field of type Boolean does not have child fields")
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_deleteMyAccount_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -4197,6 +4426,20 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 		case "changePassword":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_changePassword(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "reauthenticate":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_reauthenticate(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "deleteMyAccount":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_deleteMyAccount(ctx, field)
 			})
 			if out.Values[i] == graphql.Null {
 				out.Invalids++

@@ -163,7 +163,8 @@ type User struct {
 	CreatedAt time.Time `json:"createdAt"`
 }
 
-// What happened to the account.
+// What happened to the account. Every session that ends gets one event naming it (sessionId):
+// SIGNED_OUT, SESSION_REVOKED, OTHER_SESSIONS_REVOKED, SESSION_EXPIRED or REFRESH_TOKEN_REUSED.
 type SecurityEventKind string
 
 const (
@@ -171,25 +172,36 @@ const (
 	SecurityEventKindSignedUp SecurityEventKind = "SIGNED_UP"
 	// A device signed in with the password: sessionId is its new session.
 	SecurityEventKindSignedIn SecurityEventKind = "SIGNED_IN"
-	// A sign-in with a wrong password. At most 10 failure events per account per LOGIN_FAILURE_WINDOW are kept.
+	// A wrong password: at login (no session; ipAddress and userAgent are the trying client's),
+	// or for changePassword, reauthenticate or deleteMyAccount on the session bySessionId.
+	// Recorded for registered emails only. At most 10 failure events (this kind and
+	// SIGN_IN_RATE_LIMITED together) are kept per account per LOGIN_FAILURE_WINDOW; more
+	// attempts are still counted and refused, but not recorded.
 	SecurityEventKindSignInFailed SecurityEventKind = "SIGN_IN_FAILED"
-	// A sign-in refused because of too many failed passwords (RATE_LIMITED). Capped with SIGN_IN_FAILED.
+	// A password check refused with RATE_LIMITED because of too many failed passwords: at
+	// login, or for changePassword, reauthenticate or deleteMyAccount on the session
+	// bySessionId. Capped with SIGN_IN_FAILED.
 	SecurityEventKindSignInRateLimited SecurityEventKind = "SIGN_IN_RATE_LIMITED"
-	// The session (sessionId) logged out.
+	// The session (sessionId, also bySessionId) logged out.
 	SecurityEventKindSignedOut SecurityEventKind = "SIGNED_OUT"
-	// The session (sessionId) was ended by revokeSession, from bySessionId.
+	// The session (sessionId) was ended: by revokeSession or by changePassword (after
+	// PASSWORD_CHANGED, one event per session it ended) from bySessionId, or by an operator
+	// (the revoke-sessions command; bySessionId, ipAddress and userAgent null).
 	SecurityEventKindSessionRevoked SecurityEventKind = "SESSION_REVOKED"
-	// All sessions but bySessionId were ended by revokeOtherSessions.
+	// The session (sessionId) was ended by revokeOtherSessions from bySessionId: one event per session it ended, none when there was none.
 	SecurityEventKindOtherSessionsRevoked SecurityEventKind = "OTHER_SESSIONS_REVOKED"
 	// The session (sessionId) was renamed to deviceName, from bySessionId.
 	SecurityEventKindSessionRenamed SecurityEventKind = "SESSION_RENAMED"
-	// The session (sessionId) ended because its refresh token expired, or to make room under MAX_SESSIONS_PER_USER.
+	// The session (sessionId) ended because its refresh token expired (recorded within about a
+	// minute of the expiry, with no ipAddress or userAgent), or was ended to make room under
+	// MAX_SESSIONS_PER_USER by the sign-in of the session bySessionId.
 	SecurityEventKindSessionExpired SecurityEventKind = "SESSION_EXPIRED"
-	// The password was changed from bySessionId; every other session was ended.
+	// The password was changed from bySessionId; each session that ended with it has its own SESSION_REVOKED.
 	SecurityEventKindPasswordChanged SecurityEventKind = "PASSWORD_CHANGED"
-	// A superseded refresh token of the session (sessionId) was presented again: it may have been stolen, and the session was ended.
+	// A superseded refresh token of the session (sessionId) was presented again, from ipAddress
+	// with userAgent: it may have been stolen, and the session was ended.
 	SecurityEventKindRefreshTokenReused SecurityEventKind = "REFRESH_TOKEN_REUSED"
-	// The password was proven again on the session (sessionId) with reauthenticate.
+	// The password was proven again on the session (sessionId, also bySessionId) with reauthenticate.
 	SecurityEventKindReauthenticated SecurityEventKind = "REAUTHENTICATED"
 )
 

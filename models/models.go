@@ -58,7 +58,9 @@ type Session struct {
 	// session: its sign-in, or a re-authentication.
 	AuthenticatedAt time.Time `bun:"authenticated_at,notnull"`
 
-	User *User `bun:"rel:belongs-to,join:user_id=id"`
+	// ExpiryRecorded is set by housekeeping when it records SESSION_EXPIRED
+	// for a session whose refresh token expired while it was live.
+	ExpiryRecorded bool `bun:"expiry_recorded,notnull"`
 }
 
 // RetiredRefreshToken records a refresh token that was rotated away more than

@@ -86,6 +86,24 @@ func (r *mutationResolver) ChangePassword(ctx context.Context, currentPassword s
 	return true, nil
 }
 
+// Reauthenticate is the resolver for the reauthenticate field.
+func (r *mutationResolver) Reauthenticate(ctx context.Context, password string) (*graph.Session, error) {
+	who := auth.IdentityFromContext(ctx)
+	s, err := r.Auth.Reauthenticate(ctx, who, password)
+	if err != nil {
+		return nil, err
+	}
+	return toCallerSession(s, who), nil
+}
+
+// DeleteMyAccount is the resolver for the deleteMyAccount field.
+func (r *mutationResolver) DeleteMyAccount(ctx context.Context, password string) (bool, error) {
+	if err := r.Auth.DeleteMyAccount(ctx, auth.IdentityFromContext(ctx), password); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
 // Me is the resolver for the me field.
 func (r *queryResolver) Me(ctx context.Context) (*graph.User, error) {
 	return toUser(auth.IdentityFromContext(ctx).User), nil
