@@ -24,6 +24,8 @@ type config struct {
 	// SessionCache answers access-token lookups from memory, kept coherent
 	// across instances by LISTEN/NOTIFY (SESSION_CACHE; PostgreSQL only).
 	SessionCache bool
+	// WebSocket bounds subscription connections (WEBSOCKET_*).
+	WebSocket wsLimits
 	// SoftMemoryLimit sets the runtime's soft memory limit to
 	// Auth.MemoryBudget (MEMORY_BUDGET), unless GOMEMLIMIT already set one.
 	SoftMemoryLimit bool
@@ -42,6 +44,12 @@ func loadConfig(getenv func(string) string) (config, error) {
 		Database:     l.database("DATABASE_URL"),
 		Playground:   l.boolean("PLAYGROUND", true),
 		SessionCache: l.boolean("SESSION_CACHE", true),
+		WebSocket: wsLimits{
+			InitTimeout:              l.duration("WEBSOCKET_INIT_TIMEOUT", 10*time.Second, false),
+			PingInterval:             l.duration("WEBSOCKET_PING_INTERVAL", 25*time.Second, true),
+			MaxSubscriptions:         l.integer("WEBSOCKET_MAX_SUBSCRIPTIONS", 20),
+			MaxConnectionsPerSession: l.integer("WEBSOCKET_MAX_CONNECTIONS_PER_SESSION", 10),
+		},
 		Auth: auth.Config{
 			AccessTTL:   l.duration("ACCESS_TOKEN_TTL", 15*time.Minute, false),
 			RefreshTTL:  l.duration("REFRESH_TOKEN_TTL", 168*time.Hour, false),

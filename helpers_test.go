@@ -27,9 +27,10 @@ func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 // testServer is the real handler of newServer, over its own database.
 type testServer struct {
-	URL string
-	db  *bun.DB
-	svc *auth.Service
+	URL     string
+	db      *bun.DB
+	svc     *auth.Service
+	handler *server
 }
 
 func testConfig(url string) config {
@@ -72,12 +73,13 @@ func newLoggedTestServer(t *testing.T, url string, edit func(*config), logs io.W
 	if cfg.SessionCache && cfg.Database.Backend == database.Postgres {
 		svc.EnableCache(t.Context(), cfg.Database.URL)
 	}
-	srv := httptest.NewServer(newServer(cfg, db, svc, logger))
+	h := newServer(cfg, db, svc, logger)
+	srv := httptest.NewServer(h)
 	t.Cleanup(func() {
 		srv.Close()
 		db.Close()
 	})
-	return &testServer{URL: srv.URL, db: db, svc: svc}
+	return &testServer{URL: srv.URL, db: db, svc: svc, handler: h}
 }
 
 type gqlError struct {

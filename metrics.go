@@ -27,6 +27,8 @@ type metrics struct {
 	costly      map[string]*prometheus.CounterVec
 	revocations *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
+	wsOpen      prometheus.Gauge
+	wsCloses    *prometheus.CounterVec
 }
 
 func newMetrics() *metrics { return newMetricsCounting(schemaCostly()) }
@@ -42,6 +44,12 @@ func newMetricsCounting(costly []costlyMutation) *metrics {
 			Name: "sessionauth_request_duration_seconds", Help: "HTTP request latency by route.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}, []string{"route"}),
+		wsOpen: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sessionauth_websocket_connections", Help: "WebSocket (subscription) connections open now.",
+		}),
+		wsCloses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sessionauth_websocket_closes_total", Help: "WebSocket connections closed, by reason: SESSION_ENDED, TOKEN_EXPIRED, UNAUTHENTICATED, SERVICE_UNAVAILABLE, INIT_TIMEOUT, TOO_MANY_CONNECTIONS, TOO_MANY_SUBSCRIPTIONS, GOING_AWAY, client_closed, connection_lost (no close frame), other.",
+		}, []string{"reason"}),
 	}
 	for _, c := range costly {
 		m.costly[c.name] = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -51,7 +59,7 @@ func newMetricsCounting(costly []costlyMutation) *metrics {
 		}, []string{"result"})
 		m.registry.MustRegister(m.costly[c.name])
 	}
-	m.registry.MustRegister(m.revocations, m.duration,
+	m.registry.MustRegister(m.revocations, m.duration, m.wsOpen, m.wsCloses,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -68,6 +76,7 @@ func (m *metrics) handler() http.Handler {
 type server struct {
 	http.Handler
 	metrics *metrics
+	ws      *wsHub // its WebSocket connections, closed apart at shutdown
 }
 
 // checkMetricsAddr refuses a METRICS_ADDR that is not host:port, or that

@@ -27,7 +27,7 @@ import (
 
 // playgroundOperations are the example operations the playground opens with,
 // in order.
-var playgroundOperations = []string{"SignUp", "Login", "Me", "MySessions", "RenameSession", "MySecurityEvents", "Reauthenticate", "Refresh", "Logout", "DeleteMyAccount"}
+var playgroundOperations = []string{"SignUp", "Login", "Me", "MySessions", "RenameSession", "MySecurityEvents", "Reauthenticate", "Refresh", "Logout", "DeleteMyAccount", "SecurityEvents"}
 
 func TestPlayground(t *testing.T) {
 	mux := http.NewServeMux()

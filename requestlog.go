@@ -105,7 +105,9 @@ func noteSubject(ctx context.Context, next graphql.Resolver) (any, error) {
 func recordOperation(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
 	resp := next(ctx)
 	info := requestInfoFrom(ctx)
-	if info == nil || !graphql.HasOperationContext(ctx) {
+	if info == nil || !graphql.HasOperationContext(ctx) || wsConnFrom(ctx) != nil {
+		// A WebSocket's operations share its upgrade request: the
+		// connection is logged on its own (websocket.go).
 		return resp
 	}
 	oc := graphql.GetOperationContext(ctx)

@@ -33,6 +33,16 @@ import (
 func newServer(cfg config, db *bun.DB, svc *auth.Service, logger *slog.Logger) *server {
 	resolver := &resolvers.Resolver{Auth: svc}
 	gql := handler.New(graph.NewExecutableSchema(resolver.Config()))
+	m := newMetrics()
+	ws := newWSHub(svc, cfg.WebSocket, logger, m)
+	// First: a GET that upgrades is a subscription connection, not a query.
+	gql.AddTransport(wsTransport{transport.Websocket{
+		Implementation: wsImplementation{ws},
+		InitFunc:       ws.initFunc,
+		InitTimeout:    cfg.WebSocket.InitTimeout,
+		// Pings: one ticker for the whole hub (wsHub.pinger), not a
+		// goroutine per connection as gqlgen's PingPongInterval has.
+	}})
 	gql.AddTransport(transport.Options{})
 	gql.AddTransport(getQueriesOnly{})
 	gql.AddTransport(postJSON{})
@@ -56,7 +66,7 @@ func newServer(cfg config, db *bun.DB, svc *auth.Service, logger *slog.Logger) *
 	limits.validated = cache
 	gql.Use(limits)
 	gql.Use(extension.FixedComplexityLimit(1000))
-	m := newMetrics()
+	gql.AroundOperations(ws.limitSubscriptions)
 	gql.AroundFields(m.countField)
 	gql.AroundFields(noteSubject)
 	gql.AroundResponses(recordOperation)
@@ -68,7 +78,17 @@ func newServer(cfg config, db *bun.DB, svc *auth.Service, logger *slog.Logger) *
 	})
 
 	mux := http.NewServeMux()
-	mux.Handle("/graphql", noStore(m.instrument("graphql", withCORS(cfg.Auth.AllowedOrigins, limitBody(maxBodyBytes, svc.Middleware(gql))))))
+	overHTTP := noStore(m.instrument("graphql", withCORS(cfg.Auth.AllowedOrigins, limitBody(maxBodyBytes, svc.Middleware(gql)))))
+	// A WebSocket is long-lived: no body limit, no latency histogram (it
+	// has its own gauge and closes counter), no deadline (withDeadline).
+	overWS := noStore(ws.handler(cfg.Auth.AllowedOrigins, svc.Middleware(gql)))
+	mux.HandleFunc("/graphql", func(w http.ResponseWriter, r *http.Request) {
+		if isWebSocketUpgrade(r) {
+			overWS.ServeHTTP(w, r)
+			return
+		}
+		overHTTP.ServeHTTP(w, r)
+	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
 	})
@@ -84,7 +104,7 @@ func newServer(cfg config, db *bun.DB, svc *auth.Service, logger *slog.Logger) *
 	if cfg.Playground {
 		mountPlayground(mux)
 	}
-	return &server{Handler: withRequestLog(logger, cfg.Auth.TrustedProxies, withDeadline(requestTimeout, mux)), metrics: m}
+	return &server{Handler: withRequestLog(logger, cfg.Auth.TrustedProxies, withDeadline(requestTimeout, mux)), metrics: m, ws: ws}
 }
 
 // requestTimeout bounds each request's work: when the database stops
@@ -95,6 +115,10 @@ const requestTimeout = 10 * time.Second
 
 func withDeadline(d time.Duration, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isWebSocketUpgrade(r) {
+			next.ServeHTTP(w, r) // a connection, bounded by its token (websocket.go)
+			return
+		}
 		ctx, cancel := context.WithTimeout(r.Context(), d)
 		defer cancel()
 		next.ServeHTTP(w, r.WithContext(ctx))

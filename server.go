@@ -157,12 +157,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
 	var shutdownErr error
+	// Hijacked connections are not Shutdown's: close the WebSockets with
+	// 1001 while it waits for the requests.
+	closedWS := make(chan struct{})
+	go func() {
+		defer close(closedWS)
+		h.ws.closeAll(shutdownCtx)
+	}()
 	for _, s := range servers {
 		if err := s.Shutdown(shutdownCtx); err != nil {
 			s.Close() // the deadline passed: cut what is still running
 			shutdownErr = cmp.Or(shutdownErr, fmt.Errorf("shutdown: %w", err))
 		}
 	}
+	<-closedWS
 	for ; pending > 0; pending-- {
 		if err := <-serveErr; !errors.Is(err, http.ErrServerClosed) {
 			failed = cmp.Or(failed, err)

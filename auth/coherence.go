@@ -188,6 +188,9 @@ func (s *Service) listenOnce(ctx context.Context, databaseURL string) error {
 		defer cancel()
 		conn.Close(closeCtx)
 	}()
+	if _, err := conn.Exec(connCtx, "LISTEN "+eventStreamChannel); err != nil {
+		return err
+	}
 	if _, err := conn.Exec(connCtx, "LISTEN "+invalidationChannel); err != nil {
 		return err
 	}
@@ -210,6 +213,11 @@ func (s *Service) listenOnce(ctx context.Context, databaseURL string) error {
 			}
 			return err
 		}
+		if n.Channel == eventStreamChannel {
+			s.streamNotified(n.Payload) // securityEvents (eventstream.go)
+			continue
+		}
+		s.watchInvalidated(n.Payload) // subscriptions' sessions (watch.go)
 		s.apply(n.Payload)
 	}
 }
@@ -526,6 +534,7 @@ func (s *Service) SyncInvalidations(ctx context.Context) { s.syncInvalidations(c
 // announced (a revocation, a changed user): it returns when every instance
 // has applied it or distrusts its cache (see the top of this file).
 func (s *Service) syncInvalidations(ctx context.Context) {
+	s.changedHere() // subscriptions' sessions (watch.go)
 	if s.cache == nil {
 		return
 	}
@@ -546,6 +555,7 @@ func (s *Service) syncInvalidations(ctx context.Context) {
 // Errors: SERVICE_UNAVAILABLE when no heartbeat could carry it within
 // leaseDuration (it stays queued for the next).
 func (s *Service) announceRotation(ctx context.Context, session string) error {
+	s.changedHere() // subscriptions' sessions (watch.go)
 	if s.cache == nil {
 		return nil
 	}

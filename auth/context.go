@@ -29,7 +29,8 @@ type request struct {
 	err      error
 
 	subjectMu sync.Mutex
-	subject   [2]string // user and session id, for Subject
+	subject   [2]string      // user and session id, for Subject
+	streams   []*eventStream // a connection's securityEvents streams (eventstream.go)
 }
 
 type clientInfo struct {

@@ -125,7 +125,7 @@ func (s *Service) recordEvent(ctx context.Context, db bun.IDB, e Event) error {
 			SELECT h.name, ?, ?, ?, `+s.dialect.Now+`, `+s.dialect.Now+` FROM (`+handlers+`) AS h`,
 			append([]any{id.String(), user, string(e.Kind)}, handlerArgs...)...)
 		if err == nil {
-			s.recorded()
+			s.recorded(ctx, db)
 		}
 		return err
 	}
@@ -150,7 +150,7 @@ func (s *Service) recordEvent(ctx context.Context, db bun.IDB, e Event) error {
 		FROM security_events AS e, (`+handlers+`) AS h WHERE e.id = ?`,
 		append(handlerArgs, id.String())...)
 	if err == nil {
-		s.recorded()
+		err = s.recorded(ctx, db, id.String())
 	}
 	return err
 }
@@ -197,18 +197,23 @@ func (s *Service) recordEvents(ctx context.Context, db bun.IDB, events []Event) 
 		FROM security_events AS e, (`+handlers+`) AS h WHERE e.id IN (?) ORDER BY e.id`,
 		append(handlerArgs, bun.In(ids))...)
 	if err == nil {
-		s.recorded()
+		err = s.recorded(ctx, db, ids...)
 	}
 	return err
 }
 
 // recorded wakes the local deliverers on SQLite, where a claim waits for
 // the recording transaction on the one connection (PostgreSQL's trigger
-// NOTIFYs every instance at commit instead).
-func (s *Service) recorded() {
+// NOTIFYs every instance at commit instead), and announces the events ids
+// to the securityEvents streams (eventstream.go).
+func (s *Service) recorded(ctx context.Context, db bun.IDB, ids ...string) error {
 	if s.isSQLite() {
 		s.events.signal()
 	}
+	if len(ids) == 0 {
+		return nil
+	}
+	return s.announceEvents(ctx, db, ids...)
 }
 
 // handlerList returns an SQL subquery listing the handlers' names (column

@@ -62,6 +62,8 @@ type Service struct {
 	log     *slog.Logger
 	cache   *sessionCache // nil unless EnableCache was called
 	events  eventHub      // handlers of security events (events.go)
+	watch   watchHub      // sessions of long-lived connections (watch.go)
+	streams streamHub     // securityEvents subscribers (eventstream.go)
 
 	verified, hashed atomic.Int64 // see PasswordWork
 

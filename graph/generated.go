@@ -30,6 +30,7 @@ type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 type ResolverRoot interface {
 	Mutation() MutationResolver
 	Query() QueryResolver
+	Subscription() SubscriptionResolver
 }
 
 type DirectiveRoot struct {
@@ -107,6 +108,10 @@ type ComplexityRoot struct {
 		UserAgent             func(childComplexity int) int
 	}
 
+	Subscription struct {
+		SecurityEvents func(childComplexity int) int
+	}
+
 	User struct {
 		CreatedAt func(childComplexity int) int
 		Email     func(childComplexity int) int
@@ -134,6 +139,9 @@ type QueryResolver interface {
 	Me(ctx context.Context) (*User, error)
 	MySessions(ctx context.Context) ([]*Session, error)
 	MySecurityEvents(ctx context.Context, first *int, after *string) (*SecurityEventConnection, error)
+}
+type SubscriptionResolver interface {
+	SecurityEvents(ctx context.Context) (<-chan *SecurityEvent, error)
 }
 
 // endregion ************************** generated!.gotpl **************************
@@ -478,6 +486,13 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Session.UserAgent(childComplexity), true
 
+	case "Subscription.securityEvents":
+		if e.ComplexityRoot.Subscription.SecurityEvents == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Subscription.SecurityEvents(childComplexity), true
+
 	case "User.createdAt":
 		if e.ComplexityRoot.User.CreatedAt == nil {
 			break
@@ -552,6 +567,23 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			ctx = graphql.WithLazyInputUnmarshalerIndex(ctx, inputUnmarshalers)
 			data := ec._Mutation(ctx, opCtx.Operation.SelectionSet)
 			var buf bytes.Buffer
+			data.MarshalGQL(&buf)
+
+			return &graphql.Response{
+				Data: buf.Bytes(),
+			}
+		}
+	case ast.Subscription:
+		next := ec._Subscription(ctx, opCtx.Operation.SelectionSet)
+
+		var buf bytes.Buffer
+		return func(ctx context.Context) *graphql.Response {
+			buf.Reset()
+			data := next(ctx)
+
+			if data == nil {
+				return nil
+			}
 			data.MarshalGQL(&buf)
 
 			return &graphql.Response{
@@ -957,6 +989,24 @@ extend type Mutation {
     "The account's password; wrong: INVALID_CREDENTIALS."
     password: String!
   ): Boolean! @authenticated @costly(metric: "sessionauth_account_deletions_total")
+}
+
+"""
+Subscriptions run over a WebSocket on ` + "`" + `GET /graphql` + "`" + ` (subprotocol ` + "`" + `graphql-transport-ws` + "`" + `),
+authenticated once, when the connection opens: the access token in ` + "`" + `connection_init` + "`" + `'s
+payload as ` + "`" + `{"Authorization": "Bearer <access token>"}` + "`" + `, or in the upgrade's ` + "`" + `Authorization` + "`" + `
+header; without one the connection is anonymous. The connection lives exactly as long as
+that token would authenticate a request: it is closed with 4401 TOKEN_EXPIRED when the
+token expires or a refresh replaces it, and with 4403 SESSION_ENDED when its session ends.
+"""
+type Subscription {
+  """
+  The caller's security events as they are recorded, on any instance, from the moment the
+  subscription starts. A device whose session ends receives that event (for instance
+  SESSION_REVOKED) before its connection closes with 4403. Needs an access token.
+  Errors: UNAUTHENTICATED, TOKEN_EXPIRED.
+  """
+  securityEvents: SecurityEvent! @authenticated
 }
 `, BuiltIn: false},
 }
@@ -2925,6 +2975,51 @@ func (ec *executionContext) fieldContext_Session_authenticatedAt(_ context.Conte
 	return graphql.NewScalarFieldContext("Session", field, false, false, "Time")
 }
 
+func (ec *executionContext) _Subscription_securityEvents(ctx context.Context, field graphql.CollectedField) (ret func(ctx context.Context) graphql.Marshaler) {
+	return graphql.ResolveFieldStream(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Subscription_securityEvents(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Subscription().SecurityEvents(ctx)
+		},
+		func(ctx context.Context, next graphql.Resolver) graphql.Resolver {
+			directive0 := next
+
+			directive1 := func(ctx context.Context) (any, error) {
+				if ec.Directives.Authenticated == nil {
+					var zeroVal *SecurityEvent
+					return zeroVal, errors.New("directive authenticated is not implemented")
+				}
+				return ec.Directives.Authenticated(ctx, nil, directive0, nil)
+			}
+
+			next = directive1
+			return next
+		},
+		func(ctx context.Context, selections ast.SelectionSet, v *SecurityEvent) graphql.Marshaler {
+			return ec.marshalNSecurityEvent2ᚖgithubᚗcomᚋexampleᚋsessionauthᚋgraphᚐSecurityEvent(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Subscription_securityEvents(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Subscription",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_SecurityEvent(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _User_id(ctx context.Context, field graphql.CollectedField, obj *User) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -4692,6 +4787,26 @@ func (ec *executionContext) _Session(ctx context.Context, sel ast.SelectionSet, 
 	}
 
 	return out
+}
+
+var subscriptionImplementors = []string{"Subscription"}
+
+func (ec *executionContext) _Subscription(ctx context.Context, sel ast.SelectionSet) func(ctx context.Context) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, subscriptionImplementors)
+	ctx = graphql.WithFieldContext(ctx, &graphql.FieldContext{
+		Object: "Subscription",
+	})
+	if len(fields) != 1 {
+		graphql.AddErrorf(ctx, "must subscribe to exactly one stream")
+		return nil
+	}
+
+	switch fields[0].Name {
+	case "securityEvents":
+		return ec._Subscription_securityEvents(ctx, fields[0])
+	default:
+		panic("unknown field " + strconv.Quote(fields[0].Name))
+	}
 }
 
 var userImplementors = []string{"User"}

@@ -143,6 +143,15 @@ type SignUpInput struct {
 	DeviceName *string `json:"deviceName,omitempty"`
 }
 
+// Subscriptions run over a WebSocket on `GET /graphql` (subprotocol `graphql-transport-ws`),
+// authenticated once, when the connection opens: the access token in `connection_init`'s
+// payload as `{"Authorization": "Bearer <access token>"}`, or in the upgrade's `Authorization`
+// header; without one the connection is anonymous. The connection lives exactly as long as
+// that token would authenticate a request: it is closed with 4401 TOKEN_EXPIRED when the
+// token expires or a refresh replaces it, and with 4403 SESSION_ENDED when its session ends.
+type Subscription struct {
+}
+
 // A registered account. Reached through `me` (needs an access token) or the `user` of an
 // AuthPayload; its fields never fail on their own.
 type User struct {

@@ -136,13 +136,22 @@ func (r *queryResolver) MySecurityEvents(ctx context.Context, first *int, after 
 	return toEventConnection(page), nil
 }
 
+// SecurityEvents is the resolver for the securityEvents field.
+func (r *subscriptionResolver) SecurityEvents(ctx context.Context) (<-chan *graph.SecurityEvent, error) {
+	return auth.SecurityEventStream(ctx, r.Auth, auth.IdentityFromContext(ctx), toSecurityEvent), nil
+}
+
 // Mutation returns graph.MutationResolver implementation.
 func (r *Resolver) Mutation() graph.MutationResolver { return &mutationResolver{r} }
 
 // Query returns graph.QueryResolver implementation.
 func (r *Resolver) Query() graph.QueryResolver { return &queryResolver{r} }
 
+// Subscription returns graph.SubscriptionResolver implementation.
+func (r *Resolver) Subscription() graph.SubscriptionResolver { return &subscriptionResolver{r} }
+
 type (
-	mutationResolver struct{ *Resolver }
-	queryResolver    struct{ *Resolver }
+	mutationResolver     struct{ *Resolver }
+	queryResolver        struct{ *Resolver }
+	subscriptionResolver struct{ *Resolver }
 )

@@ -63,6 +63,13 @@ type options struct {
 	SQLMarkers   bool
 	PID          int
 	JSON         bool
+	// The subscription scenario (subscriptions.go).
+	WSConns       int
+	WSPerSession  int
+	WSIdle        time.Duration
+	WSRevocations int
+	WSSubscribe   bool
+	MetricsURL    string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -88,6 +95,12 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.SQLMarkers, "sql-markers", false, "run SELECT 'loadtest-marker <run> <scenario> begin|end' around each measurement (for counting statements in the PostgreSQL log)")
 	fs.IntVar(&o.PID, "pid", 0, "process id of the server (same machine), to report its peak VmRSS and CPU time per request")
 	fs.BoolVar(&o.JSON, "json", false, "print the results as JSON instead of a table")
+	fs.IntVar(&o.WSConns, "ws-conns", 0, "subscription scenario: hold this many idle authenticated WebSocket connections open on -url and report the server's memory per connection (with -pid and/or -metrics-url); replaces the HTTP scenarios")
+	fs.IntVar(&o.WSPerSession, "ws-per-session", 10, "connections per session for -ws-conns (at most the server's WEBSOCKET_MAX_CONNECTIONS_PER_SESSION)")
+	fs.BoolVar(&o.WSSubscribe, "ws-subscribe", true, "each -ws-conns connection runs a securityEvents subscription (false: initialised only)")
+	fs.DurationVar(&o.WSIdle, "ws-idle", 5*time.Second, "how long the -ws-conns connections stay idle before memory is sampled")
+	fs.IntVar(&o.WSRevocations, "ws-revocations", 0, "subscription scenario: this many times, revokeSession through -seed-url (another instance) while the session's connection is open on -url; report the time to its 4403 close")
+	fs.StringVar(&o.MetricsURL, "metrics-url", "", "the /metrics URL of the -url server, for its Go heap and goroutines in the subscription scenario")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -191,6 +204,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err := c.ping(ctx); err != nil {
 			return fmt.Errorf("%s does not answer { __typename }: %w", c.url, err)
 		}
+	}
+	if o.WSConns > 0 || o.WSRevocations > 0 {
+		return runSubscriptions(ctx, e, stdout)
 	}
 
 	rep := report{
