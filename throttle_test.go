@@ -441,3 +441,27 @@ func race(n int, a, b *testServer, do func(i int, s *testServer) gqlResponse) *c
 	wg.Wait()
 	return &got
 }
+
+// TestConcurrentLoginsAndRevocationsOfOneAccount: logins of one account
+// from one address, racing each other and revokeOtherSessions over two
+// instances, all get in. Settling two counters with one UPDATE used to lock
+// them in the order they lay on disk, against reserve's order, and the two
+// deadlocked: INTERNAL, and places never given back that then answered
+// RATE_LIMITED to the right password.
+func TestConcurrentLoginsAndRevocationsOfOneAccount(t *testing.T) {
+	t.Parallel()
+	url := pgtest.New(t)
+	a, b := newTestServerOn(t, url, nil), newTestServerOn(t, url, nil)
+	p := a.signUp(t, "many@example.com")
+	for round := range 10 {
+		got := race(16, a, b, func(i int, s *testServer) gqlResponse {
+			if i%4 == 3 {
+				return s.post(t, p.AccessToken, `mutation { revokeOtherSessions }`, nil)
+			}
+			return s.post(t, "", loginMutation, loginVars("many@example.com", testPassword))
+		})
+		if got.n[""] != 16 {
+			t.Fatalf("round %d: answers %v, want 16 successes", round, got.n)
+		}
+	}
+}

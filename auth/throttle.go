@@ -314,18 +314,27 @@ func (s *Service) settle(ctx context.Context, r *reservation, failed bool, e *Ev
 	}
 }
 
-// settleIn settles r's places in db, one statement per table and per device
-// proof.
+// settleIn settles r's places in db, one statement per place, in the order
+// reserve took them. The order matters: a single UPDATE over several keys
+// locks its rows in the order it finds them on disk, which may be the
+// reverse of the order another login's reserve is locking them in, and the
+// two deadlock (seen with concurrent logins of one account from one
+// address: TestConcurrentLoginsAndRevocationsOfOneAccount).
 func (s *Service) settleIn(ctx context.Context, db bun.IDB, r *reservation, failed bool) error {
 	if r == nil {
 		return nil
 	}
-	counters := map[string][]slot{} // by table: one statement for each
 	for _, sl := range r.slots {
 		var err error
 		switch {
 		case sl.device == nil:
-			counters[sl.table] = append(counters[sl.table], sl)
+			q := db.NewUpdate().Model((*models.LoginThrottle)(nil)).ModelTableExpr(counterTable(sl.table)).
+				Set("pending = pending - 1").
+				Where("key = ? AND window_start = ? AND pending > 0", sl.key, sl.windowStart)
+			if failed {
+				q = q.Set("failures = failures + 1")
+			}
+			_, err = q.Exec(ctx)
 		case failed:
 			err = s.failDevice(ctx, db, sl.device)
 		default:
@@ -336,23 +345,6 @@ func (s *Service) settleIn(ctx context.Context, db bun.IDB, r *reservation, fail
 				Exec(ctx)
 		}
 		if err != nil {
-			return err
-		}
-	}
-	for table, slots := range counters {
-		q := db.NewUpdate().Model((*models.LoginThrottle)(nil)).ModelTableExpr(counterTable(table)).
-			Set("pending = pending - 1").
-			Where("pending > 0").
-			WhereGroup(" AND ", func(q *bun.UpdateQuery) *bun.UpdateQuery {
-				for _, sl := range slots {
-					q = q.WhereOr("key = ? AND window_start = ?", sl.key, sl.windowStart)
-				}
-				return q
-			})
-		if failed {
-			q = q.Set("failures = failures + 1")
-		}
-		if _, err := q.Exec(ctx); err != nil {
 			return err
 		}
 	}
