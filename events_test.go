@@ -27,16 +27,7 @@ const securityEventsQuery = `query($first: Int, $after: String) {
 type eventConnection struct {
 	Edges []struct {
 		Cursor string `json:"cursor"`
-		Node   struct {
-			ID          string    `json:"id"`
-			Kind        string    `json:"kind"`
-			At          time.Time `json:"at"`
-			SessionID   *string   `json:"sessionId"`
-			DeviceName  *string   `json:"deviceName"`
-			IPAddress   *string   `json:"ipAddress"`
-			UserAgent   *string   `json:"userAgent"`
-			BySessionID *string   `json:"bySessionId"`
-		} `json:"node"`
+		Node   event  `json:"node"`
 	} `json:"edges"`
 	PageInfo struct {
 		HasNextPage bool    `json:"hasNextPage"`
