@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/example/sessionauth/internal/testkit"
 )
 
 var tokenPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{256}$`)
@@ -14,11 +16,11 @@ func TestSignUp(t *testing.T) {
 	s := newTestServer(t, nil)
 
 	t.Run("IssuesTokensAndSession", func(t *testing.T) {
-		p := s.signUp(t, "Ada@Example.com")
-		if !tokenPattern.MatchString(p.AccessToken) || !tokenPattern.MatchString(p.refresh()) {
-			t.Fatalf("tokens not 256 URL-safe characters: %q / %q", p.AccessToken, p.refresh())
+		p := s.SignUp(t, "Ada@Example.com")
+		if !tokenPattern.MatchString(p.AccessToken) || !tokenPattern.MatchString(p.Refresh()) {
+			t.Fatalf("tokens not 256 URL-safe characters: %q / %q", p.AccessToken, p.Refresh())
 		}
-		if p.AccessToken == p.refresh() {
+		if p.AccessToken == p.Refresh() {
 			t.Fatal("access and refresh tokens are equal")
 		}
 		if p.User.Email != "Ada@Example.com" || p.User.ID == "" {
@@ -42,20 +44,20 @@ func TestSignUp(t *testing.T) {
 	})
 
 	t.Run("EmailTakenCaseInsensitive", func(t *testing.T) {
-		s.signUp(t, "grace@example.com")
-		r := s.post(t, "", signUpMutation, map[string]any{"email": "GRACE@example.COM", "password": testPassword})
-		wantCode(t, r, "EMAIL_TAKEN")
+		s.SignUp(t, "grace@example.com")
+		r := s.Post(t, "", testkit.SignUpMutation, map[string]any{"email": "GRACE@example.COM", "password": testkit.Password})
+		testkit.WantCode(t, r, "EMAIL_TAKEN")
 	})
 
 	bad := []struct {
 		name, email, password, device string
 	}{
-		{"MalformedEmail", "not-an-email", testPassword, ""},
-		{"EmailWithDisplayName", "Bob <bob@example.com>", testPassword, ""},
-		{"EmailTooLong", strings.Repeat("a", 250) + "@example.com", testPassword, ""},
+		{"MalformedEmail", "not-an-email", testkit.Password, ""},
+		{"EmailWithDisplayName", "Bob <bob@example.com>", testkit.Password, ""},
+		{"EmailTooLong", strings.Repeat("a", 250) + "@example.com", testkit.Password, ""},
 		{"PasswordTooShort", "short@example.com", "1234567", ""},
 		{"PasswordTooLong", "long@example.com", strings.Repeat("p", 129), ""},
-		{"DeviceNameTooLong", "device@example.com", testPassword, strings.Repeat("d", 101)},
+		{"DeviceNameTooLong", "device@example.com", testkit.Password, strings.Repeat("d", 101)},
 	}
 	for _, c := range bad {
 		t.Run(c.name, func(t *testing.T) {
@@ -63,32 +65,32 @@ func TestSignUp(t *testing.T) {
 			if c.device != "" {
 				vars["device"] = c.device
 			}
-			wantCode(t, s.post(t, "", signUpMutation, vars), "BAD_USER_INPUT")
+			testkit.WantCode(t, s.Post(t, "", testkit.SignUpMutation, vars), "BAD_USER_INPUT")
 		})
 	}
 
 	t.Run("LimitsAreInclusive", func(t *testing.T) {
-		r := s.post(t, "", signUpMutation, map[string]any{
+		r := s.Post(t, "", testkit.SignUpMutation, map[string]any{
 			"email": "limits@example.com", "password": strings.Repeat("éà", 64), "device": strings.Repeat("d", 100)})
-		wantOK(t, r)
-		r = s.post(t, "", signUpMutation, map[string]any{"email": "eight@example.com", "password": "xq3Vb9Kt"})
-		wantOK(t, r)
+		testkit.WantOK(t, r)
+		r = s.Post(t, "", testkit.SignUpMutation, map[string]any{"email": "eight@example.com", "password": "xq3Vb9Kt"})
+		testkit.WantOK(t, r)
 	})
 }
 
 func TestSignUpDisabled(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, func(c *config) { c.Auth.AllowSignUp = false })
-	wantCode(t, s.post(t, "", signUpMutation, map[string]any{"email": "a@example.com", "password": testPassword}), "FORBIDDEN")
+	testkit.WantCode(t, s.Post(t, "", testkit.SignUpMutation, map[string]any{"email": "a@example.com", "password": testkit.Password}), "FORBIDDEN")
 }
 
 func TestLogin(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, nil)
-	first := s.signUp(t, "lin@example.com")
+	first := s.SignUp(t, "lin@example.com")
 
 	t.Run("OpensAnotherSession", func(t *testing.T) {
-		p := s.login(t, "LIN@example.com")
+		p := s.Login(t, "LIN@example.com", testkit.Password)
 		if p.Session.ID == first.Session.ID || p.User.ID != first.User.ID {
 			t.Fatalf("login session %s user %s; sign-up session %s user %s", p.Session.ID, p.User.ID, first.Session.ID, first.User.ID)
 		}
@@ -98,35 +100,35 @@ func TestLogin(t *testing.T) {
 	})
 
 	t.Run("WrongPasswordAndUnknownEmailAreIndistinguishable", func(t *testing.T) {
-		wrong := s.post(t, "", loginMutation, map[string]any{"email": "lin@example.com", "password": "wrong password"})
-		unknown := s.post(t, "", loginMutation, map[string]any{"email": "nobody@example.com", "password": testPassword})
-		wantCode(t, wrong, "INVALID_CREDENTIALS")
-		wantCode(t, unknown, "INVALID_CREDENTIALS")
+		wrong := s.Post(t, "", testkit.LoginMutation, map[string]any{"email": "lin@example.com", "password": "wrong password"})
+		unknown := s.Post(t, "", testkit.LoginMutation, map[string]any{"email": "nobody@example.com", "password": testkit.Password})
+		testkit.WantCode(t, wrong, "INVALID_CREDENTIALS")
+		testkit.WantCode(t, unknown, "INVALID_CREDENTIALS")
 		if wrong.Errors[0].Message != unknown.Errors[0].Message {
 			t.Fatalf("messages differ: %q vs %q", wrong.Errors[0].Message, unknown.Errors[0].Message)
 		}
 	})
 
 	t.Run("MalformedInput", func(t *testing.T) {
-		wantCode(t, s.post(t, "", loginMutation, map[string]any{"email": "nope", "password": testPassword}), "BAD_USER_INPUT")
-		wantCode(t, s.post(t, "", loginMutation, map[string]any{"email": "lin@example.com", "password": strings.Repeat("x", 129)}), "BAD_USER_INPUT")
-		wantCode(t, s.post(t, "", loginMutation, map[string]any{"email": "lin@example.com", "password": testPassword, "device": strings.Repeat("d", 101)}), "BAD_USER_INPUT")
+		testkit.WantCode(t, s.Post(t, "", testkit.LoginMutation, map[string]any{"email": "nope", "password": testkit.Password}), "BAD_USER_INPUT")
+		testkit.WantCode(t, s.Post(t, "", testkit.LoginMutation, map[string]any{"email": "lin@example.com", "password": strings.Repeat("x", 129)}), "BAD_USER_INPUT")
+		testkit.WantCode(t, s.Post(t, "", testkit.LoginMutation, map[string]any{"email": "lin@example.com", "password": testkit.Password, "device": strings.Repeat("d", 101)}), "BAD_USER_INPUT")
 	})
 
 	t.Run("MissingArgumentKeepsGqlgenCode", func(t *testing.T) {
-		r := s.post(t, "", `mutation { login(input: {email: "a@b.co"}) { accessToken } }`, nil)
-		wantCode(t, r, "GRAPHQL_VALIDATION_FAILED")
+		r := s.Post(t, "", `mutation { login(input: {email: "a@b.co"}) { accessToken } }`, nil)
+		testkit.WantCode(t, r, "GRAPHQL_VALIDATION_FAILED")
 	})
 }
 
 func TestMe(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, nil)
-	p := s.signUp(t, "me@example.com")
+	p := s.SignUp(t, "me@example.com")
 
 	t.Run("WithAccessToken", func(t *testing.T) {
-		var u user
-		s.post(t, p.AccessToken, meQuery, nil).field(t, "me", &u)
+		var u testkit.User
+		s.Post(t, p.AccessToken, testkit.MeQuery, nil).Field(t, "me", &u)
 		if u != p.User {
 			t.Fatalf("me = %+v, want %+v", u, p.User)
 		}
@@ -135,7 +137,7 @@ func TestMe(t *testing.T) {
 	cases := []struct{ name, header string }{
 		{"NoToken", ""},
 		{"UnknownToken", "Bearer " + strings.Repeat("A", 256)},
-		{"RefreshTokenIsWrongKind", "Bearer " + p.refresh()},
+		{"RefreshTokenIsWrongKind", "Bearer " + p.Refresh()},
 		{"MalformedToken", "Bearer abc"},
 		{"WrongScheme", "Basic " + p.AccessToken},
 		{"NoScheme", p.AccessToken},
@@ -146,8 +148,8 @@ func TestMe(t *testing.T) {
 			if c.header != "" {
 				h["Authorization"] = []string{c.header}
 			}
-			r := s.postHeader(t, h, meQuery, nil)
-			wantCode(t, r, "UNAUTHENTICATED")
+			r := s.PostHeader(t, h, testkit.MeQuery, nil)
+			testkit.WantCode(t, r, "UNAUTHENTICATED")
 			if r.Data["me"] != nil && string(r.Data["me"]) != "null" {
 				t.Fatalf("data leaked: %s", r.Data["me"])
 			}
@@ -155,29 +157,29 @@ func TestMe(t *testing.T) {
 	}
 
 	t.Run("LowercaseSchemeAccepted", func(t *testing.T) {
-		wantOK(t, s.postHeader(t, map[string][]string{"Authorization": {"bearer " + p.AccessToken}}, meQuery, nil))
+		testkit.WantOK(t, s.PostHeader(t, map[string][]string{"Authorization": {"bearer " + p.AccessToken}}, testkit.MeQuery, nil))
 	})
 
 	t.Run("TypenameNeedsNoToken", func(t *testing.T) {
-		wantOK(t, s.post(t, "", `{ __typename }`, nil))
+		testkit.WantOK(t, s.Post(t, "", `{ __typename }`, nil))
 	})
 }
 
 func TestAccessTokenExpiry(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, func(c *config) { c.Auth.AccessTTL = time.Second })
-	p := s.signUp(t, "exp@example.com")
+	p := s.SignUp(t, "exp@example.com")
 	if got := p.AccessTokenExpiresAt.Sub(p.Session.CreatedAt); got != time.Second {
 		t.Fatalf("access token lives %v, want 1s", got)
 	}
-	wantOK(t, s.post(t, p.AccessToken, meQuery, nil))
+	testkit.WantOK(t, s.Post(t, p.AccessToken, testkit.MeQuery, nil))
 	time.Sleep(time.Until(p.AccessTokenExpiresAt) + 200*time.Millisecond)
 
-	wantCode(t, s.post(t, p.AccessToken, meQuery, nil), "TOKEN_EXPIRED")
-	wantCode(t, s.post(t, p.AccessToken, mySessionsQuery, nil), "TOKEN_EXPIRED")
+	testkit.WantCode(t, s.Post(t, p.AccessToken, testkit.MeQuery, nil), "TOKEN_EXPIRED")
+	testkit.WantCode(t, s.Post(t, p.AccessToken, testkit.MySessionsQuery, nil), "TOKEN_EXPIRED")
 	// The refresh token still works and gives a working access token.
-	n := s.refresh(t, p.refresh())
-	wantOK(t, s.post(t, n.AccessToken, meQuery, nil))
+	n := s.Refresh(t, p.Refresh())
+	testkit.WantOK(t, s.Post(t, n.AccessToken, testkit.MeQuery, nil))
 }
 
 func TestRefreshTokenExpiry(t *testing.T) {
@@ -186,14 +188,14 @@ func TestRefreshTokenExpiry(t *testing.T) {
 		c.Auth.AccessTTL = 500 * time.Millisecond
 		c.Auth.RefreshTTL = time.Second
 	})
-	p := s.signUp(t, "rexp@example.com")
+	p := s.SignUp(t, "rexp@example.com")
 	time.Sleep(time.Until(p.RefreshTokenExpiresAt) + 200*time.Millisecond)
-	wantCode(t, s.post(t, p.refresh(), refreshMutation, nil), "TOKEN_EXPIRED")
-	wantCode(t, s.post(t, p.AccessToken, meQuery, nil), "TOKEN_EXPIRED")
+	testkit.WantCode(t, s.Post(t, p.Refresh(), testkit.RefreshMutation, nil), "TOKEN_EXPIRED")
+	testkit.WantCode(t, s.Post(t, p.AccessToken, testkit.MeQuery, nil), "TOKEN_EXPIRED")
 	// The session is over: it is no longer listed for the user's other devices.
-	other := s.login(t, "rexp@example.com")
-	var list []session
-	s.post(t, other.AccessToken, mySessionsQuery, nil).field(t, "mySessions", &list)
+	other := s.Login(t, "rexp@example.com", testkit.Password)
+	var list []testkit.Session
+	s.Post(t, other.AccessToken, testkit.MySessionsQuery, nil).Field(t, "mySessions", &list)
 	if len(list) != 1 || list[0].ID != other.Session.ID {
 		t.Fatalf("mySessions = %+v, want only %s", list, other.Session.ID)
 	}

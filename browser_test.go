@@ -1,16 +1,14 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"net/http"
-	"net/http/cookiejar"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/example/sessionauth/auth"
 	"github.com/example/sessionauth/internal/pgtest"
+	"github.com/example/sessionauth/internal/testkit"
 )
 
 // browser is a cookie-carrying client, like an SPA's fetch with
@@ -18,49 +16,45 @@ import (
 type browser struct {
 	t      *testing.T
 	s      *testServer
-	client *http.Client
 	origin string
 }
 
 func newBrowser(t *testing.T, s *testServer, origin string) *browser {
-	jar, _ := cookiejar.New(nil)
-	return &browser{t: t, s: s, client: &http.Client{Jar: jar}, origin: origin}
+	return &browser{t: t, s: s, origin: origin}
 }
 
-// do posts query; the jar is not used (httptest serves plain HTTP and the
-// cookie is Secure), so the cookie is carried by hand like a browser would
-// over HTTPS.
-func (b *browser) do(method, contentType, query string, cookie *http.Cookie) (gqlResponse, *http.Response) {
+// do posts query with the cookie transport, from the browser's origin; the
+// cookie is carried by hand (httptest serves plain HTTP and the cookie is
+// Secure) as a browser would over HTTPS.
+func (b *browser) do(contentType, query string, cookie *http.Cookie) testkit.Response {
 	b.t.Helper()
-	body, _ := json.Marshal(map[string]any{"query": query})
-	req, _ := http.NewRequest(method, b.s.URL+"/graphql", bytes.NewReader(body))
-	req.Header.Set("Content-Type", contentType)
-	req.Header.Set(auth.TransportHeader, "cookie")
+	return b.doAs("", contentType, query, cookie)
+}
+
+// doAs is do with the access token as the bearer ("" for none).
+func (b *browser) doAs(token, contentType, query string, cookie *http.Cookie) testkit.Response {
+	b.t.Helper()
+	h := testkit.Bearer(token)
+	h.Set("Content-Type", contentType)
+	h.Set(auth.TransportHeader, "cookie")
 	if b.origin != "" {
-		req.Header.Set("Origin", b.origin)
+		h.Set("Origin", b.origin)
 	}
 	if cookie != nil {
-		req.AddCookie(&http.Cookie{Name: cookie.Name, Value: cookie.Value})
+		h.Set("Cookie", (&http.Cookie{Name: cookie.Name, Value: cookie.Value}).String())
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var out gqlResponse
-	json.NewDecoder(resp.Body).Decode(&out)
-	out.Status = resp.StatusCode
-	return out, resp
+	return b.s.Send(b.t, h, map[string]any{"query": query})
 }
 
-func refreshCookie(t *testing.T, resp *http.Response) *http.Cookie {
+// refreshCookie returns the refresh-token cookie that r sets.
+func refreshCookie(t *testing.T, r testkit.Response) *http.Cookie {
 	t.Helper()
-	for _, c := range resp.Cookies() {
+	for _, c := range r.Cookies {
 		if c.Name == auth.RefreshCookie {
 			return c
 		}
 	}
-	t.Fatalf("no %s cookie in %v", auth.RefreshCookie, resp.Header["Set-Cookie"])
+	t.Fatalf("no %s cookie in %v", auth.RefreshCookie, r.Header["Set-Cookie"])
 	return nil
 }
 
@@ -69,15 +63,15 @@ func TestCookieTransport(t *testing.T) {
 	const app = "https://app.example.com"
 	s := newTestServer(t, func(c *config) { c.Auth.AllowedOrigins = []string{app} })
 	b := newBrowser(t, s, app)
-	signUp := `mutation { signUp(input: {email: "spa@example.com", password: "` + testPassword + `"}) { ` + payloadFields + ` } }`
+	signUp := `mutation { signUp(input: {email: "spa@example.com", password: "` + testkit.Password + `"}) { ` + testkit.PayloadFields + ` } }`
 
-	r, resp := b.do(http.MethodPost, "application/json", signUp, nil)
-	var p payload
-	r.field(t, "signUp", &p)
+	r := b.do("application/json", signUp, nil)
+	var p testkit.Payload
+	r.Field(t, "signUp", &p)
 	if p.RefreshToken != nil {
 		t.Fatal("refreshToken in the body despite cookie transport")
 	}
-	c := refreshCookie(t, resp)
+	c := refreshCookie(t, r)
 	if !c.HttpOnly || !c.Secure || c.SameSite != http.SameSiteStrictMode || c.Path != "/" || c.Domain != "" {
 		t.Fatalf("cookie attributes: %+v", c)
 	}
@@ -87,85 +81,74 @@ func TestCookieTransport(t *testing.T) {
 	if d := c.Expires.Sub(p.RefreshTokenExpiresAt); d > time.Second || d < -time.Second {
 		t.Fatalf("cookie expires %v, token %v", c.Expires, p.RefreshTokenExpiresAt)
 	}
-	if resp.Header.Get("Access-Control-Allow-Origin") != app || resp.Header.Get("Access-Control-Allow-Credentials") != "true" {
-		t.Fatalf("CORS headers missing for an allowed origin: %v", resp.Header)
+	if r.Header.Get("Access-Control-Allow-Origin") != app || r.Header.Get("Access-Control-Allow-Credentials") != "true" {
+		t.Fatalf("CORS headers missing for an allowed origin: %v", r.Header)
 	}
 
 	// Refresh by cookie: a new cookie, same session, old access token dead.
-	r, resp = b.do(http.MethodPost, "application/json", refreshMutation, c)
-	var n payload
-	r.field(t, "refresh", &n)
-	c2 := refreshCookie(t, resp)
+	r = b.do("application/json", testkit.RefreshMutation, c)
+	var n testkit.Payload
+	r.Field(t, "refresh", &n)
+	c2 := refreshCookie(t, r)
 	if n.RefreshToken != nil || c2.Value == c.Value || n.Session.ID != p.Session.ID {
 		t.Fatal("cookie refresh did not rotate into a new cookie")
 	}
-	wantCode(t, s.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
-	wantOK(t, s.post(t, n.AccessToken, meQuery, nil))
+	testkit.WantCode(t, s.Post(t, p.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
+	testkit.WantOK(t, s.Post(t, n.AccessToken, testkit.MeQuery, nil))
 
 	t.Run("ForeignOriginRefused", func(t *testing.T) {
 		evil := newBrowser(t, s, "https://evil.example.net")
-		r, resp := evil.do(http.MethodPost, "application/json", refreshMutation, c2)
-		wantCode(t, r, "UNAUTHENTICATED")
-		if resp.Header.Get("Access-Control-Allow-Origin") != "" {
+		r := evil.do("application/json", testkit.RefreshMutation, c2)
+		testkit.WantCode(t, r, "UNAUTHENTICATED")
+		if r.Header.Get("Access-Control-Allow-Origin") != "" {
 			t.Fatal("CORS granted to a foreign origin")
 		}
-		r, _ = evil.do(http.MethodPost, "application/json", logoutMutation, c2)
-		wantCode(t, r, "UNAUTHENTICATED")
+		r = evil.do("application/json", testkit.LogoutMutation, c2)
+		testkit.WantCode(t, r, "UNAUTHENTICATED")
 	})
 	t.Run("NonJSONRefused", func(t *testing.T) {
-		r, _ := b.do(http.MethodPost, "text/plain", refreshMutation, c2)
-		wantCode(t, r, "BAD_USER_INPUT")
+		r := b.do("text/plain", testkit.RefreshMutation, c2)
+		testkit.WantCode(t, r, "BAD_USER_INPUT")
 		if r.Status != http.StatusUnsupportedMediaType {
 			t.Fatalf("status %d, want 415", r.Status)
 		}
 	})
-	wantOK(t, s.post(t, n.AccessToken, meQuery, nil)) // nothing above ended the session
+	testkit.WantOK(t, s.Post(t, n.AccessToken, testkit.MeQuery, nil)) // nothing above ended the session
 
 	t.Run("NoOriginIsAccepted", func(t *testing.T) {
 		native := newBrowser(t, s, "")
-		r, resp := native.do(http.MethodPost, "application/json", refreshMutation, c2)
-		var m payload
-		r.field(t, "refresh", &m)
-		c2 = refreshCookie(t, resp)
+		r := native.do("application/json", testkit.RefreshMutation, c2)
+		var m testkit.Payload
+		r.Field(t, "refresh", &m)
+		c2 = refreshCookie(t, r)
 	})
 
 	t.Run("CookieRefreshWithoutTransportHeaderStaysInCookie", func(t *testing.T) {
-		h := http.Header{"Cookie": {auth.RefreshCookie + "=" + c2.Value}}
-		body, _ := json.Marshal(map[string]any{"query": refreshMutation})
-		req, _ := http.NewRequest(http.MethodPost, s.URL+"/graphql", bytes.NewReader(body))
-		req.Header = h
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var r gqlResponse
-		json.NewDecoder(resp.Body).Decode(&r)
-		var m payload
-		r.field(t, "refresh", &m)
+		r := s.Send(t, http.Header{"Cookie": {auth.RefreshCookie + "=" + c2.Value}}, map[string]any{"query": testkit.RefreshMutation})
+		var m testkit.Payload
+		r.Field(t, "refresh", &m)
 		if m.RefreshToken != nil {
 			t.Fatal("a cookie-authenticated refresh put the new refresh token in the body")
 		}
-		c2 = refreshCookie(t, resp)
+		c2 = refreshCookie(t, r)
 	})
 
 	t.Run("LogoutClearsCookie", func(t *testing.T) {
-		r, resp := b.do(http.MethodPost, "application/json", logoutMutation, c2)
-		wantOK(t, r)
-		cleared := refreshCookie(t, resp)
+		r := b.do("application/json", testkit.LogoutMutation, c2)
+		testkit.WantOK(t, r)
+		cleared := refreshCookie(t, r)
 		if cleared.MaxAge >= 0 || cleared.Value != "" {
 			t.Fatalf("logout did not clear the cookie: %+v", cleared)
 		}
-		r, _ = b.do(http.MethodPost, "application/json", refreshMutation, c2)
-		wantCode(t, r, "UNAUTHENTICATED")
+		r = b.do("application/json", testkit.RefreshMutation, c2)
+		testkit.WantCode(t, r, "UNAUTHENTICATED")
 	})
 
 	t.Run("HeaderWinsOverCookie", func(t *testing.T) {
-		q := s.signUp(t, "both@example.com")
-		h := http.Header{"Authorization": {"Bearer " + q.refresh()}, "Cookie": {auth.RefreshCookie + "=" + c.Value}}
-		var got payload
-		s.postHeader(t, h, refreshMutation, nil).field(t, "refresh", &got)
+		q := s.SignUp(t, "both@example.com")
+		h := http.Header{"Authorization": {"Bearer " + q.Refresh()}, "Cookie": {auth.RefreshCookie + "=" + c.Value}}
+		var got testkit.Payload
+		s.PostHeader(t, h, testkit.RefreshMutation, nil).Field(t, "refresh", &got)
 		if got.Session.ID != q.Session.ID {
 			t.Fatal("the cookie was used although an Authorization header was sent")
 		}
@@ -200,14 +183,14 @@ func TestClientAddress(t *testing.T) {
 	untrusted := newTestServerOn(t, url, nil)
 
 	h := http.Header{"X-Forwarded-For": {"192.0.2.1, 203.0.113.9, 127.0.0.1"}}
-	r := trusted.postHeader(t, h, signUpMutation, map[string]any{"email": "via-proxy@example.com", "password": testPassword})
-	var p payload
-	r.field(t, "signUp", &p)
+	r := trusted.PostHeader(t, h, testkit.SignUpMutation, map[string]any{"email": "via-proxy@example.com", "password": testkit.Password})
+	var p testkit.Payload
+	r.Field(t, "signUp", &p)
 	if p.Session.IPAddress == nil || *p.Session.IPAddress != "203.0.113.9" {
 		t.Fatalf("ipAddress behind a trusted proxy = %v, want 203.0.113.9", p.Session.IPAddress)
 	}
-	r = untrusted.postHeader(t, h, signUpMutation, map[string]any{"email": "spoof@example.com", "password": testPassword})
-	r.field(t, "signUp", &p)
+	r = untrusted.PostHeader(t, h, testkit.SignUpMutation, map[string]any{"email": "spoof@example.com", "password": testkit.Password})
+	r.Field(t, "signUp", &p)
 	if p.Session.IPAddress == nil || *p.Session.IPAddress != "127.0.0.1" {
 		t.Fatalf("spoofed X-Forwarded-For was believed: %v", p.Session.IPAddress)
 	}

@@ -1,26 +1,22 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/example/sessionauth/internal/pgtest"
+	"github.com/example/sessionauth/internal/testkit"
 )
 
 // twoCachingInstances starts two handlers with the session cache on over one
 // database and waits until both listeners are up.
 func twoCachingInstances(t *testing.T, edit func(*config)) (a, b *testServer) {
 	t.Helper()
-	if pgtest.SQLite() {
-		t.Skip("the session cache and its LISTEN/NOTIFY invalidation exist on PostgreSQL only; one SQLite process reads its file directly")
-	}
+	pgtest.PostgresOnly(t, "the session cache and its LISTEN/NOTIFY invalidation exist on PostgreSQL only; one SQLite process reads its file directly")
 	url := pgtest.New(t)
 	a = newTestServerOn(t, url, edit)
 	b = newTestServerOn(t, url, edit)
@@ -33,7 +29,7 @@ func warm(t *testing.T, token string, servers ...*testServer) {
 	t.Helper()
 	for _, s := range servers {
 		for range 2 {
-			wantOK(t, s.post(t, token, meQuery, nil))
+			testkit.WantOK(t, s.Post(t, token, testkit.MeQuery, nil))
 		}
 	}
 }
@@ -46,56 +42,56 @@ func TestCacheRevocationIsInstantOnEveryInstance(t *testing.T) {
 	a, b := twoCachingInstances(t, func(c *config) { c.Auth.ReuseWindow = 0 })
 
 	t.Run("Logout", func(t *testing.T) {
-		p := a.signUp(t, "logout@example.com")
+		p := a.SignUp(t, "logout@example.com")
 		warm(t, p.AccessToken, a, b)
-		wantOK(t, a.post(t, p.AccessToken, logoutMutation, nil))
-		wantCode(t, b.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
-		wantCode(t, a.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+		testkit.WantOK(t, a.Post(t, p.AccessToken, testkit.LogoutMutation, nil))
+		testkit.WantCode(t, b.Post(t, p.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
+		testkit.WantCode(t, a.Post(t, p.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
 	})
 	t.Run("RefreshKillsOldAccessToken", func(t *testing.T) {
-		p := a.signUp(t, "rotate@example.com")
+		p := a.SignUp(t, "rotate@example.com")
 		warm(t, p.AccessToken, a, b)
-		n := b.refresh(t, p.refresh())
-		wantCode(t, a.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
-		wantCode(t, b.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
-		wantOK(t, a.post(t, n.AccessToken, meQuery, nil))
+		n := b.Refresh(t, p.Refresh())
+		testkit.WantCode(t, a.Post(t, p.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
+		testkit.WantCode(t, b.Post(t, p.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
+		testkit.WantOK(t, a.Post(t, n.AccessToken, testkit.MeQuery, nil))
 	})
 	t.Run("RevokeSession", func(t *testing.T) {
-		p := a.signUp(t, "revoke@example.com")
-		q := a.login(t, "revoke@example.com")
+		p := a.SignUp(t, "revoke@example.com")
+		q := a.Login(t, "revoke@example.com", testkit.Password)
 		warm(t, q.AccessToken, a, b)
-		wantOK(t, a.post(t, p.AccessToken, revokeMutation, map[string]any{"id": q.Session.ID}))
-		wantCode(t, b.post(t, q.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+		testkit.WantOK(t, a.Post(t, p.AccessToken, testkit.RevokeMutation, map[string]any{"id": q.Session.ID}))
+		testkit.WantCode(t, b.Post(t, q.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
 	})
 	t.Run("RevokeOtherSessions", func(t *testing.T) {
-		p := a.signUp(t, "others@example.com")
-		q := a.login(t, "others@example.com")
+		p := a.SignUp(t, "others@example.com")
+		q := a.Login(t, "others@example.com", testkit.Password)
 		warm(t, q.AccessToken, a, b)
-		wantOK(t, b.post(t, p.AccessToken, revokeOthersMutaion, nil))
-		wantCode(t, a.post(t, q.AccessToken, meQuery, nil), "UNAUTHENTICATED")
-		wantOK(t, a.post(t, p.AccessToken, meQuery, nil))
+		testkit.WantOK(t, b.Post(t, p.AccessToken, testkit.RevokeOthersMutation, nil))
+		testkit.WantCode(t, a.Post(t, q.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
+		testkit.WantOK(t, a.Post(t, p.AccessToken, testkit.MeQuery, nil))
 	})
 	t.Run("ChangePassword", func(t *testing.T) {
-		p := a.signUp(t, "pw@example.com")
-		q := a.login(t, "pw@example.com")
+		p := a.SignUp(t, "pw@example.com")
+		q := a.Login(t, "pw@example.com", testkit.Password)
 		warm(t, q.AccessToken, a, b)
-		wantOK(t, a.post(t, p.AccessToken, changePassword, map[string]any{"cur": testPassword, "new": "another fine password"}))
-		wantCode(t, b.post(t, q.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+		testkit.WantOK(t, a.Post(t, p.AccessToken, testkit.ChangePasswordMutation, map[string]any{"cur": testkit.Password, "new": "another fine password"}))
+		testkit.WantCode(t, b.Post(t, q.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
 	})
 	t.Run("ReplayDetection", func(t *testing.T) {
-		p := a.signUp(t, "replay@example.com")
-		n := a.refresh(t, p.refresh())
+		p := a.SignUp(t, "replay@example.com")
+		n := a.Refresh(t, p.Refresh())
 		warm(t, n.AccessToken, a, b)
-		wantCode(t, b.post(t, p.refresh(), refreshMutation, nil), "REFRESH_TOKEN_REUSED")
-		wantCode(t, a.post(t, n.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+		testkit.WantCode(t, b.Post(t, p.Refresh(), testkit.RefreshMutation, nil), "REFRESH_TOKEN_REUSED")
+		testkit.WantCode(t, a.Post(t, n.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
 	})
 	t.Run("OperatorCommand", func(t *testing.T) {
-		p := a.signUp(t, "incident@example.com")
+		p := a.SignUp(t, "incident@example.com")
 		warm(t, p.AccessToken, a, b)
 		if _, err := a.svc.RevokeUserSessions(ctxT(t), "incident@example.com"); err != nil {
 			t.Fatal(err)
 		}
-		wantCode(t, b.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+		testkit.WantCode(t, b.Post(t, p.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
 	})
 }
 
@@ -104,15 +100,15 @@ func TestCacheRevocationIsInstantOnEveryInstance(t *testing.T) {
 func TestCacheHitReadsNoDatabase(t *testing.T) {
 	t.Parallel()
 	a, _ := twoCachingInstances(t, nil)
-	hot := a.signUp(t, "hot@example.com")
-	cold := a.signUp(t, "cold@example.com")
+	hot := a.SignUp(t, "hot@example.com")
+	cold := a.SignUp(t, "cold@example.com")
 	warm(t, hot.AccessToken, a)
 
 	a.exec(t, "ALTER TABLE sessions RENAME TO sessions_hidden")
-	wantOK(t, a.post(t, hot.AccessToken, meQuery, nil))
-	wantCode(t, a.post(t, cold.AccessToken, meQuery, nil), "INTERNAL")
+	testkit.WantOK(t, a.Post(t, hot.AccessToken, testkit.MeQuery, nil))
+	testkit.WantCode(t, a.Post(t, cold.AccessToken, testkit.MeQuery, nil), "INTERNAL")
 	a.exec(t, "ALTER TABLE sessions_hidden RENAME TO sessions")
-	wantOK(t, a.post(t, cold.AccessToken, meQuery, nil))
+	testkit.WantOK(t, a.Post(t, cold.AccessToken, testkit.MeQuery, nil))
 }
 
 // TestCacheDistrustedWhileListenerIsDown cuts the network between one
@@ -122,23 +118,23 @@ func TestCacheHitReadsNoDatabase(t *testing.T) {
 // instance, and yet refuses the revoked token once the network is back.
 func TestCacheDistrustedWhileListenerIsDown(t *testing.T) {
 	t.Parallel()
-	viaProxy, direct, proxy := proxiedDatabase(t)
+	viaProxy, direct, proxy := testkit.ProxiedDatabase(t)
 	a := newTestServerOn(t, direct, nil)
 	b := newTestServerOn(t, viaProxy, nil)
 	waitFor(t, "both caches on", func() bool { return a.svc.CacheLive() && b.svc.CacheLive() })
-	p := a.signUp(t, "partitioned@example.com")
+	p := a.SignUp(t, "partitioned@example.com")
 	warm(t, p.AccessToken, b)
 
 	proxy.Refuse()
 	proxy.Cut()
 	waitFor(t, "b's cache off", func() bool { return !b.svc.CacheLive() })
-	wantCode(t, b.post(t, p.AccessToken, meQuery, nil), "SERVICE_UNAVAILABLE")
-	wantOK(t, a.post(t, p.AccessToken, logoutMutation, nil)) // b cannot hear of it
+	testkit.WantCode(t, b.Post(t, p.AccessToken, testkit.MeQuery, nil), "SERVICE_UNAVAILABLE")
+	testkit.WantOK(t, a.Post(t, p.AccessToken, testkit.LogoutMutation, nil)) // b cannot hear of it
 
 	proxy.Restore()
-	wantCode(t, b.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+	testkit.WantCode(t, b.Post(t, p.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
 	waitFor(t, "b's cache back", b.svc.CacheLive)
-	wantCode(t, b.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+	testkit.WantCode(t, b.Post(t, p.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -155,7 +151,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // cachingViaProxy starts an instance whose pool talks to the database
 // directly but whose LISTEN connection goes through proxy, so that the proxy
 // stalls or cuts the invalidation stream and nothing else.
-func cachingViaProxy(t *testing.T, direct, viaProxy string, logs *syncBuffer, edit func(*config)) *testServer {
+func cachingViaProxy(t *testing.T, direct, viaProxy string, logs *testkit.SyncBuffer, edit func(*config)) *testServer {
 	t.Helper()
 	s := newLoggedTestServer(t, direct, func(c *config) {
 		if edit != nil {
@@ -174,30 +170,30 @@ func cachingViaProxy(t *testing.T, direct, viaProxy string, logs *syncBuffer, ed
 // stall ends it notices, reconnects and trusts its cache again.
 func TestCacheStalledListener(t *testing.T) {
 	t.Parallel()
-	viaProxy, direct, proxy := proxiedDatabase(t)
-	var logs syncBuffer
+	viaProxy, direct, proxy := testkit.ProxiedDatabase(t)
+	var logs testkit.SyncBuffer
 	a := newTestServerOn(t, direct, nil)
 	b := cachingViaProxy(t, direct, viaProxy, &logs, nil)
 	waitFor(t, "both caches on", func() bool { return a.svc.CacheLive() && b.svc.CacheLive() })
-	p := a.signUp(t, "stalled@example.com")
-	q := a.login(t, "stalled@example.com")
+	p := a.SignUp(t, "stalled@example.com")
+	q := a.Login(t, "stalled@example.com", testkit.Password)
 	warm(t, p.AccessToken, a, b)
 	warm(t, q.AccessToken, a, b)
 
 	proxy.Stall()
 	start := time.Now()
-	wantOK(t, a.post(t, p.AccessToken, logoutMutation, nil))
+	testkit.WantOK(t, a.Post(t, p.AccessToken, testkit.LogoutMutation, nil))
 	// Liveness, not speed: the logout waits for b at most the lease (1 s)
 	// plus margin, never for b's acknowledgement.
 	if took := time.Since(start); took > 10*time.Second {
 		t.Errorf("logout took %v with one listener stalled", took)
 	}
-	wantCode(t, b.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
-	wantCode(t, a.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+	testkit.WantCode(t, b.Post(t, p.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
+	testkit.WantCode(t, a.Post(t, p.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
 	if b.svc.CacheLive() {
 		t.Error("b still trusts its cache after a revocation it cannot have heard of")
 	}
-	wantOK(t, b.post(t, q.AccessToken, meQuery, nil)) // from the database
+	testkit.WantOK(t, b.Post(t, q.AccessToken, testkit.MeQuery, nil)) // from the database
 	if proxy.Stats().Dropped == 0 {
 		t.Fatal("the proxy dropped nothing: the stall was not exercised")
 	}
@@ -208,8 +204,8 @@ func TestCacheStalledListener(t *testing.T) {
 	proxy.Restore()
 	waitFor(t, "b's cache back", b.svc.CacheLive)
 	warm(t, q.AccessToken, b)
-	wantOK(t, a.post(t, q.AccessToken, logoutMutation, nil))
-	wantCode(t, b.post(t, q.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+	testkit.WantOK(t, a.Post(t, q.AccessToken, testkit.LogoutMutation, nil))
+	testkit.WantCode(t, b.Post(t, q.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
 }
 
 // TestCacheRevocationRacesWhileHeartbeatsAreLost runs refreshes, concurrent
@@ -220,10 +216,10 @@ func TestCacheStalledListener(t *testing.T) {
 // revoked.
 func TestCacheRevocationRacesWhileHeartbeatsAreLost(t *testing.T) {
 	t.Parallel()
-	viaProxy, direct, proxy := proxiedDatabase(t)
+	viaProxy, direct, proxy := testkit.ProxiedDatabase(t)
 	noGrace := func(c *config) { c.Auth.ReuseWindow = 0 }
 	a := newTestServerOn(t, direct, noGrace)
-	b := cachingViaProxy(t, direct, viaProxy, &syncBuffer{}, noGrace)
+	b := cachingViaProxy(t, direct, viaProxy, &testkit.SyncBuffer{}, noGrace)
 	waitFor(t, "both caches on", func() bool { return a.svc.CacheLive() && b.svc.CacheLive() })
 
 	ctx, stop := context.WithCancel(t.Context())
@@ -245,61 +241,61 @@ func TestCacheRevocationRacesWhileHeartbeatsAreLost(t *testing.T) {
 			email := func(what string) string { return fmt.Sprintf("%s%d@example.com", what, i) }
 			t.Run(fmt.Sprintf("Refresh%d", i), func(t *testing.T) {
 				t.Parallel()
-				p := x.signUp(t, email("refresh"))
+				p := x.SignUp(t, email("refresh"))
 				warm(t, p.AccessToken, a, b)
-				n := y.refresh(t, p.refresh())
-				wantCode(t, x.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
-				wantCode(t, y.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
-				wantOK(t, x.post(t, n.AccessToken, meQuery, nil))
+				n := y.Refresh(t, p.Refresh())
+				testkit.WantCode(t, x.Post(t, p.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
+				testkit.WantCode(t, y.Post(t, p.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
+				testkit.WantOK(t, x.Post(t, n.AccessToken, testkit.MeQuery, nil))
 			})
 			t.Run(fmt.Sprintf("ConcurrentRefresh%d", i), func(t *testing.T) {
 				t.Parallel()
-				p := x.signUp(t, email("concurrent"))
+				p := x.SignUp(t, email("concurrent"))
 				warm(t, p.AccessToken, a, b)
-				var got [2]gqlResponse
+				var got [2]testkit.Response
 				var errs [2]error
 				var wg sync.WaitGroup
 				for k, s := range servers {
-					wg.Go(func() { got[k], errs[k] = postNoFatal(s, p.refresh(), refreshMutation) })
+					wg.Go(func() { got[k], errs[k] = s.Call(p.Refresh(), testkit.RefreshMutation, nil) })
 				}
 				wg.Wait()
-				var pairs [2]payload
+				var pairs [2]testkit.Payload
 				for k := range got {
 					if errs[k] != nil {
 						t.Fatal(errs[k])
 					}
-					got[k].field(t, "refresh", &pairs[k])
+					got[k].Field(t, "refresh", &pairs[k])
 				}
 				if pairs[0].AccessToken != pairs[1].AccessToken {
 					t.Fatal("two concurrent refreshes of one token got different pairs")
 				}
-				wantCode(t, a.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
-				wantCode(t, b.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+				testkit.WantCode(t, a.Post(t, p.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
+				testkit.WantCode(t, b.Post(t, p.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
 			})
 			t.Run(fmt.Sprintf("Replay%d", i), func(t *testing.T) {
 				t.Parallel()
-				p := x.signUp(t, email("replay"))
-				n := x.refresh(t, p.refresh())
+				p := x.SignUp(t, email("replay"))
+				n := x.Refresh(t, p.Refresh())
 				warm(t, n.AccessToken, a, b) // marks the pair used: the old token is now a replay
-				wantCode(t, y.post(t, p.refresh(), refreshMutation, nil), "REFRESH_TOKEN_REUSED")
-				wantCode(t, x.post(t, n.AccessToken, meQuery, nil), "UNAUTHENTICATED")
-				wantCode(t, y.post(t, n.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+				testkit.WantCode(t, y.Post(t, p.Refresh(), testkit.RefreshMutation, nil), "REFRESH_TOKEN_REUSED")
+				testkit.WantCode(t, x.Post(t, n.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
+				testkit.WantCode(t, y.Post(t, n.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
 			})
 			t.Run(fmt.Sprintf("Logout%d", i), func(t *testing.T) {
 				t.Parallel()
-				p := x.signUp(t, email("logout"))
+				p := x.SignUp(t, email("logout"))
 				warm(t, p.AccessToken, a, b)
-				wantOK(t, x.post(t, p.AccessToken, logoutMutation, nil))
-				wantCode(t, y.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+				testkit.WantOK(t, x.Post(t, p.AccessToken, testkit.LogoutMutation, nil))
+				testkit.WantCode(t, y.Post(t, p.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
 			})
 			t.Run(fmt.Sprintf("RevokeOthers%d", i), func(t *testing.T) {
 				t.Parallel()
-				p := x.signUp(t, email("others"))
-				q := y.login(t, email("others"))
+				p := x.SignUp(t, email("others"))
+				q := y.Login(t, email("others"), testkit.Password)
 				warm(t, q.AccessToken, a, b)
-				wantOK(t, x.post(t, p.AccessToken, revokeOthersMutaion, nil))
-				wantCode(t, y.post(t, q.AccessToken, meQuery, nil), "UNAUTHENTICATED")
-				wantCode(t, x.post(t, q.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+				testkit.WantOK(t, x.Post(t, p.AccessToken, testkit.RevokeOthersMutation, nil))
+				testkit.WantCode(t, y.Post(t, q.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
+				testkit.WantCode(t, x.Post(t, q.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
 			})
 		}
 	})
@@ -315,23 +311,4 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-time.After(d):
 	}
-}
-
-// postNoFatal is post for a goroutine that must not call t.Fatal.
-func postNoFatal(s *testServer, token, query string) (gqlResponse, error) {
-	body, _ := json.Marshal(map[string]any{"query": query})
-	req, err := http.NewRequest(http.MethodPost, s.URL+"/graphql", bytes.NewReader(body))
-	if err != nil {
-		return gqlResponse{}, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return gqlResponse{}, err
-	}
-	defer resp.Body.Close()
-	var out gqlResponse
-	err = json.NewDecoder(resp.Body).Decode(&out)
-	return out, err
 }

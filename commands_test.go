@@ -10,6 +10,7 @@ import (
 
 	"github.com/example/sessionauth/auth"
 	"github.com/example/sessionauth/internal/pgtest"
+	"github.com/example/sessionauth/internal/testkit"
 	"github.com/example/sessionauth/models"
 )
 
@@ -17,9 +18,9 @@ func TestRevokeSessionsCommand(t *testing.T) {
 	t.Parallel()
 	url := pgtest.New(t)
 	s := newTestServerOn(t, url, nil)
-	a := s.signUp(t, "incident@example.com")
-	b := s.login(t, "incident@example.com")
-	other := s.signUp(t, "calm@example.com")
+	a := s.SignUp(t, "incident@example.com")
+	b := s.Login(t, "incident@example.com", testkit.Password)
+	other := s.SignUp(t, "calm@example.com")
 
 	env := func(k string) string {
 		if k == "DATABASE_URL" {
@@ -37,11 +38,11 @@ func TestRevokeSessionsCommand(t *testing.T) {
 	if err != nil || !strings.Contains(out, "revoked 2 live session(s)") {
 		t.Fatalf("revoke-sessions: %q, %v", out, err)
 	}
-	for _, p := range []payload{a, b} {
-		wantCode(t, s.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
-		wantCode(t, s.post(t, p.refresh(), refreshMutation, nil), "UNAUTHENTICATED")
+	for _, p := range []testkit.Payload{a, b} {
+		testkit.WantCode(t, s.Post(t, p.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
+		testkit.WantCode(t, s.Post(t, p.Refresh(), testkit.RefreshMutation, nil), "UNAUTHENTICATED")
 	}
-	wantOK(t, s.post(t, other.AccessToken, meQuery, nil))
+	testkit.WantOK(t, s.Post(t, other.AccessToken, testkit.MeQuery, nil))
 	// Each ended session has its SESSION_REVOKED, by no session and from
 	// no request.
 	var ended []models.SecurityEvent

@@ -11,26 +11,27 @@ import (
 
 	"github.com/example/sessionauth/auth"
 	"github.com/example/sessionauth/internal/database"
+	"github.com/example/sessionauth/internal/testkit"
 )
 
 const (
 	signUpDeviceMutation = `mutation($email: String!, $password: String!) {
-		signUp(input: {email: $email, password: $password}) { ` + payloadFields + ` deviceToken } }`
+		signUp(input: {email: $email, password: $password}) { ` + testkit.PayloadFields + ` deviceToken } }`
 	loginDeviceMutation = `mutation($email: String!, $password: String!) {
-		login(input: {email: $email, password: $password}) { ` + payloadFields + ` deviceToken } }`
-	refreshDeviceMutation = `mutation { refresh { ` + payloadFields + ` deviceToken } }`
+		login(input: {email: $email, password: $password}) { ` + testkit.PayloadFields + ` deviceToken } }`
+	refreshDeviceMutation = `mutation { refresh { ` + testkit.PayloadFields + ` deviceToken } }`
 )
 
 type devicePayload struct {
-	payload
+	testkit.Payload
 	DeviceToken *string `json:"deviceToken"`
 }
 
 // deviceToken returns the device proof of a successful signUp or login.
-func deviceToken(t *testing.T, r gqlResponse, field string) string {
+func deviceToken(t *testing.T, r testkit.Response, field string) string {
 	t.Helper()
 	var p devicePayload
-	r.field(t, field, &p)
+	r.Field(t, field, &p)
 	if p.DeviceToken == nil || len(*p.DeviceToken) != 256 {
 		t.Fatalf("deviceToken = %v, want a 256-character token", p.DeviceToken)
 	}
@@ -38,22 +39,22 @@ func deviceToken(t *testing.T, r gqlResponse, field string) string {
 }
 
 // loginOn logs in on s presenting device ("" for none) as X-Device-Token.
-func loginOn(t *testing.T, s *testServer, device, email, password string) gqlResponse {
+func loginOn(t *testing.T, s *testServer, device, email, password string) testkit.Response {
 	t.Helper()
 	h := http.Header{}
 	if device != "" {
 		h.Set(auth.DeviceHeader, device)
 	}
-	return s.postHeader(t, h, loginDeviceMutation, loginVars(email, password))
+	return s.PostHeader(t, h, loginDeviceMutation, loginVars(email, password))
 }
 
 // lockOut fails n logins for email from a stranger's device.
 func lockOut(t *testing.T, s *testServer, email string, n int) {
 	t.Helper()
 	for i := range n {
-		wantCode(t, s.post(t, "", loginMutation, loginVars(email, fmt.Sprintf("stranger guess %d", i))), "INVALID_CREDENTIALS")
+		testkit.WantCode(t, s.Post(t, "", testkit.LoginMutation, loginVars(email, fmt.Sprintf("stranger guess %d", i))), "INVALID_CREDENTIALS")
 	}
-	retryAfter(t, s.post(t, "", loginMutation, loginVars(email, testPassword)))
+	retryAfter(t, s.Post(t, "", testkit.LoginMutation, loginVars(email, testkit.Password)))
 }
 
 // TestDeviceProofSurvivesLockout: a stranger's failures lock an account for
@@ -64,23 +65,23 @@ func TestDeviceProofSurvivesLockout(t *testing.T) {
 	t.Parallel()
 	edit := func(c *config) { c.Auth.Throttle.MaxFailures = 5 }
 	a, b := twoInstances(t, edit)
-	r := a.post(t, "", signUpDeviceMutation, loginVars("owner@example.com", testPassword))
+	r := a.Post(t, "", signUpDeviceMutation, loginVars("owner@example.com", testkit.Password))
 	first := deviceToken(t, r, "signUp")
 	var p devicePayload
-	r.field(t, "signUp", &p)
+	r.Field(t, "signUp", &p)
 
 	lockOut(t, b, "owner@example.com", 5)
-	second := deviceToken(t, loginOn(t, b, first, "owner@example.com", testPassword), "login")
+	second := deviceToken(t, loginOn(t, b, first, "owner@example.com", testkit.Password), "login")
 	if second == first {
 		t.Fatal("the login did not replace the device proof")
 	}
-	retryAfter(t, loginOn(t, a, first, "owner@example.com", testPassword))
-	third := deviceToken(t, loginOn(t, a, second, "owner@example.com", testPassword), "login")
-	deviceToken(t, loginOn(t, b, third, "owner@example.com", testPassword), "login")
+	retryAfter(t, loginOn(t, a, first, "owner@example.com", testkit.Password))
+	third := deviceToken(t, loginOn(t, a, second, "owner@example.com", testkit.Password), "login")
+	deviceToken(t, loginOn(t, b, third, "owner@example.com", testkit.Password), "login")
 
 	// refresh proves no password: it hands out no device proof.
 	var q devicePayload
-	a.post(t, p.refresh(), refreshDeviceMutation, nil).field(t, "refresh", &q)
+	a.Post(t, p.Refresh(), refreshDeviceMutation, nil).Field(t, "refresh", &q)
 	if q.DeviceToken != nil {
 		t.Fatal("refresh returned a device proof")
 	}
@@ -93,11 +94,11 @@ func TestDeviceProofHasItsOwnLimit(t *testing.T) {
 	t.Parallel()
 	edit := func(c *config) { c.Auth.Throttle.MaxFailures = 3 }
 	a, b := twoInstances(t, edit)
-	proof := deviceToken(t, a.post(t, "", signUpDeviceMutation, loginVars("stolen@example.com", testPassword)), "signUp")
+	proof := deviceToken(t, a.Post(t, "", signUpDeviceMutation, loginVars("stolen@example.com", testkit.Password)), "signUp")
 	lockOut(t, a, "stolen@example.com", 3)
 
 	before := verified(a, b)
-	got := race(20, a, b, func(i int, s *testServer) gqlResponse {
+	got := race(20, a, b, func(i int, s *testServer) testkit.Response {
 		return loginOn(t, s, proof, "stolen@example.com", fmt.Sprintf("thief guess %d", i))
 	})
 	if n := verified(a, b) - before; n > 3 {
@@ -106,7 +107,7 @@ func TestDeviceProofHasItsOwnLimit(t *testing.T) {
 	if got.n["INVALID_CREDENTIALS"] != 3 || got.n["RATE_LIMITED"] != 17 {
 		t.Errorf("answers %v, want 3 INVALID_CREDENTIALS, then RATE_LIMITED", got.n)
 	}
-	retryAfter(t, loginOn(t, b, proof, "stolen@example.com", testPassword))
+	retryAfter(t, loginOn(t, b, proof, "stolen@example.com", testkit.Password))
 	n, err := a.db.NewSelect().Table("device_tokens").Count(ctxT(t))
 	if err != nil || n != 0 {
 		t.Fatalf("%d device proofs left (%v), want the spent one deleted", n, err)
@@ -118,13 +119,13 @@ func TestDeviceProofHasItsOwnLimit(t *testing.T) {
 func TestDeviceProofIsBoundToItsAccount(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, func(c *config) { c.Auth.Throttle.MaxFailures = 2 })
-	mine := deviceToken(t, s.post(t, "", signUpDeviceMutation, loginVars("mallory@example.com", testPassword)), "signUp")
-	s.signUp(t, "alice@example.com")
+	mine := deviceToken(t, s.Post(t, "", signUpDeviceMutation, loginVars("mallory@example.com", testkit.Password)), "signUp")
+	s.SignUp(t, "alice@example.com")
 	lockOut(t, s, "alice@example.com", 2)
-	retryAfter(t, loginOn(t, s, mine, "alice@example.com", testPassword))
-	retryAfter(t, loginOn(t, s, "not a token", "alice@example.com", testPassword))
-	wantOK(t, loginOn(t, s, "not a token", "mallory@example.com", testPassword))
-	wantOK(t, loginOn(t, s, strings.Repeat("A", 256), "mallory@example.com", testPassword))
+	retryAfter(t, loginOn(t, s, mine, "alice@example.com", testkit.Password))
+	retryAfter(t, loginOn(t, s, "not a token", "alice@example.com", testkit.Password))
+	testkit.WantOK(t, loginOn(t, s, "not a token", "mallory@example.com", testkit.Password))
+	testkit.WantOK(t, loginOn(t, s, strings.Repeat("A", 256), "mallory@example.com", testkit.Password))
 }
 
 // TestDeviceProofForBrowsers: with cookie transport the proof comes as an
@@ -138,31 +139,29 @@ func TestDeviceProofForBrowsers(t *testing.T) {
 		c.Auth.Throttle.MaxFailures = 2
 	})
 	br := newBrowser(t, s, app)
-	signUp := `mutation { signUp(input: {email: "tab@example.com", password: "` + testPassword + `"}) { ` + payloadFields + ` deviceToken } }`
+	signUp := `mutation { signUp(input: {email: "tab@example.com", password: "` + testkit.Password + `"}) { ` + testkit.PayloadFields + ` deviceToken } }`
 	login := strings.Replace(signUp, "signUp", "login", 1)
 	login = strings.Replace(login, "SignUp", "Login", 1)
 
-	r, resp := br.do(http.MethodPost, "application/json", signUp, nil)
+	r := br.do("application/json", signUp, nil)
 	var p devicePayload
-	r.field(t, "signUp", &p)
+	r.Field(t, "signUp", &p)
 	if p.DeviceToken != nil {
 		t.Fatal("deviceToken in the body despite cookie transport")
 	}
-	c := deviceCookie(t, resp)
+	c := deviceCookie(t, r)
 	lockOut(t, s, "tab@example.com", 2)
-	r, resp = br.do(http.MethodPost, "application/json", login, c)
-	r.field(t, "login", &p)
-	if next := deviceCookie(t, resp); next.Value == c.Value {
+	r = br.do("application/json", login, c)
+	r.Field(t, "login", &p)
+	if next := deviceCookie(t, r); next.Value == c.Value {
 		t.Fatal("the login did not replace the device cookie")
 	}
-	retryAfter(t, r2(br.do(http.MethodPost, "application/json", login, nil)))
+	retryAfter(t, br.do("application/json", login, nil))
 }
 
-func r2(r gqlResponse, _ *http.Response) gqlResponse { return r }
-
-func deviceCookie(t *testing.T, resp *http.Response) *http.Cookie {
+func deviceCookie(t *testing.T, r testkit.Response) *http.Cookie {
 	t.Helper()
-	for _, c := range resp.Cookies() {
+	for _, c := range r.Cookies {
 		if c.Name == auth.DeviceCookie {
 			if !c.HttpOnly || !c.Secure || c.SameSite != http.SameSiteStrictMode || c.Path != "/" || c.Domain != "" || c.MaxAge <= 0 || len(c.Value) != 256 {
 				t.Fatalf("device cookie %+v", c)
@@ -170,7 +169,7 @@ func deviceCookie(t *testing.T, resp *http.Response) *http.Cookie {
 			return c
 		}
 	}
-	t.Fatalf("no %s cookie in %v", auth.DeviceCookie, resp.Header["Set-Cookie"])
+	t.Fatalf("no %s cookie in %v", auth.DeviceCookie, r.Header["Set-Cookie"])
 	return nil
 }
 
@@ -179,13 +178,13 @@ func deviceCookie(t *testing.T, resp *http.Response) *http.Cookie {
 func TestPasswordChangeEndsDeviceProofs(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, func(c *config) { c.Auth.Throttle.MaxFailures = 2 })
-	r := s.post(t, "", signUpDeviceMutation, loginVars("moved@example.com", testPassword))
+	r := s.Post(t, "", signUpDeviceMutation, loginVars("moved@example.com", testkit.Password))
 	proof := deviceToken(t, r, "signUp")
-	var p payload
-	r.field(t, "signUp", &p)
-	wantOK(t, s.post(t, p.AccessToken, changePassword, map[string]any{"cur": testPassword, "new": "a new password 1"}))
+	var p testkit.Payload
+	r.Field(t, "signUp", &p)
+	testkit.WantOK(t, s.Post(t, p.AccessToken, testkit.ChangePasswordMutation, map[string]any{"cur": testkit.Password, "new": "a new password 1"}))
 	for i := range 2 {
-		wantCode(t, s.post(t, "", loginMutation, loginVars("moved@example.com", fmt.Sprintf("guess %d", i))), "INVALID_CREDENTIALS")
+		testkit.WantCode(t, s.Post(t, "", testkit.LoginMutation, loginVars("moved@example.com", fmt.Sprintf("guess %d", i))), "INVALID_CREDENTIALS")
 	}
 	retryAfter(t, loginOn(t, s, proof, "moved@example.com", "a new password 1"))
 }
@@ -195,7 +194,7 @@ func TestDeviceProofsOff(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, func(c *config) { c.Auth.Throttle.DeviceTokenTTL = 0 })
 	var p devicePayload
-	s.post(t, "", signUpDeviceMutation, loginVars("plain@example.com", testPassword)).field(t, "signUp", &p)
+	s.Post(t, "", signUpDeviceMutation, loginVars("plain@example.com", testkit.Password)).Field(t, "signUp", &p)
 	if p.DeviceToken != nil {
 		t.Fatal("a device proof with DEVICE_TOKEN_TTL=0")
 	}
@@ -206,11 +205,11 @@ func TestDeviceProofsOff(t *testing.T) {
 func TestDeviceProofExpires(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, func(c *config) { c.Auth.Throttle.MaxFailures = 2 })
-	proof := deviceToken(t, s.post(t, "", signUpDeviceMutation, loginVars("old@example.com", testPassword)), "signUp")
+	proof := deviceToken(t, s.Post(t, "", signUpDeviceMutation, loginVars("old@example.com", testkit.Password)), "signUp")
 	then, arg := database.DialectOf(s.db).NowMinus(time.Second)
 	s.exec(t, "UPDATE device_tokens SET expires_at = "+then, arg)
 	lockOut(t, s, "old@example.com", 2)
-	retryAfter(t, loginOn(t, s, proof, "old@example.com", testPassword))
+	retryAfter(t, loginOn(t, s, proof, "old@example.com", testkit.Password))
 	if _, err := s.svc.Housekeep(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -226,9 +225,9 @@ func TestDeviceProofsNeverStoredInPlainText(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, nil)
 	var tokens []string
-	tokens = append(tokens, deviceToken(t, s.post(t, "", signUpDeviceMutation, loginVars("safe@example.com", testPassword)), "signUp"))
-	tokens = append(tokens, deviceToken(t, loginOn(t, s, tokens[0], "safe@example.com", testPassword), "login"))
-	tokens = append(tokens, deviceToken(t, loginOn(t, s, "", "safe@example.com", testPassword), "login"))
+	tokens = append(tokens, deviceToken(t, s.Post(t, "", signUpDeviceMutation, loginVars("safe@example.com", testkit.Password)), "signUp"))
+	tokens = append(tokens, deviceToken(t, loginOn(t, s, tokens[0], "safe@example.com", testkit.Password), "login"))
+	tokens = append(tokens, deviceToken(t, loginOn(t, s, "", "safe@example.com", testkit.Password), "login"))
 	dump := dumpDatabase(t, s.db)
 	if !strings.Contains(dump, "safe@example.com") {
 		t.Fatal("dump is missing the data it should contain")

@@ -13,6 +13,7 @@ import (
 
 	"github.com/example/sessionauth/auth"
 	"github.com/example/sessionauth/internal/database"
+	"github.com/example/sessionauth/internal/testkit"
 	"github.com/example/sessionauth/models"
 	"github.com/example/sessionauth/resolvers"
 )
@@ -57,8 +58,8 @@ func ptrTo[T any](v T) *T { return &v }
 func TestMySecurityEvents(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, nil)
-	a := s.signUp(t, "activity@example.com")
-	b := s.signUp(t, "activity-other@example.com")
+	a := s.SignUp(t, "activity@example.com")
+	b := s.SignUp(t, "activity-other@example.com")
 	s.forgetEvents(t, a.User.ID) // their SIGNED_UP: this test counts its own
 	s.forgetEvents(t, b.User.ID)
 	want := s.insertEvents(t, a.User.ID, 25, auth.EventSignedIn)
@@ -66,10 +67,10 @@ func TestMySecurityEvents(t *testing.T) {
 
 	page := func(t *testing.T, token string, vars map[string]any) eventConnection {
 		t.Helper()
-		r := s.post(t, token, securityEventsQuery, vars)
-		wantOK(t, r)
+		r := s.Post(t, token, securityEventsQuery, vars)
+		testkit.WantOK(t, r)
 		var c eventConnection
-		r.field(t, "mySecurityEvents", &c)
+		r.Field(t, "mySecurityEvents", &c)
 		return c
 	}
 	t.Run("PagesNewestFirst", func(t *testing.T) {
@@ -115,28 +116,28 @@ func TestMySecurityEvents(t *testing.T) {
 	})
 	t.Run("BadInput", func(t *testing.T) {
 		for _, vars := range []map[string]any{{"first": 0}, {"first": 101}, {"first": -5}, {"after": "nope"}, {"after": ""}} {
-			r := s.post(t, a.AccessToken, securityEventsQuery, vars)
+			r := s.Post(t, a.AccessToken, securityEventsQuery, vars)
 			if vars["after"] == "" {
-				wantOK(t, r) // an empty cursor is no cursor
+				testkit.WantOK(t, r) // an empty cursor is no cursor
 				continue
 			}
-			wantCode(t, r, "BAD_USER_INPUT")
+			testkit.WantCode(t, r, "BAD_USER_INPUT")
 		}
 	})
 	t.Run("NeedsAccessToken", func(t *testing.T) {
-		wantCode(t, s.post(t, "", securityEventsQuery, nil), "UNAUTHENTICATED")
-		wantCode(t, s.post(t, a.refresh(), securityEventsQuery, nil), "UNAUTHENTICATED")
+		testkit.WantCode(t, s.Post(t, "", securityEventsQuery, nil), "UNAUTHENTICATED")
+		testkit.WantCode(t, s.Post(t, a.Refresh(), securityEventsQuery, nil), "UNAUTHENTICATED")
 	})
 }
 
 func TestSessionAuthenticatedAt(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, nil)
-	p := s.signUp(t, "proof@example.com")
-	r := s.post(t, p.AccessToken, `{ mySessions { createdAt authenticatedAt } }`, nil)
-	wantOK(t, r)
+	p := s.SignUp(t, "proof@example.com")
+	r := s.Post(t, p.AccessToken, `{ mySessions { createdAt authenticatedAt } }`, nil)
+	testkit.WantOK(t, r)
 	var got []struct{ CreatedAt, AuthenticatedAt time.Time }
-	r.field(t, "mySessions", &got)
+	r.Field(t, "mySessions", &got)
 	if len(got) != 1 || !got[0].AuthenticatedAt.Equal(got[0].CreatedAt) {
 		t.Fatalf("a new session's authenticatedAt %+v, want its createdAt", got)
 	}
@@ -148,8 +149,8 @@ func TestSessionAuthenticatedAt(t *testing.T) {
 func TestAuthenticatedMaxAge(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, nil)
-	s.signUp(t, "recent@example.com")
-	p := s.login(t, "recent@example.com")
+	s.SignUp(t, "recent@example.com")
+	p := s.Login(t, "recent@example.com", testkit.Password)
 
 	call := func(token string, maxAge *string) string { return callDirective(s, token, maxAge) }
 	five, ten := ptrTo("5m"), ptrTo("10m")

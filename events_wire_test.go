@@ -12,6 +12,7 @@ import (
 
 	"github.com/example/sessionauth/auth"
 	"github.com/example/sessionauth/internal/pgtest"
+	"github.com/example/sessionauth/internal/testkit"
 	"github.com/example/sessionauth/models"
 )
 
@@ -52,10 +53,10 @@ func (e event) String() string {
 // events returns the caller's newest 100 events, newest first.
 func (s *testServer) events(t *testing.T, token string) []event {
 	t.Helper()
-	r := s.post(t, token, securityEventsQuery, map[string]any{"first": 100})
-	wantOK(t, r)
+	r := s.Post(t, token, securityEventsQuery, map[string]any{"first": 100})
+	testkit.WantOK(t, r)
 	var c eventConnection
-	r.field(t, "mySecurityEvents", &c)
+	r.Field(t, "mySecurityEvents", &c)
 	out := make([]event, len(c.Edges))
 	for i, e := range c.Edges {
 		n := e.Node
@@ -109,16 +110,16 @@ const here = "127.0.0.1 Go-http-client/1.1"
 func TestEventsRecordedWithEachChange(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, func(c *config) { c.Auth.ReuseWindow = 0 })
-	p := s.signUp(t, "log@example.com")
+	p := s.SignUp(t, "log@example.com")
 	me := &eventLog{s: s, token: p.AccessToken}
 	pid := p.Session.ID
 	me.expect(t, "SIGNED_UP "+pid+" test device "+here+" -")
 
-	login := func(device string) payload {
+	login := func(device string) testkit.Payload {
 		t.Helper()
-		r := s.post(t, "", loginMutation, map[string]any{"email": "log@example.com", "password": testPassword, "device": device})
-		var q payload
-		r.field(t, "login", &q)
+		r := s.Post(t, "", testkit.LoginMutation, map[string]any{"email": "log@example.com", "password": testkit.Password, "device": device})
+		var q testkit.Payload
+		r.Field(t, "login", &q)
 		return q
 	}
 	t.Run("SignedIn", func(t *testing.T) {
@@ -126,41 +127,41 @@ func TestEventsRecordedWithEachChange(t *testing.T) {
 		me.expect(t, "SIGNED_IN "+q.Session.ID+" Phone "+here+" -")
 	})
 	t.Run("SignInFailed", func(t *testing.T) {
-		wantCode(t, s.post(t, "", loginMutation, map[string]any{"email": "LOG@example.com", "password": "wrong password"}), "INVALID_CREDENTIALS")
+		testkit.WantCode(t, s.Post(t, "", testkit.LoginMutation, map[string]any{"email": "LOG@example.com", "password": "wrong password"}), "INVALID_CREDENTIALS")
 		me.expect(t, "SIGN_IN_FAILED - - "+here+" -")
 	})
 	t.Run("RenameAndRevoke", func(t *testing.T) {
 		q := login("")
 		me.expect(t, "SIGNED_IN "+q.Session.ID+" - "+here+" -")
-		wantOK(t, s.post(t, p.AccessToken, renameMutation, map[string]any{"id": q.Session.ID, "name": " Work laptop "}))
+		testkit.WantOK(t, s.Post(t, p.AccessToken, renameMutation, map[string]any{"id": q.Session.ID, "name": " Work laptop "}))
 		me.expect(t, "SESSION_RENAMED "+q.Session.ID+" Work laptop "+here+" "+pid)
-		wantOK(t, s.post(t, p.AccessToken, revokeMutation, map[string]any{"id": q.Session.ID}))
+		testkit.WantOK(t, s.Post(t, p.AccessToken, testkit.RevokeMutation, map[string]any{"id": q.Session.ID}))
 		me.expect(t, "SESSION_REVOKED "+q.Session.ID+" Work laptop "+here+" "+pid)
 	})
 	t.Run("FailedChangesRecordNothing", func(t *testing.T) {
 		q := login("Tablet")
 		me.expect(t, "SIGNED_IN "+q.Session.ID+" Tablet "+here+" -")
-		wantCode(t, s.post(t, p.AccessToken, revokeMutation, map[string]any{"id": q.Session.ID[:35] + "0"}), "NOT_FOUND")
-		wantCode(t, s.post(t, p.AccessToken, revokeMutation, map[string]any{"id": "nope"}), "NOT_FOUND")
-		wantCode(t, s.post(t, p.AccessToken, renameMutation, map[string]any{"id": q.Session.ID, "name": "  "}), "BAD_USER_INPUT")
-		wantCode(t, s.post(t, p.AccessToken, changePassword, map[string]any{"cur": testPassword, "new": "short"}), "BAD_USER_INPUT")
-		wantCode(t, s.post(t, strings.Repeat("x", 256), refreshMutation, nil), "UNAUTHENTICATED")
-		wantCode(t, s.post(t, q.AccessToken, refreshMutation, nil), "UNAUTHENTICATED")
+		testkit.WantCode(t, s.Post(t, p.AccessToken, testkit.RevokeMutation, map[string]any{"id": q.Session.ID[:35] + "0"}), "NOT_FOUND")
+		testkit.WantCode(t, s.Post(t, p.AccessToken, testkit.RevokeMutation, map[string]any{"id": "nope"}), "NOT_FOUND")
+		testkit.WantCode(t, s.Post(t, p.AccessToken, renameMutation, map[string]any{"id": q.Session.ID, "name": "  "}), "BAD_USER_INPUT")
+		testkit.WantCode(t, s.Post(t, p.AccessToken, testkit.ChangePasswordMutation, map[string]any{"cur": testkit.Password, "new": "short"}), "BAD_USER_INPUT")
+		testkit.WantCode(t, s.Post(t, strings.Repeat("x", 256), testkit.RefreshMutation, nil), "UNAUTHENTICATED")
+		testkit.WantCode(t, s.Post(t, q.AccessToken, testkit.RefreshMutation, nil), "UNAUTHENTICATED")
 		// A refresh that works is no change of API.md's lists.
-		s.refresh(t, q.refresh())
+		s.Refresh(t, q.Refresh())
 		me.expect(t)
-		wantOK(t, s.post(t, q.AccessToken[:0]+p.AccessToken, revokeMutation, map[string]any{"id": q.Session.ID}))
+		testkit.WantOK(t, s.Post(t, q.AccessToken[:0]+p.AccessToken, testkit.RevokeMutation, map[string]any{"id": q.Session.ID}))
 		me.expect(t, "SESSION_REVOKED "+q.Session.ID+" Tablet "+here+" "+pid)
 		// Revoking it again: NOT_FOUND, nothing recorded.
-		wantCode(t, s.post(t, p.AccessToken, revokeMutation, map[string]any{"id": q.Session.ID}), "NOT_FOUND")
+		testkit.WantCode(t, s.Post(t, p.AccessToken, testkit.RevokeMutation, map[string]any{"id": q.Session.ID}), "NOT_FOUND")
 		me.expect(t)
 	})
 	t.Run("OtherSessionsRevoked", func(t *testing.T) {
 		a, b := login("A"), login("B")
 		me.expect(t, "SIGNED_IN "+a.Session.ID+" A "+here+" -", "SIGNED_IN "+b.Session.ID+" B "+here+" -")
-		r := s.post(t, p.AccessToken, revokeOthersMutaion, nil)
+		r := s.Post(t, p.AccessToken, testkit.RevokeOthersMutation, nil)
 		var n int
-		r.field(t, "revokeOtherSessions", &n)
+		r.Field(t, "revokeOtherSessions", &n)
 		if n != 3 { // A, B and Phone
 			t.Fatalf("revokeOtherSessions = %d", n)
 		}
@@ -175,51 +176,51 @@ func TestEventsRecordedWithEachChange(t *testing.T) {
 			"OTHER_SESSIONS_REVOKED "+a.Session.ID+" A "+here+" "+pid,
 			"OTHER_SESSIONS_REVOKED "+b.Session.ID+" B "+here+" "+pid,
 			"OTHER_SESSIONS_REVOKED "+phone+" Phone "+here+" "+pid)
-		wantOK(t, s.post(t, p.AccessToken, revokeOthersMutaion, nil))
+		testkit.WantOK(t, s.Post(t, p.AccessToken, testkit.RevokeOthersMutation, nil))
 		me.expect(t) // none ended, none recorded
 	})
 	t.Run("PasswordChanged", func(t *testing.T) {
 		c := login("C")
 		me.expect(t, "SIGNED_IN "+c.Session.ID+" C "+here+" -")
-		wantCode(t, s.post(t, p.AccessToken, changePassword, map[string]any{"cur": "not the password", "new": "a new fine password"}), "INVALID_CREDENTIALS")
+		testkit.WantCode(t, s.Post(t, p.AccessToken, testkit.ChangePasswordMutation, map[string]any{"cur": "not the password", "new": "a new fine password"}), "INVALID_CREDENTIALS")
 		me.expect(t, "SIGN_IN_FAILED - - "+here+" "+pid)
-		wantOK(t, s.post(t, p.AccessToken, changePassword, map[string]any{"cur": testPassword, "new": "a new fine password"}))
+		testkit.WantOK(t, s.Post(t, p.AccessToken, testkit.ChangePasswordMutation, map[string]any{"cur": testkit.Password, "new": "a new fine password"}))
 		me.expect(t, "PASSWORD_CHANGED - - "+here+" "+pid, "SESSION_REVOKED "+c.Session.ID+" C "+here+" "+pid)
-		wantOK(t, s.post(t, p.AccessToken, changePassword, map[string]any{"cur": "a new fine password", "new": testPassword}))
+		testkit.WantOK(t, s.Post(t, p.AccessToken, testkit.ChangePasswordMutation, map[string]any{"cur": "a new fine password", "new": testkit.Password}))
 		me.expect(t, "PASSWORD_CHANGED - - "+here+" "+pid)
 	})
 	t.Run("RefreshTokenReused", func(t *testing.T) {
 		d := login("D")
 		me.expect(t, "SIGNED_IN "+d.Session.ID+" D "+here+" -")
-		next := s.refresh(t, d.refresh())
-		wantOK(t, s.post(t, next.AccessToken, meQuery, nil)) // the successor is used
-		wantCode(t, s.postHeader(t, http.Header{"Authorization": bearer(d.refresh()), "User-Agent": {"thief/1.0"}}, refreshMutation, nil), "REFRESH_TOKEN_REUSED")
+		next := s.Refresh(t, d.Refresh())
+		testkit.WantOK(t, s.Post(t, next.AccessToken, testkit.MeQuery, nil)) // the successor is used
+		testkit.WantCode(t, s.PostHeader(t, http.Header{"Authorization": {"Bearer " + d.Refresh()}, "User-Agent": {"thief/1.0"}}, testkit.RefreshMutation, nil), "REFRESH_TOKEN_REUSED")
 		me.expect(t, "REFRESH_TOKEN_REUSED "+d.Session.ID+" D 127.0.0.1 thief/1.0 -")
 		// The session is over: its tokens record nothing more.
-		wantCode(t, s.post(t, d.refresh(), refreshMutation, nil), "UNAUTHENTICATED")
-		wantCode(t, s.post(t, next.AccessToken, logoutMutation, nil), "UNAUTHENTICATED")
+		testkit.WantCode(t, s.Post(t, d.Refresh(), testkit.RefreshMutation, nil), "UNAUTHENTICATED")
+		testkit.WantCode(t, s.Post(t, next.AccessToken, testkit.LogoutMutation, nil), "UNAUTHENTICATED")
 		me.expect(t)
 	})
 	t.Run("ReplayOnLogout", func(t *testing.T) {
 		d := login("E")
 		me.expect(t, "SIGNED_IN "+d.Session.ID+" E "+here+" -")
-		next := s.refresh(t, d.refresh())
-		wantOK(t, s.post(t, next.AccessToken, meQuery, nil))
-		wantCode(t, s.post(t, d.refresh(), logoutMutation, nil), "REFRESH_TOKEN_REUSED")
+		next := s.Refresh(t, d.Refresh())
+		testkit.WantOK(t, s.Post(t, next.AccessToken, testkit.MeQuery, nil))
+		testkit.WantCode(t, s.Post(t, d.Refresh(), testkit.LogoutMutation, nil), "REFRESH_TOKEN_REUSED")
 		me.expect(t, "REFRESH_TOKEN_REUSED "+d.Session.ID+" E "+here+" -")
 	})
 	t.Run("SignedOut", func(t *testing.T) {
 		f := login("F")
 		me.expect(t, "SIGNED_IN "+f.Session.ID+" F "+here+" -")
-		wantOK(t, s.post(t, f.refresh(), logoutMutation, nil))
+		testkit.WantOK(t, s.Post(t, f.Refresh(), testkit.LogoutMutation, nil))
 		me.expect(t, "SIGNED_OUT "+f.Session.ID+" F "+here+" "+f.Session.ID)
-		wantCode(t, s.post(t, f.AccessToken, logoutMutation, nil), "UNAUTHENTICATED")
+		testkit.WantCode(t, s.Post(t, f.AccessToken, testkit.LogoutMutation, nil), "UNAUTHENTICATED")
 		me.expect(t)
 	})
 	t.Run("Reauthenticated", func(t *testing.T) {
-		wantCode(t, s.post(t, p.AccessToken, reauthMutation, map[string]any{"pw": "not the password"}), "INVALID_CREDENTIALS")
+		testkit.WantCode(t, s.Post(t, p.AccessToken, reauthMutation, map[string]any{"pw": "not the password"}), "INVALID_CREDENTIALS")
 		me.expect(t, "SIGN_IN_FAILED - - "+here+" "+pid)
-		wantOK(t, s.post(t, p.AccessToken, reauthMutation, map[string]any{"pw": testPassword}))
+		testkit.WantOK(t, s.Post(t, p.AccessToken, reauthMutation, map[string]any{"pw": testkit.Password}))
 		me.expect(t, "REAUTHENTICATED "+pid+" test device "+here+" "+pid)
 	})
 	t.Run("SessionExpired", func(t *testing.T) {
@@ -230,7 +231,7 @@ func TestEventsRecordedWithEachChange(t *testing.T) {
 		}
 		me.expect(t) // nothing has expired
 		s.backdate(t, "refresh_expires_at", g.Session.ID, time.Second)
-		wantCode(t, s.post(t, g.refresh(), refreshMutation, nil), "TOKEN_EXPIRED")
+		testkit.WantCode(t, s.Post(t, g.Refresh(), testkit.RefreshMutation, nil), "TOKEN_EXPIRED")
 		for range 2 { // recorded once
 			if _, err := s.svc.Housekeep(ctxT(t)); err != nil {
 				t.Fatal(err)
@@ -255,16 +256,16 @@ func TestEventsRecordedWithEachChange(t *testing.T) {
 func TestSessionCapRecordsExpiry(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, func(c *config) { c.Auth.MaxSessionsPerUser = 2 })
-	a := s.signUp(t, "capped@example.com")
-	b := s.login(t, "capped@example.com")
-	c := s.login(t, "capped@example.com")
+	a := s.SignUp(t, "capped@example.com")
+	b := s.Login(t, "capped@example.com", testkit.Password)
+	c := s.Login(t, "capped@example.com", testkit.Password)
 	l := &eventLog{s: s, token: c.AccessToken}
 	l.expect(t,
 		"SIGNED_UP "+a.Session.ID+" test device "+here+" -",
 		"SIGNED_IN "+b.Session.ID+" - "+here+" -",
 		"SIGNED_IN "+c.Session.ID+" - "+here+" -",
 		"SESSION_EXPIRED "+a.Session.ID+" test device "+here+" "+c.Session.ID)
-	wantCode(t, s.post(t, a.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+	testkit.WantCode(t, s.Post(t, a.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
 }
 
 // TestFailureEventsDoNotRevealEmails: failures are recorded for a
@@ -276,9 +277,9 @@ func TestFailureEventsDoNotRevealEmails(t *testing.T) {
 		c.Auth.Throttle.MaxFailures = 2
 		c.Auth.Throttle.MaxFailuresPerIP = 1000
 	})
-	known := s.signUp(t, "known@example.com")
-	attempt := func(email string) gqlError {
-		r := s.post(t, "", loginMutation, map[string]any{"email": email, "password": "not the password"})
+	known := s.SignUp(t, "known@example.com")
+	attempt := func(email string) testkit.Error {
+		r := s.Post(t, "", testkit.LoginMutation, map[string]any{"email": email, "password": "not the password"})
 		if len(r.Errors) != 1 {
 			t.Fatalf("%s: %+v", email, r)
 		}
@@ -326,18 +327,18 @@ func TestFailureEventsDoNotRevealEmails(t *testing.T) {
 func TestEventPagesStableWhileRecording(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, nil)
-	p := s.signUp(t, "busy@example.com")
+	p := s.SignUp(t, "busy@example.com")
 	for range 6 {
-		s.login(t, "busy@example.com")
+		s.Login(t, "busy@example.com", testkit.Password)
 	}
 	before := s.events(t, p.AccessToken)
 	var got []string
 	vars := map[string]any{"first": 2}
 	for {
-		r := s.post(t, p.AccessToken, securityEventsQuery, vars)
-		wantOK(t, r)
+		r := s.Post(t, p.AccessToken, securityEventsQuery, vars)
+		testkit.WantOK(t, r)
 		var c eventConnection
-		r.field(t, "mySecurityEvents", &c)
+		r.Field(t, "mySecurityEvents", &c)
 		for _, e := range c.Edges {
 			got = append(got, e.Node.ID)
 		}
@@ -345,7 +346,7 @@ func TestEventPagesStableWhileRecording(t *testing.T) {
 			break
 		}
 		vars["after"] = *c.PageInfo.EndCursor
-		s.login(t, "busy@example.com") // a new event between pages
+		s.Login(t, "busy@example.com", testkit.Password) // a new event between pages
 	}
 	var want []string
 	for _, e := range before {
@@ -369,34 +370,34 @@ func (s *testServer) callMaxAge(t *testing.T, token, maxAge string) string {
 func TestReauthenticate(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, func(c *config) { c.Auth.Throttle.MaxFailures = 2 })
-	p := s.signUp(t, "again@example.com")
-	q := s.login(t, "again@example.com")
+	p := s.SignUp(t, "again@example.com")
+	q := s.Login(t, "again@example.com", testkit.Password)
 	// The proofs are 10 minutes old before the tokens are first used, so
 	// that where the session cache is on it holds them so.
 	s.backdate(t, "authenticated_at", "", 10*time.Minute)
 	for range 2 {
-		wantOK(t, s.post(t, p.AccessToken, meQuery, nil))
-		wantOK(t, s.post(t, q.AccessToken, meQuery, nil))
+		testkit.WantOK(t, s.Post(t, p.AccessToken, testkit.MeQuery, nil))
+		testkit.WantOK(t, s.Post(t, q.AccessToken, testkit.MeQuery, nil))
 	}
 	if got := s.callMaxAge(t, p.AccessToken, "5m"); got != "error:REAUTHENTICATION_REQUIRED" {
 		t.Fatalf("proof 10m old: %q", got)
 	}
 
 	t.Run("WrongPasswordChangesNothing", func(t *testing.T) {
-		wantCode(t, s.post(t, p.AccessToken, reauthMutation, map[string]any{"pw": "not the password"}), "INVALID_CREDENTIALS")
+		testkit.WantCode(t, s.Post(t, p.AccessToken, reauthMutation, map[string]any{"pw": "not the password"}), "INVALID_CREDENTIALS")
 		if got := s.callMaxAge(t, p.AccessToken, "5m"); got != "error:REAUTHENTICATION_REQUIRED" {
 			t.Fatalf("after a wrong password: %q", got)
 		}
 	})
 	t.Run("LiftsTheRequirement", func(t *testing.T) {
-		r := s.post(t, p.AccessToken, reauthMutation, map[string]any{"pw": testPassword})
-		wantOK(t, r)
+		r := s.Post(t, p.AccessToken, reauthMutation, map[string]any{"pw": testkit.Password})
+		testkit.WantOK(t, r)
 		var got struct {
 			ID                         string
 			Current                    bool
 			AuthenticatedAt, CreatedAt time.Time
 		}
-		r.field(t, "reauthenticate", &got)
+		r.Field(t, "reauthenticate", &got)
 		if got.ID != p.Session.ID || !got.Current || !got.AuthenticatedAt.After(got.CreatedAt) {
 			t.Fatalf("reauthenticate returned %+v", got)
 		}
@@ -409,20 +410,20 @@ func TestReauthenticate(t *testing.T) {
 		}
 	})
 	t.Run("NeedsAccessToken", func(t *testing.T) {
-		wantCode(t, s.post(t, "", reauthMutation, map[string]any{"pw": testPassword}), "UNAUTHENTICATED")
-		wantCode(t, s.post(t, p.refresh(), reauthMutation, map[string]any{"pw": testPassword}), "UNAUTHENTICATED")
+		testkit.WantCode(t, s.Post(t, "", reauthMutation, map[string]any{"pw": testkit.Password}), "UNAUTHENTICATED")
+		testkit.WantCode(t, s.Post(t, p.Refresh(), reauthMutation, map[string]any{"pw": testkit.Password}), "UNAUTHENTICATED")
 	})
 	t.Run("LimitedLikeLogin", func(t *testing.T) {
 		// One failure above, one more: the account is locked, for
 		// reauthenticate and login alike, before any password is checked.
-		wantCode(t, s.post(t, q.AccessToken, reauthMutation, map[string]any{"pw": "still not it"}), "INVALID_CREDENTIALS")
+		testkit.WantCode(t, s.Post(t, q.AccessToken, reauthMutation, map[string]any{"pw": "still not it"}), "INVALID_CREDENTIALS")
 		work := s.svc.PasswordWork().Verified
-		r := s.post(t, q.AccessToken, reauthMutation, map[string]any{"pw": testPassword})
-		wantCode(t, r, "RATE_LIMITED")
+		r := s.Post(t, q.AccessToken, reauthMutation, map[string]any{"pw": testkit.Password})
+		testkit.WantCode(t, r, "RATE_LIMITED")
 		if ra, _ := r.Errors[0].Extensions["retryAfterSeconds"].(float64); ra < 1 {
 			t.Fatalf("retryAfterSeconds %v", r.Errors[0].Extensions["retryAfterSeconds"])
 		}
-		wantCode(t, s.post(t, "", loginMutation, map[string]any{"email": "again@example.com", "password": testPassword}), "RATE_LIMITED")
+		testkit.WantCode(t, s.Post(t, "", testkit.LoginMutation, map[string]any{"email": "again@example.com", "password": testkit.Password}), "RATE_LIMITED")
 		if got := s.svc.PasswordWork().Verified; got != work {
 			t.Fatalf("%d password checks while locked", got-work)
 		}
@@ -500,31 +501,31 @@ func TestDeleteMyAccount(t *testing.T) {
 	}()
 	t.Cleanup(func() { stop(); <-done })
 
-	p := s.signUp(t, "leaving@example.com")
-	q := s.login(t, "leaving@example.com")
-	other := s.signUp(t, "staying@example.com")
-	wantCode(t, s.post(t, "", loginMutation, map[string]any{"email": "leaving@example.com", "password": "a wrong one"}), "INVALID_CREDENTIALS")
-	wantOK(t, s.post(t, p.AccessToken, renameMutation, map[string]any{"id": q.Session.ID, "name": "Laptop"}))
+	p := s.SignUp(t, "leaving@example.com")
+	q := s.Login(t, "leaving@example.com", testkit.Password)
+	other := s.SignUp(t, "staying@example.com")
+	testkit.WantCode(t, s.Post(t, "", testkit.LoginMutation, map[string]any{"email": "leaving@example.com", "password": "a wrong one"}), "INVALID_CREDENTIALS")
+	testkit.WantOK(t, s.Post(t, p.AccessToken, renameMutation, map[string]any{"id": q.Session.ID, "name": "Laptop"}))
 	uid := p.User.ID
 
 	t.Run("WrongPasswordDeletesNothing", func(t *testing.T) {
 		before := tablesMentioning(t, s, uid)
-		wantCode(t, s.post(t, p.AccessToken, deleteMutation, map[string]any{"pw": "not the password"}), "INVALID_CREDENTIALS")
-		wantOK(t, s.post(t, q.AccessToken, meQuery, nil))
+		testkit.WantCode(t, s.Post(t, p.AccessToken, deleteMutation, map[string]any{"pw": "not the password"}), "INVALID_CREDENTIALS")
+		testkit.WantOK(t, s.Post(t, q.AccessToken, testkit.MeQuery, nil))
 		after := tablesMentioning(t, s, uid)
 		if before["users"] != 1 || after["users"] != 1 || after["sessions"] != before["sessions"] || after["security_events"] != before["security_events"]+1 {
 			t.Fatalf("before %v, after %v (want one more event, SIGN_IN_FAILED)", before, after)
 		}
 	})
 	t.Run("NeedsAccessToken", func(t *testing.T) {
-		wantCode(t, s.post(t, "", deleteMutation, map[string]any{"pw": testPassword}), "UNAUTHENTICATED")
-		wantCode(t, s.post(t, p.refresh(), deleteMutation, map[string]any{"pw": testPassword}), "UNAUTHENTICATED")
+		testkit.WantCode(t, s.Post(t, "", deleteMutation, map[string]any{"pw": testkit.Password}), "UNAUTHENTICATED")
+		testkit.WantCode(t, s.Post(t, p.Refresh(), deleteMutation, map[string]any{"pw": testkit.Password}), "UNAUTHENTICATED")
 	})
 	t.Run("DeletesEverything", func(t *testing.T) {
-		r := s.post(t, p.AccessToken, deleteMutation, map[string]any{"pw": testPassword})
-		wantOK(t, r)
+		r := s.Post(t, p.AccessToken, deleteMutation, map[string]any{"pw": testkit.Password})
+		testkit.WantOK(t, r)
 		var ok bool
-		r.field(t, "deleteMyAccount", &ok)
+		r.Field(t, "deleteMyAccount", &ok)
 		if !ok {
 			t.Fatal("deleteMyAccount answered false")
 		}
@@ -549,12 +550,12 @@ func TestDeleteMyAccount(t *testing.T) {
 				t.Errorf("%q is still stored: %v", needle, m)
 			}
 		}
-		for _, x := range []payload{p, q} {
-			wantCode(t, s.post(t, x.AccessToken, meQuery, nil), "UNAUTHENTICATED")
-			wantCode(t, s.post(t, x.refresh(), refreshMutation, nil), "UNAUTHENTICATED")
+		for _, x := range []testkit.Payload{p, q} {
+			testkit.WantCode(t, s.Post(t, x.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
+			testkit.WantCode(t, s.Post(t, x.Refresh(), testkit.RefreshMutation, nil), "UNAUTHENTICATED")
 		}
-		wantCode(t, s.post(t, "", loginMutation, map[string]any{"email": "leaving@example.com", "password": testPassword}), "INVALID_CREDENTIALS")
-		wantOK(t, s.post(t, other.AccessToken, meQuery, nil))
+		testkit.WantCode(t, s.Post(t, "", testkit.LoginMutation, map[string]any{"email": "leaving@example.com", "password": testkit.Password}), "INVALID_CREDENTIALS")
+		testkit.WantOK(t, s.Post(t, other.AccessToken, testkit.MeQuery, nil))
 	})
 	t.Run("HandlersHearOfIt", func(t *testing.T) {
 		waitFor(t, "the deletion delivered", func() bool {
@@ -579,7 +580,7 @@ func TestDeleteMyAccount(t *testing.T) {
 		}
 	})
 	t.Run("SignUpAgain", func(t *testing.T) {
-		again := s.signUp(t, "Leaving@example.com")
+		again := s.SignUp(t, "Leaving@example.com")
 		if again.User.ID == uid {
 			t.Fatal("the old id came back")
 		}
@@ -595,14 +596,14 @@ func TestDeleteMyAccount(t *testing.T) {
 func TestDeleteMyAccountEndsSessionsOnEveryInstance(t *testing.T) {
 	t.Parallel()
 	a, b := twoCachingInstances(t, nil)
-	p := a.signUp(t, "everywhere@example.com")
-	q := a.login(t, "everywhere@example.com")
+	p := a.SignUp(t, "everywhere@example.com")
+	q := a.Login(t, "everywhere@example.com", testkit.Password)
 	warm(t, p.AccessToken, a, b)
 	warm(t, q.AccessToken, a, b)
-	wantOK(t, a.post(t, p.AccessToken, deleteMutation, map[string]any{"pw": testPassword}))
-	wantCode(t, b.post(t, q.AccessToken, meQuery, nil), "UNAUTHENTICATED")
-	wantCode(t, b.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
-	wantCode(t, a.post(t, q.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+	testkit.WantOK(t, a.Post(t, p.AccessToken, deleteMutation, map[string]any{"pw": testkit.Password}))
+	testkit.WantCode(t, b.Post(t, q.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
+	testkit.WantCode(t, b.Post(t, p.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
+	testkit.WantCode(t, a.Post(t, q.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
 }
 
 // TestDeleteMyAccountRacingItsSessions deletes an account while its
@@ -611,48 +612,50 @@ func TestDeleteMyAccountEndsSessionsOnEveryInstance(t *testing.T) {
 // nothing of the account is left.
 func TestDeleteMyAccountRacingItsSessions(t *testing.T) {
 	t.Parallel()
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	s := newLoggedTestServer(t, pgtest.New(t), nil, logs)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Log(logs.String())
 		}
 	})
-	owner := s.signUp(t, "racing@example.com")
-	var sessions []payload
+	owner := s.SignUp(t, "racing@example.com")
+	var sessions []testkit.Payload
 	for range 8 {
-		sessions = append(sessions, s.login(t, "racing@example.com"))
+		sessions = append(sessions, s.Login(t, "racing@example.com", testkit.Password))
 	}
 	allowed := map[string]bool{"": true, "UNAUTHENTICATED": true, "INVALID_CREDENTIALS": true}
 	var wg sync.WaitGroup
-	answers := make(chan gqlResponse, 32)
+	answers := make(chan testkit.Response, 32)
 	for i, x := range sessions {
 		wg.Go(func() {
 			switch i % 4 {
 			case 0:
-				answers <- s.post(t, x.AccessToken, logoutMutation, nil)
+				answers <- s.Post(t, x.AccessToken, testkit.LogoutMutation, nil)
 			case 1:
-				answers <- s.post(t, x.refresh(), refreshMutation, nil)
+				answers <- s.Post(t, x.Refresh(), testkit.RefreshMutation, nil)
 			case 2:
-				answers <- s.post(t, x.AccessToken, revokeOthersMutaion, nil)
+				answers <- s.Post(t, x.AccessToken, testkit.RevokeOthersMutation, nil)
 			default:
-				answers <- s.post(t, "", loginMutation, map[string]any{"email": "racing@example.com", "password": testPassword})
+				answers <- s.Post(t, "", testkit.LoginMutation, map[string]any{"email": "racing@example.com", "password": testkit.Password})
 			}
 		})
 	}
-	wg.Go(func() { answers <- s.post(t, owner.AccessToken, deleteMutation, map[string]any{"pw": testPassword}) })
+	wg.Go(func() {
+		answers <- s.Post(t, owner.AccessToken, deleteMutation, map[string]any{"pw": testkit.Password})
+	})
 	wg.Wait()
 	close(answers)
 	for r := range answers {
-		if !allowed[r.code()] {
-			t.Errorf("answered %s: %+v", r.code(), r.Errors)
+		if !allowed[r.Code()] {
+			t.Errorf("answered %s: %+v", r.Code(), r.Errors)
 		}
 	}
 	// The deletion either won or came after a revokeOtherSessions that
 	// ended the owner's session; finish it from a fresh sign-in then.
 	if n, _ := s.db.NewSelect().Table("users").Count(ctxT(t)); n == 1 {
-		p := s.login(t, "racing@example.com")
-		wantOK(t, s.post(t, p.AccessToken, deleteMutation, map[string]any{"pw": testPassword}))
+		p := s.Login(t, "racing@example.com", testkit.Password)
+		testkit.WantOK(t, s.Post(t, p.AccessToken, deleteMutation, map[string]any{"pw": testkit.Password}))
 	}
 	for table := range tablesMentioning(t, s, owner.User.ID) {
 		if table != "security_event_outbox" {
@@ -668,33 +671,33 @@ func TestDeleteMyAccountRacingItsSessions(t *testing.T) {
 // (PostgreSQL answers one of them with an error, an INTERNAL).
 func TestSessionChangesRaceWithoutDeadlock(t *testing.T) {
 	t.Parallel()
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	s := newLoggedTestServer(t, pgtest.New(t), func(c *config) { c.Auth.MaxSessionsPerUser = 4 }, logs)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Log(logs.String())
 		}
 	})
-	owner := s.signUp(t, "crowd@example.com")
+	owner := s.SignUp(t, "crowd@example.com")
 	for round := range 3 {
-		var sessions []payload
+		var sessions []testkit.Payload
 		for range 4 {
-			sessions = append(sessions, s.login(t, "crowd@example.com"))
+			sessions = append(sessions, s.Login(t, "crowd@example.com", testkit.Password))
 		}
 		allowed := map[string]bool{"": true, "UNAUTHENTICATED": true, "NOT_FOUND": true}
 		var wg sync.WaitGroup
-		answers := make(chan gqlResponse, 64)
+		answers := make(chan testkit.Response, 64)
 		call := func(token, query string, vars map[string]any) {
-			wg.Go(func() { answers <- s.post(t, token, query, vars) })
+			wg.Go(func() { answers <- s.Post(t, token, query, vars) })
 		}
 		for i, x := range sessions {
-			call(x.AccessToken, logoutMutation, nil)
-			call(x.refresh(), refreshMutation, nil)
+			call(x.AccessToken, testkit.LogoutMutation, nil)
+			call(x.Refresh(), testkit.RefreshMutation, nil)
 			call(owner.AccessToken, renameMutation, map[string]any{"id": x.Session.ID, "name": fmt.Sprint("device ", i)})
-			call(sessions[(i+1)%len(sessions)].AccessToken, revokeMutation, map[string]any{"id": x.Session.ID})
-			call("", loginMutation, map[string]any{"email": "crowd@example.com", "password": testPassword})
+			call(sessions[(i+1)%len(sessions)].AccessToken, testkit.RevokeMutation, map[string]any{"id": x.Session.ID})
+			call("", testkit.LoginMutation, map[string]any{"email": "crowd@example.com", "password": testkit.Password})
 		}
-		call(sessions[0].AccessToken, revokeOthersMutaion, nil)
+		call(sessions[0].AccessToken, testkit.RevokeOthersMutation, nil)
 		wg.Go(func() {
 			if _, err := s.svc.RevokeUserSessions(context.Background(), "crowd@example.com"); err != nil {
 				t.Errorf("revoke-sessions: %v", err)
@@ -703,14 +706,14 @@ func TestSessionChangesRaceWithoutDeadlock(t *testing.T) {
 		wg.Wait()
 		close(answers)
 		for r := range answers {
-			if !allowed[r.code()] {
-				t.Fatalf("round %d answered %s: %+v", round, r.code(), r.Errors)
+			if !allowed[r.Code()] {
+				t.Fatalf("round %d answered %s: %+v", round, r.Code(), r.Errors)
 			}
 		}
 		if _, err := s.svc.RevokeUserSessions(ctxT(t), "crowd@example.com"); err != nil {
 			t.Fatal(err)
 		}
-		owner = s.login(t, "crowd@example.com")
+		owner = s.Login(t, "crowd@example.com", testkit.Password)
 	}
 }
 
@@ -721,26 +724,15 @@ func TestDeleteMyAccountClearsRefreshCookie(t *testing.T) {
 	const app = "https://app.example.com"
 	s := newTestServer(t, func(c *config) { c.Auth.AllowedOrigins = []string{app} })
 	b := newBrowser(t, s, app)
-	r, resp := b.do(http.MethodPost, "application/json", `mutation { signUp(input: {email: "spa-gone@example.com", password: "`+testPassword+`"}) { `+payloadFields+` } }`, nil)
-	var p payload
-	r.field(t, "signUp", &p)
-	cookie := refreshCookie(t, resp)
+	r := b.do("application/json", `mutation { signUp(input: {email: "spa-gone@example.com", password: "`+testkit.Password+`"}) { `+testkit.PayloadFields+` } }`, nil)
+	var p testkit.Payload
+	r.Field(t, "signUp", &p)
+	cookie := refreshCookie(t, r)
 
-	body := fmt.Sprintf(`{"query": %q}`, `mutation { deleteMyAccount(password: "`+testPassword+`") }`)
-	req, _ := http.NewRequest(http.MethodPost, s.URL+"/graphql", strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Origin", app)
-	req.Header.Set(auth.TransportHeader, "cookie")
-	req.Header.Set("Authorization", "Bearer "+p.AccessToken)
-	req.AddCookie(&http.Cookie{Name: cookie.Name, Value: cookie.Value})
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.Body.Close()
-	if cleared := refreshCookie(t, res); cleared.MaxAge >= 0 || cleared.Value != "" {
+	r = b.doAs(p.AccessToken, "application/json", `mutation { deleteMyAccount(password: "`+testkit.Password+`") }`, cookie)
+	if cleared := refreshCookie(t, r); cleared.MaxAge >= 0 || cleared.Value != "" {
 		t.Fatalf("deleteMyAccount did not clear the cookie: %+v", cleared)
 	}
-	r, _ = b.do(http.MethodPost, "application/json", refreshMutation, cookie)
-	wantCode(t, r, "UNAUTHENTICATED")
+	r = b.do("application/json", testkit.RefreshMutation, cookie)
+	testkit.WantCode(t, r, "UNAUTHENTICATED")
 }

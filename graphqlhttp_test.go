@@ -14,6 +14,8 @@ import (
 	"testing"
 
 	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"github.com/example/sessionauth/internal/testkit"
 )
 
 func TestNegotiate(t *testing.T) {
@@ -64,37 +66,15 @@ func TestNegotiate(t *testing.T) {
 	}
 }
 
-// rawResponse is an answer of /graphql as sent: status, Content-Type and
-// the top-level entries of its body.
-type rawResponse struct {
-	status      int
-	contentType string
-	body        map[string]json.RawMessage
-}
-
-func (s *testServer) send(t *testing.T, req *http.Request) rawResponse {
+// postAccepting posts body as it is, with accept as the Accept header
+// ("" for none).
+func (s *testServer) postAccepting(t *testing.T, accept, body string) testkit.Response {
 	t.Helper()
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	out := rawResponse{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type")}
-	if err := json.Unmarshal(raw, &out.body); err != nil {
-		t.Fatalf("status %d, body %q: %v", resp.StatusCode, raw, err)
-	}
-	return out
-}
-
-func (s *testServer) postAccepting(t *testing.T, accept, body string) rawResponse {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, s.URL+"/graphql", strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
+	h := http.Header{}
 	if accept != "" {
-		req.Header.Set("Accept", accept)
+		h.Set("Accept", accept)
 	}
-	return s.send(t, req)
+	return s.Send(t, h, body)
 }
 
 // TestResponseFormats: a request error (one raised before execution) is
@@ -128,15 +108,15 @@ func TestResponseFormats(t *testing.T) {
 			if want == 0 {
 				want = http.StatusOK
 			}
-			_, hasData := r.body["data"]
-			if r.status != want || r.contentType != c.contentType || hasData != c.data || r.body["errors"] == nil {
+			_, hasData := r.Top["data"]
+			if r.Status != want || r.ContentType != c.contentType || hasData != c.data || r.Top["errors"] == nil {
 				t.Errorf("Accept %q, %s error: status %d, Content-Type %q, data %v, body %s; want %d, %q, data %v",
-					c.accept, name, r.status, r.contentType, hasData, r.body, want, c.contentType, c.data)
+					c.accept, name, r.Status, r.ContentType, hasData, r.Top, want, c.contentType, c.data)
 			}
 		}
 		// A request that runs answers 200 with its data in every format.
-		if r := s.postAccepting(t, c.accept, `{"query": "{ __typename }"}`); r.status != http.StatusOK || r.contentType != c.contentType || string(r.body["data"]) != `{"__typename":"Query"}` {
-			t.Errorf("Accept %q: status %d, Content-Type %q, body %s", c.accept, r.status, r.contentType, r.body)
+		if r := s.postAccepting(t, c.accept, `{"query": "{ __typename }"}`); r.Status != http.StatusOK || r.ContentType != c.contentType || string(r.Top["data"]) != `{"__typename":"Query"}` {
+			t.Errorf("Accept %q: status %d, Content-Type %q, body %s", c.accept, r.Status, r.ContentType, r.Top)
 		}
 	}
 }
@@ -157,21 +137,21 @@ func TestMalformedRequests(t *testing.T) {
 			{"VariablesNotAMap", `{"query": "{ __typename }", "variables": [7]}`, http.StatusBadRequest},
 		} {
 			r := s.postAccepting(t, accept, c.body)
-			if r.status != c.status || !strings.Contains(string(r.body["errors"]), `"code":"BAD_USER_INPUT"`) || strings.Contains(string(r.body["errors"]), "hunter22") {
-				t.Errorf("Accept %q, %s: status %d, body %s", accept, c.name, r.status, r.body)
+			if r.Status != c.status || !strings.Contains(string(r.Top["errors"]), `"code":"BAD_USER_INPUT"`) || strings.Contains(string(r.Top["errors"]), "hunter22") {
+				t.Errorf("Accept %q, %s: status %d, body %s", accept, c.name, r.Status, r.Top)
 			}
 		}
 	}
 
 	t.Run("NotAcceptable", func(t *testing.T) {
 		r := s.postAccepting(t, "text/html", `{"query": "{ __typename }"}`)
-		if r.status != http.StatusNotAcceptable || !strings.Contains(string(r.body["errors"]), `"code":"BAD_USER_INPUT"`) {
-			t.Fatalf("status %d, body %s", r.status, r.body)
+		if r.Status != http.StatusNotAcceptable || !strings.Contains(string(r.Top["errors"]), `"code":"BAD_USER_INPUT"`) {
+			t.Fatalf("status %d, body %s", r.Status, r.Top)
 		}
 		req, _ := http.NewRequest(http.MethodGet, s.URL+"/graphql?query="+url.QueryEscape("{ __typename }"), nil)
 		req.Header.Set("Accept", "text/plain")
-		if r := s.send(t, req); r.status != http.StatusNotAcceptable {
-			t.Fatalf("GET: status %d, body %s", r.status, r.body)
+		if r := s.Fetch(t, req); r.Status != http.StatusNotAcceptable {
+			t.Fatalf("GET: status %d, body %s", r.Status, r.Top)
 		}
 	})
 
@@ -184,8 +164,8 @@ func TestMalformedRequests(t *testing.T) {
 		if req.ContentLength != 0 {
 			t.Fatalf("ContentLength %d: the body would not be chunked", req.ContentLength)
 		}
-		if r := s.send(t, req); r.status != http.StatusRequestEntityTooLarge || !strings.Contains(string(r.body["errors"]), `"code":"BAD_USER_INPUT"`) {
-			t.Fatalf("status %d, body %s", r.status, r.body)
+		if r := s.Fetch(t, req); r.Status != http.StatusRequestEntityTooLarge || !strings.Contains(string(r.Top["errors"]), `"code":"BAD_USER_INPUT"`) {
+			t.Fatalf("status %d, body %s", r.Status, r.Top)
 		}
 	})
 }
@@ -198,18 +178,18 @@ func TestPersistedMutationOverGET(t *testing.T) {
 	s := newTestServer(t, nil)
 	// getByHash POSTs query with its persisted-query hash, then GETs it by
 	// the hash alone.
-	getByHash := func(query string) rawResponse {
+	getByHash := func(query string) testkit.Response {
 		sum := sha256.Sum256([]byte(query))
 		ext := `{"persistedQuery": {"version": 1, "sha256Hash": "` + hex.EncodeToString(sum[:]) + `"}}`
 		s.postAccepting(t, "", `{"query": "`+query+`", "extensions": `+ext+`}`)
 		req, _ := http.NewRequest(http.MethodGet, s.URL+"/graphql?extensions="+url.QueryEscape(ext), nil)
-		return s.send(t, req)
+		return s.Fetch(t, req)
 	}
-	if r := getByHash(`mutation { logout }`); r.status != http.StatusMethodNotAllowed || !strings.Contains(string(r.body["errors"]), `"code":"BAD_USER_INPUT"`) {
-		t.Fatalf("mutation: status %d, body %s", r.status, r.body)
+	if r := getByHash(`mutation { logout }`); r.Status != http.StatusMethodNotAllowed || !strings.Contains(string(r.Top["errors"]), `"code":"BAD_USER_INPUT"`) {
+		t.Fatalf("mutation: status %d, body %s", r.Status, r.Top)
 	}
-	if r := getByHash(`{ __typename }`); r.status != http.StatusOK || string(r.body["data"]) != `{"__typename":"Query"}` {
-		t.Fatalf("query: status %d, body %s", r.status, r.body)
+	if r := getByHash(`{ __typename }`); r.Status != http.StatusOK || string(r.Top["data"]) != `{"__typename":"Query"}` {
+		t.Fatalf("query: status %d, body %s", r.Status, r.Top)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/example/sessionauth/auth"
 	"github.com/example/sessionauth/internal/database"
 	"github.com/example/sessionauth/internal/pgtest"
+	"github.com/example/sessionauth/internal/testkit"
 )
 
 // Housekeeping (auth.Service.Housekeep) is tested on rows made old with SQL:
@@ -117,7 +118,7 @@ func (d *deleteLog) AfterQuery(_ context.Context, e *bun.QueryEvent) {
 // would have, whose DELETE statements are recorded in log when it is not nil.
 func housekeeper(t *testing.T, url string, log *deleteLog) *auth.Service {
 	t.Helper()
-	db := openDirect(t, url)
+	db := testkit.OpenDirect(t, url)
 	if log != nil {
 		db = db.WithQueryHook(log)
 	}
@@ -126,23 +127,23 @@ func housekeeper(t *testing.T, url string, log *deleteLog) *auth.Service {
 
 func TestHousekeepingDeletesWhatEnded(t *testing.T) {
 	t.Parallel()
-	requirePostgres(t, "its seeding SQL is PostgreSQL's (generate_series, gen_random_uuid)")
+	pgtest.PostgresOnly(t, "its seeding SQL is PostgreSQL's (generate_series, gen_random_uuid)")
 	url := pgtest.New(t)
 	s := newTestServerOn(t, url, nil)
-	c := newAPIClient(t, s.URL)
+	c := s.WithPatience()
 	db := s.db
 
 	// Two real sessions with a history of rotated refresh tokens: one ended
 	// long ago, one still in use.
-	ended := c.signUp(t, "ended@example.com")
+	ended := c.SignUp(t, "ended@example.com")
 	for range 3 {
-		ended = c.mustPayload(t, "refresh", ended.refresh(), refreshMutation, nil)
+		ended = c.Refresh(t, ended.Refresh())
 	}
-	wantOK(t, c.mustAnswer(t, ended.AccessToken, logoutMutation, nil))
+	testkit.WantOK(t, c.Post(t, ended.AccessToken, testkit.LogoutMutation, nil))
 	s.exec(t, "UPDATE sessions SET revoked_at = now() - interval '25 hours' WHERE id = ?", ended.Session.ID)
-	live := c.signUp(t, "live@example.com")
+	live := c.SignUp(t, "live@example.com")
 	for range 3 {
-		live = c.mustPayload(t, "refresh", live.refresh(), refreshMutation, nil)
+		live = c.Refresh(t, live.Refresh())
 	}
 	endedHistory := countRows(t, db, "SELECT count(*) FROM retired_refresh_tokens WHERE session_id = ?", ended.Session.ID)
 	liveHistory := countRows(t, db, "SELECT count(*) FROM retired_refresh_tokens WHERE session_id = ?", live.Session.ID)
@@ -203,9 +204,9 @@ func TestHousekeepingDeletesWhatEnded(t *testing.T) {
 
 	// The live session still works, history and all: its replaced refresh
 	// token is still recognised.
-	wantOK(t, c.mustAnswer(t, live.AccessToken, meQuery, nil))
-	next := c.mustPayload(t, "refresh", live.refresh(), refreshMutation, nil)
-	wantOK(t, c.mustAnswer(t, next.AccessToken, meQuery, nil))
+	testkit.WantOK(t, c.Post(t, live.AccessToken, testkit.MeQuery, nil))
+	next := c.Refresh(t, live.Refresh())
+	testkit.WantOK(t, c.Post(t, next.AccessToken, testkit.MeQuery, nil))
 
 	if n, err := housekeeper(t, url, nil).Housekeep(ctxT(t)); err != nil || n != 0 {
 		t.Errorf("a second run deleted %d rows (%v), want 0", n, err)
@@ -218,10 +219,10 @@ func TestHousekeepingDeletesWhatEnded(t *testing.T) {
 // and the client never notices.
 func TestHousekeepingOnEveryInstanceAtOnce(t *testing.T) {
 	t.Parallel()
-	requirePostgres(t, "instances share a database only on PostgreSQL")
+	pgtest.PostgresOnly(t, "instances share a database only on PostgreSQL")
 	url := pgtest.New(t)
 	s := newTestServerOn(t, url, nil)
-	c := newAPIClient(t, s.URL)
+	c := s.WithPatience()
 	db := s.db
 	user := seedUser(t, db, "bulk@example.com")
 	seedSessions(t, db, user, 3000, revokedLongAgo, 2)
@@ -230,7 +231,7 @@ func TestHousekeepingOnEveryInstanceAtOnce(t *testing.T) {
 	window := testConfig("").Auth.Throttle.Window
 	seedThrottles(t, db, "ip:old", 4000, window+time.Minute)
 	seedThrottles(t, db, "ip:new", 20, 0)
-	p := c.signUp(t, "busy@example.com")
+	p := c.SignUp(t, "busy@example.com")
 
 	instances := []*auth.Service{
 		housekeeper(t, url, nil), housekeeper(t, url, nil), housekeeper(t, url, nil),
@@ -250,7 +251,7 @@ func TestHousekeepingOnEveryInstanceAtOnce(t *testing.T) {
 	refreshed := make(chan error, 1)
 	var refreshes int
 	go func() {
-		token := p.refresh()
+		token := p.Refresh()
 		for {
 			select {
 			case <-stop:
@@ -258,11 +259,11 @@ func TestHousekeepingOnEveryInstanceAtOnce(t *testing.T) {
 				return
 			default:
 			}
-			r, err := c.call(token, refreshMutation, nil)
+			r, err := c.Call(token, testkit.RefreshMutation, nil)
 			if err == nil {
-				var n payload
-				n, err = payloadOf(r, "refresh")
-				token = n.refresh()
+				var n testkit.Payload
+				n, err = testkit.PayloadOf(r, "refresh")
+				token = n.Refresh()
 			}
 			if err != nil {
 				refreshed <- err
@@ -308,10 +309,10 @@ func TestHousekeepingOnEveryInstanceAtOnce(t *testing.T) {
 func TestHousekeepingForgetsExpiredRetiredTokens(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, func(c *config) { c.Auth.RefreshTTL = time.Hour })
-	p := s.signUp(t, "rotating@example.com")
-	n1 := s.refresh(t, p.refresh())
-	n2 := s.refresh(t, n1.refresh())
-	n3 := s.refresh(t, n2.refresh()) // p and n1 are retired now
+	p := s.SignUp(t, "rotating@example.com")
+	n1 := s.Refresh(t, p.Refresh())
+	n2 := s.Refresh(t, n1.Refresh())
+	n3 := s.Refresh(t, n2.Refresh()) // p and n1 are retired now
 	count := func() int64 {
 		n, err := s.db.NewSelect().Table("retired_refresh_tokens").Count(ctxT(t))
 		if err != nil {
@@ -333,5 +334,5 @@ func TestHousekeepingForgetsExpiredRetiredTokens(t *testing.T) {
 	if got := count(); got != 1 {
 		t.Fatalf("%d retired tokens after housekeeping, want 1", got)
 	}
-	wantOK(t, s.post(t, n3.AccessToken, meQuery, nil))
+	testkit.WantOK(t, s.Post(t, n3.AccessToken, testkit.MeQuery, nil))
 }

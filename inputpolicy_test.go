@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/example/sessionauth/internal/pgtest"
+	"github.com/example/sessionauth/internal/testkit"
 )
 
 // Issue 9, finding 14: emails compare the way a person reads them (see
@@ -47,14 +48,14 @@ func TestEmailSpellingsAreOneAccount(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			first := s.signUp(t, tt.first)
+			first := s.SignUp(t, tt.first)
 			if first.User.Email != tt.stored {
 				t.Fatalf("stored email %+q, want %+q", first.User.Email, tt.stored)
 			}
 			for _, spelling := range tt.spelling {
-				r := s.post(t, "", signUpMutation, map[string]any{"email": spelling, "password": testPassword})
-				wantCode(t, r, "EMAIL_TAKEN")
-				p := s.login(t, spelling)
+				r := s.Post(t, "", testkit.SignUpMutation, map[string]any{"email": spelling, "password": testkit.Password})
+				testkit.WantCode(t, r, "EMAIL_TAKEN")
+				p := s.Login(t, spelling, testkit.Password)
 				if p.User.ID != first.User.ID || p.User.Email != tt.stored {
 					t.Fatalf("login as %q: user %s <%s>, want %s <%s>", spelling, p.User.ID, p.User.Email, first.User.ID, tt.stored)
 				}
@@ -73,7 +74,7 @@ func TestEmailsThatDiffer(t *testing.T) {
 		"jorg@bücher.de",
 		"jorg@bucher.de",
 	} {
-		s.signUp(t, email)
+		s.SignUp(t, email)
 	}
 }
 
@@ -82,11 +83,11 @@ func TestEmailsThatDiffer(t *testing.T) {
 func TestEmailInvisibleCharactersRefused(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, nil)
-	s.signUp(t, kate)
+	s.SignUp(t, kate)
 	for _, email := range []string{"ka\u200Bte@example.com", "kate\u00AD@example.com", "\u202Eetak@example.com", "kate@exa_mple.com"} {
-		vars := map[string]any{"email": email, "password": testPassword}
-		wantCode(t, s.post(t, "", signUpMutation, vars), "BAD_USER_INPUT")
-		wantCode(t, s.post(t, "", loginMutation, vars), "BAD_USER_INPUT")
+		vars := map[string]any{"email": email, "password": testkit.Password}
+		testkit.WantCode(t, s.Post(t, "", testkit.SignUpMutation, vars), "BAD_USER_INPUT")
+		testkit.WantCode(t, s.Post(t, "", testkit.LoginMutation, vars), "BAD_USER_INPUT")
 	}
 }
 
@@ -95,11 +96,11 @@ func TestEmailInvisibleCharactersRefused(t *testing.T) {
 func TestLoginThrottleCountsEverySpelling(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, func(c *config) { c.Auth.Throttle.MaxFailures = 3 })
-	s.signUp(t, jorgNFC)
-	wantCode(t, s.post(t, "", loginMutation, loginVars(jorgNFC, "guess one")), "INVALID_CREDENTIALS")
-	wantCode(t, s.post(t, "", loginMutation, loginVars(jorgNFD, "guess two")), "INVALID_CREDENTIALS")
-	wantCode(t, s.post(t, "", loginMutation, loginVars(jorgPunycode, "guess three")), "INVALID_CREDENTIALS")
-	retryAfter(t, s.post(t, "", loginMutation, loginVars("JO\u0308RG@b\u00FCcher.de", "guess four")))
+	s.SignUp(t, jorgNFC)
+	testkit.WantCode(t, s.Post(t, "", testkit.LoginMutation, loginVars(jorgNFC, "guess one")), "INVALID_CREDENTIALS")
+	testkit.WantCode(t, s.Post(t, "", testkit.LoginMutation, loginVars(jorgNFD, "guess two")), "INVALID_CREDENTIALS")
+	testkit.WantCode(t, s.Post(t, "", testkit.LoginMutation, loginVars(jorgPunycode, "guess three")), "INVALID_CREDENTIALS")
+	retryAfter(t, s.Post(t, "", testkit.LoginMutation, loginVars("JO\u0308RG@b\u00FCcher.de", "guess four")))
 }
 
 // TestRevokeSessionsCommandAnySpelling: the operator's command finds the
@@ -108,7 +109,7 @@ func TestRevokeSessionsCommandAnySpelling(t *testing.T) {
 	t.Parallel()
 	url := pgtest.New(t)
 	s := newTestServerOn(t, url, nil)
-	p := s.signUp(t, jorgNFC)
+	p := s.SignUp(t, jorgNFC)
 	env := func(k string) string {
 		if k == "DATABASE_URL" {
 			return url
@@ -120,7 +121,7 @@ func TestRevokeSessionsCommandAnySpelling(t *testing.T) {
 	if err != nil || !strings.Contains(out.String(), "revoked 1 live session(s)") {
 		t.Fatalf("revoke-sessions: %q, %v", out.String(), err)
 	}
-	wantCode(t, s.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+	testkit.WantCode(t, s.Post(t, p.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
 }
 
 // Issue 9, finding 15: the most common passwords, white space only, and one
@@ -134,29 +135,29 @@ func TestSignUpRefusesWeakPasswords(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, nil)
 	for _, pw := range weakPasswords {
-		r := s.post(t, "", signUpMutation, map[string]any{"email": "weak@example.com", "password": pw})
-		wantCode(t, r, "BAD_USER_INPUT")
+		r := s.Post(t, "", testkit.SignUpMutation, map[string]any{"email": "weak@example.com", "password": pw})
+		testkit.WantCode(t, r, "BAD_USER_INPUT")
 		if msg := r.Errors[0].Message; !strings.Contains(msg, "password") {
 			t.Fatalf("signUp with %q: message %q does not say why", pw, msg)
 		}
 	}
 	// Nothing was created: the address is still free, and a login with a
 	// common password is only checked (it is wrong, not refused).
-	wantCode(t, s.post(t, "", loginMutation, loginVars("weak@example.com", "password")), "INVALID_CREDENTIALS")
-	s.signUp(t, "weak@example.com")
+	testkit.WantCode(t, s.Post(t, "", testkit.LoginMutation, loginVars("weak@example.com", "password")), "INVALID_CREDENTIALS")
+	s.SignUp(t, "weak@example.com")
 }
 
 func TestChangePasswordRefusesWeakPasswords(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, nil)
-	p := s.signUp(t, "changer@example.com")
-	other := s.login(t, "changer@example.com")
+	p := s.SignUp(t, "changer@example.com")
+	other := s.Login(t, "changer@example.com", testkit.Password)
 	for _, pw := range weakPasswords {
-		r := s.post(t, p.AccessToken, changePassword, map[string]any{"cur": testPassword, "new": pw})
-		wantCode(t, r, "BAD_USER_INPUT")
+		r := s.Post(t, p.AccessToken, testkit.ChangePasswordMutation, map[string]any{"cur": testkit.Password, "new": pw})
+		testkit.WantCode(t, r, "BAD_USER_INPUT")
 	}
 	// Nothing changed: the old password still works and no session ended.
-	wantOK(t, s.post(t, other.AccessToken, meQuery, nil))
-	s.login(t, "changer@example.com")
-	wantOK(t, s.post(t, p.AccessToken, changePassword, map[string]any{"cur": testPassword, "new": "an uncommon passphrase"}))
+	testkit.WantOK(t, s.Post(t, other.AccessToken, testkit.MeQuery, nil))
+	s.Login(t, "changer@example.com", testkit.Password)
+	testkit.WantOK(t, s.Post(t, p.AccessToken, testkit.ChangePasswordMutation, map[string]any{"cur": testkit.Password, "new": "an uncommon passphrase"}))
 }

@@ -14,23 +14,24 @@ import (
 
 	"github.com/example/sessionauth/internal/pgtest"
 	"github.com/example/sessionauth/internal/playground"
+	"github.com/example/sessionauth/internal/testkit"
 )
 
 func TestInputLimits(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, nil)
-	p := s.signUp(t, "limits@example.com")
+	p := s.SignUp(t, "limits@example.com")
 
 	t.Run("BodyOverLimit", func(t *testing.T) {
-		r := s.post(t, "", `{ __typename }`, map[string]any{"pad": strings.Repeat("x", maxBodyBytes)})
-		wantCode(t, r, "BAD_USER_INPUT")
+		r := s.Post(t, "", `{ __typename }`, map[string]any{"pad": strings.Repeat("x", maxBodyBytes)})
+		testkit.WantCode(t, r, "BAD_USER_INPUT")
 		if r.Status != http.StatusRequestEntityTooLarge {
 			t.Fatalf("status %d, want 413", r.Status)
 		}
 	})
 	t.Run("HugeAuthorizationHeader", func(t *testing.T) {
 		h := http.Header{"Authorization": {"Bearer " + strings.Repeat("A", 8000)}}
-		wantCode(t, s.postHeader(t, h, meQuery, nil), "UNAUTHENTICATED")
+		testkit.WantCode(t, s.PostHeader(t, h, testkit.MeQuery, nil), "UNAUTHENTICATED")
 	})
 	t.Run("ThousandLoginsInOneRequest", func(t *testing.T) {
 		var q strings.Builder
@@ -40,7 +41,7 @@ func TestInputLimits(t *testing.T) {
 		}
 		q.WriteString("}")
 		// Refused by the body limit now, before the query limits.
-		wantCode(t, s.post(t, "", q.String(), nil), "BAD_USER_INPUT")
+		testkit.WantCode(t, s.Post(t, "", q.String(), nil), "BAD_USER_INPUT")
 	})
 	t.Run("TwentyLoginsInOneRequest", func(t *testing.T) {
 		var q strings.Builder
@@ -49,12 +50,12 @@ func TestInputLimits(t *testing.T) {
 			fmt.Fprintf(&q, ` l%d: login(input: {email: "limits@example.com", password: "guess%d"}) { accessToken }`, i, i)
 		}
 		q.WriteString("}")
-		wantCode(t, s.post(t, "", q.String(), nil), "COMPLEXITY_LIMIT_EXCEEDED")
+		testkit.WantCode(t, s.Post(t, "", q.String(), nil), "COMPLEXITY_LIMIT_EXCEEDED")
 	})
 	t.Run("TwoLoginsInOneRequest", func(t *testing.T) {
 		q := `mutation { a: login(input: {email: "x@example.com", password: "12345678"}) { accessToken }
 			b: login(input: {email: "y@example.com", password: "12345678"}) { accessToken } }`
-		wantCode(t, s.post(t, "", q, nil), "COMPLEXITY_LIMIT_EXCEEDED")
+		testkit.WantCode(t, s.Post(t, "", q, nil), "COMPLEXITY_LIMIT_EXCEEDED")
 	})
 	t.Run("ThousandMeAliases", func(t *testing.T) {
 		var q strings.Builder
@@ -64,24 +65,24 @@ func TestInputLimits(t *testing.T) {
 		}
 		q.WriteString("}")
 		// Refused by the parser's token limit now, before the alias limit.
-		wantCode(t, s.post(t, p.AccessToken, q.String(), nil), "GRAPHQL_PARSE_FAILED")
+		testkit.WantCode(t, s.Post(t, p.AccessToken, q.String(), nil), "GRAPHQL_PARSE_FAILED")
 	})
 	t.Run("TwentyOneMeAliases", func(t *testing.T) {
-		wantCode(t, s.post(t, p.AccessToken, "{"+aliases(21)+"}", nil), "COMPLEXITY_LIMIT_EXCEEDED")
+		testkit.WantCode(t, s.Post(t, p.AccessToken, "{"+aliases(21)+"}", nil), "COMPLEXITY_LIMIT_EXCEEDED")
 	})
 	t.Run("DeepQuery", func(t *testing.T) {
 		// Only introspection nests this deep in our schema; gqlparser's own
 		// introspection-depth rule or ours must refuse it.
 		q := "{ __schema { types { " + strings.Repeat("fields { type { ", 8) + "name" + strings.Repeat(" } }", 8) + " } } }"
-		if c := s.post(t, "", q, nil).code(); c != "COMPLEXITY_LIMIT_EXCEEDED" && c != "GRAPHQL_VALIDATION_FAILED" {
+		if c := s.Post(t, "", q, nil).Code(); c != "COMPLEXITY_LIMIT_EXCEEDED" && c != "GRAPHQL_VALIDATION_FAILED" {
 			t.Fatalf("deep query answered %q", c)
 		}
 	})
 	t.Run("IntrospectionStillWorks", func(t *testing.T) {
-		wantOK(t, s.post(t, "", introspectionQuery, nil))
+		testkit.WantOK(t, s.Post(t, "", introspectionQuery, nil))
 	})
 	t.Run("LongPasswordRefusedBeforeHashing", func(t *testing.T) {
-		wantCode(t, s.post(t, "", loginMutation, loginVars("limits@example.com", strings.Repeat("p", 20000))), "BAD_USER_INPUT")
+		testkit.WantCode(t, s.Post(t, "", testkit.LoginMutation, loginVars("limits@example.com", strings.Repeat("p", 20000))), "BAD_USER_INPUT")
 	})
 	t.Run("MalformedJSON", func(t *testing.T) {
 		req, _ := http.NewRequest(http.MethodPost, s.URL+"/graphql", strings.NewReader(`{"query": "{ me { id } }", "variables": {"password": "hunter22"`))
@@ -108,7 +109,7 @@ func TestInputLimits(t *testing.T) {
 		}
 	})
 	t.Run("QueryOverGET", func(t *testing.T) {
-		req, _ := http.NewRequest(http.MethodGet, s.URL+"/graphql?query="+url.QueryEscape(meQuery), nil)
+		req, _ := http.NewRequest(http.MethodGet, s.URL+"/graphql?query="+url.QueryEscape(testkit.MeQuery), nil)
 		req.Header.Set("Authorization", "Bearer "+p.AccessToken)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -124,7 +125,7 @@ func TestInputLimits(t *testing.T) {
 
 func TestPlaygroundOff(t *testing.T) {
 	t.Parallel()
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	s := newLoggedTestServer(t, pgtest.New(t), func(c *config) { c.Playground = false }, &logs)
 	resp, err := http.Get(s.URL + "/")
 	if err != nil {
@@ -141,8 +142,8 @@ func TestPlaygroundOff(t *testing.T) {
 			`{ ...I } fragment I on Query { __schema { queryType { name } } }`,
 			introspectionQuery,
 		} {
-			r := s.post(t, "", q, nil)
-			wantCode(t, r, "GRAPHQL_VALIDATION_FAILED")
+			r := s.Post(t, "", q, nil)
+			testkit.WantCode(t, r, "GRAPHQL_VALIDATION_FAILED")
 			if r.Status != http.StatusUnprocessableEntity {
 				t.Fatalf("status %d, want 422", r.Status)
 			}
@@ -152,13 +153,13 @@ func TestPlaygroundOff(t *testing.T) {
 		}
 	})
 	t.Run("TypenameStillAnswers", func(t *testing.T) {
-		wantOK(t, s.post(t, "", `{ __typename }`, nil))
+		testkit.WantOK(t, s.Post(t, "", `{ __typename }`, nil))
 	})
 	t.Run("NoSuggestions", func(t *testing.T) {
 		on := newTestServer(t, nil)
 		for _, q := range typoQueries {
-			r := s.post(t, "", q, nil)
-			wantCode(t, r, "GRAPHQL_VALIDATION_FAILED")
+			r := s.Post(t, "", q, nil)
+			testkit.WantCode(t, r, "GRAPHQL_VALIDATION_FAILED")
 			for _, e := range r.Errors {
 				if strings.Contains(e.Message, "Did you mean") {
 					t.Fatalf("%s: %q", q, e.Message)
@@ -166,7 +167,7 @@ func TestPlaygroundOff(t *testing.T) {
 			}
 			// With the playground on, the same query gets a suggestion:
 			// the query does test one.
-			if r := on.post(t, "", q, nil); !strings.Contains(fmt.Sprint(r.Errors), "Did you mean") {
+			if r := on.Post(t, "", q, nil); !strings.Contains(fmt.Sprint(r.Errors), "Did you mean") {
 				t.Fatalf("%s with the playground on: no suggestion in %+v", q, r.Errors)
 			}
 		}
@@ -209,18 +210,18 @@ func TestQueryCostLimits(t *testing.T) {
 			if len(c.query) > maxBodyBytes-100 {
 				t.Fatalf("the query does not fit in a body (%d bytes)", len(c.query))
 			}
-			wantCode(t, s.post(t, "", c.query, nil), c.code)
+			testkit.WantCode(t, s.Post(t, "", c.query, nil), c.code)
 		})
 		t.Run(c.name+"OverGET", func(t *testing.T) {
 			if c.name == "TextOverLimit" {
 				t.Skip("over the query-string limit: see QueryStringOverLimit")
 			}
-			wantCode(t, s.get(t, url.Values{"query": {c.query}}), c.code)
+			testkit.WantCode(t, s.get(t, url.Values{"query": {c.query}}), c.code)
 		})
 	}
 	t.Run("QueryStringOverLimit", func(t *testing.T) {
 		r := s.get(t, url.Values{"query": {"{ __typename } #" + strings.Repeat("x", maxBodyBytes)}})
-		wantCode(t, r, "BAD_USER_INPUT")
+		testkit.WantCode(t, r, "BAD_USER_INPUT")
 		if r.Status != http.StatusRequestURITooLong {
 			t.Fatalf("status %d, want 414", r.Status)
 		}
@@ -229,32 +230,32 @@ func TestQueryCostLimits(t *testing.T) {
 		q := "{" + strings.Repeat(" __typename", maxQueryRepeats+1) + "}"
 		sum := sha256.Sum256([]byte(q))
 		ext := map[string]any{"persistedQuery": map[string]any{"version": 1, "sha256Hash": hex.EncodeToString(sum[:])}}
-		wantCode(t, s.postBody(t, map[string]any{"query": q, "extensions": ext}), "COMPLEXITY_LIMIT_EXCEEDED")
+		testkit.WantCode(t, s.postBody(t, map[string]any{"query": q, "extensions": ext}), "COMPLEXITY_LIMIT_EXCEEDED")
 		// The persisted text is checked again when only its hash comes.
-		wantCode(t, s.postBody(t, map[string]any{"extensions": ext}), "COMPLEXITY_LIMIT_EXCEEDED")
+		testkit.WantCode(t, s.postBody(t, map[string]any{"extensions": ext}), "COMPLEXITY_LIMIT_EXCEEDED")
 	})
 	t.Run("PersistedQueryOverLimitIsNotKept", func(t *testing.T) {
 		q := "{ __typename } #" + strings.Repeat("x", maxQueryBytes)
 		sum := sha256.Sum256([]byte(q))
 		ext := map[string]any{"persistedQuery": map[string]any{"version": 1, "sha256Hash": hex.EncodeToString(sum[:])}}
-		wantCode(t, s.postBody(t, map[string]any{"query": q, "extensions": ext}), "BAD_USER_INPUT")
-		wantCode(t, s.postBody(t, map[string]any{"extensions": ext}), "PERSISTED_QUERY_NOT_FOUND")
+		testkit.WantCode(t, s.postBody(t, map[string]any{"query": q, "extensions": ext}), "BAD_USER_INPUT")
+		testkit.WantCode(t, s.postBody(t, map[string]any{"extensions": ext}), "PERSISTED_QUERY_NOT_FOUND")
 	})
 	t.Run("ErrorsListedUpToLimit", func(t *testing.T) {
-		r := s.post(t, "", "{ __typename"+strings.Repeat(" @d", 300)+" }", nil)
-		wantCode(t, r, "GRAPHQL_VALIDATION_FAILED")
+		r := s.Post(t, "", "{ __typename"+strings.Repeat(" @d", 300)+" }", nil)
+		testkit.WantCode(t, r, "GRAPHQL_VALIDATION_FAILED")
 		if len(r.Errors) != maxErrors {
 			t.Fatalf("%d errors, want %d", len(r.Errors), maxErrors)
 		}
 	})
 	t.Run("WithinTheLimits", func(t *testing.T) {
-		wantOK(t, s.post(t, "", "{"+strings.Repeat(" __typename", maxQueryRepeats)+"}", nil))
-		wantOK(t, s.post(t, "", introspectionQuery, nil))
-		wantCode(t, s.postBody(t, map[string]any{"query": playground.Document, "operationName": "MySessions"}), "UNAUTHENTICATED")
+		testkit.WantOK(t, s.Post(t, "", "{"+strings.Repeat(" __typename", maxQueryRepeats)+"}", nil))
+		testkit.WantOK(t, s.Post(t, "", introspectionQuery, nil))
+		testkit.WantCode(t, s.postBody(t, map[string]any{"query": playground.Document, "operationName": "MySessions"}), "UNAUTHENTICATED")
 		// The benchmark's worst cases must be admitted, or it measures a
 		// refusal.
 		for name, q := range worstQueries {
-			switch c := s.post(t, "", q, nil).code(); c {
+			switch c := s.Post(t, "", q, nil).Code(); c {
 			case "BAD_USER_INPUT", "GRAPHQL_PARSE_FAILED", "COMPLEXITY_LIMIT_EXCEEDED":
 				t.Errorf("%s: refused with %s", name, c)
 			}
@@ -272,7 +273,7 @@ func aliasesOf(n int, sel string) string {
 }
 
 // get sends a GraphQL GET request with params.
-func (s *testServer) get(t *testing.T, params url.Values) gqlResponse {
+func (s *testServer) get(t *testing.T, params url.Values) testkit.Response {
 	t.Helper()
 	resp, err := http.Get(s.URL + "/graphql?" + params.Encode())
 	if err != nil {
@@ -282,7 +283,7 @@ func (s *testServer) get(t *testing.T, params url.Values) gqlResponse {
 }
 
 // postBody sends body as it is (for fields post does not set).
-func (s *testServer) postBody(t *testing.T, body map[string]any) gqlResponse {
+func (s *testServer) postBody(t *testing.T, body map[string]any) testkit.Response {
 	t.Helper()
 	raw, _ := json.Marshal(body)
 	resp, err := http.Post(s.URL+"/graphql", "application/json", bytes.NewReader(raw))
@@ -292,11 +293,11 @@ func (s *testServer) postBody(t *testing.T, body map[string]any) gqlResponse {
 	return decodeResponse(t, resp)
 }
 
-func decodeResponse(t *testing.T, resp *http.Response) gqlResponse {
+func decodeResponse(t *testing.T, resp *http.Response) testkit.Response {
 	t.Helper()
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
-	var out gqlResponse
+	var out testkit.Response
 	if err := json.Unmarshal(raw, &out); err != nil {
 		t.Fatalf("status %d, body %q: %v", resp.StatusCode, raw, err)
 	}

@@ -3,6 +3,8 @@ package main
 import (
 	"net/http"
 	"testing"
+
+	"github.com/example/sessionauth/internal/testkit"
 )
 
 // TestLogoutWithTheTokenOfALostRefresh: a client refreshed, lost the
@@ -18,57 +20,57 @@ func TestLogoutWithTheTokenOfALostRefresh(t *testing.T) {
 	gone := func(t *testing.T, access []string, refresh ...string) {
 		t.Helper()
 		for _, tok := range access {
-			wantCode(t, s.post(t, tok, meQuery, nil), "UNAUTHENTICATED")
+			testkit.WantCode(t, s.Post(t, tok, testkit.MeQuery, nil), "UNAUTHENTICATED")
 		}
 		for _, tok := range refresh {
-			wantCode(t, s.post(t, tok, refreshMutation, nil), "UNAUTHENTICATED")
-			wantCode(t, s.post(t, tok, logoutMutation, nil), "UNAUTHENTICATED")
+			testkit.WantCode(t, s.Post(t, tok, testkit.RefreshMutation, nil), "UNAUTHENTICATED")
+			testkit.WantCode(t, s.Post(t, tok, testkit.LogoutMutation, nil), "UNAUTHENTICATED")
 		}
 	}
 
 	t.Run("Bearer", func(t *testing.T) {
-		p := s.signUp(t, "bearer@example.com")
-		lost := s.refresh(t, p.refresh())
-		r := s.post(t, p.refresh(), logoutMutation, nil)
-		wantOK(t, r)
+		p := s.SignUp(t, "bearer@example.com")
+		lost := s.Refresh(t, p.Refresh())
+		r := s.Post(t, p.Refresh(), testkit.LogoutMutation, nil)
+		testkit.WantOK(t, r)
 		if string(r.Data["logout"]) != "true" {
 			t.Fatalf("logout = %s", r.Data["logout"])
 		}
-		gone(t, []string{p.AccessToken, lost.AccessToken}, p.refresh(), lost.refresh())
+		gone(t, []string{p.AccessToken, lost.AccessToken}, p.Refresh(), lost.Refresh())
 	})
 
 	t.Run("BearerAfterTheNewPairWasUsed", func(t *testing.T) {
 		// Another tab got the pair and used it; within the window the old
 		// token still refreshes, so it still logs out.
-		p := s.signUp(t, "used@example.com")
-		n := s.refresh(t, p.refresh())
-		wantOK(t, s.post(t, n.AccessToken, meQuery, nil))
-		wantOK(t, s.post(t, p.refresh(), logoutMutation, nil))
-		gone(t, []string{n.AccessToken}, p.refresh(), n.refresh())
+		p := s.SignUp(t, "used@example.com")
+		n := s.Refresh(t, p.Refresh())
+		testkit.WantOK(t, s.Post(t, n.AccessToken, testkit.MeQuery, nil))
+		testkit.WantOK(t, s.Post(t, p.Refresh(), testkit.LogoutMutation, nil))
+		gone(t, []string{n.AccessToken}, p.Refresh(), n.Refresh())
 	})
 
 	t.Run("Cookie", func(t *testing.T) {
 		b := newBrowser(t, s, app)
-		signUp := `mutation { signUp(input: {email: "cookie@example.com", password: "` + testPassword + `"}) { ` + payloadFields + ` } }`
-		r, resp := b.do(http.MethodPost, "application/json", signUp, nil)
-		var p payload
-		r.field(t, "signUp", &p)
-		old := refreshCookie(t, resp)
+		signUp := `mutation { signUp(input: {email: "cookie@example.com", password: "` + testkit.Password + `"}) { ` + testkit.PayloadFields + ` } }`
+		r := b.do("application/json", signUp, nil)
+		var p testkit.Payload
+		r.Field(t, "signUp", &p)
+		old := refreshCookie(t, r)
 
 		// The refresh's response, with its new cookie, never arrives.
-		r, resp = b.do(http.MethodPost, "application/json", refreshMutation, old)
-		var lost payload
-		r.field(t, "refresh", &lost)
-		newCookie := refreshCookie(t, resp)
+		r = b.do("application/json", testkit.RefreshMutation, old)
+		var lost testkit.Payload
+		r.Field(t, "refresh", &lost)
+		newCookie := refreshCookie(t, r)
 
-		r, resp = b.do(http.MethodPost, "application/json", logoutMutation, old)
-		wantOK(t, r)
-		if cleared := refreshCookie(t, resp); cleared.MaxAge >= 0 || cleared.Value != "" {
+		r = b.do("application/json", testkit.LogoutMutation, old)
+		testkit.WantOK(t, r)
+		if cleared := refreshCookie(t, r); cleared.MaxAge >= 0 || cleared.Value != "" {
 			t.Fatalf("logout did not clear the cookie: %+v", cleared)
 		}
 		for _, c := range []*http.Cookie{old, newCookie} {
-			r, _ = b.do(http.MethodPost, "application/json", refreshMutation, c)
-			wantCode(t, r, "UNAUTHENTICATED")
+			r = b.do("application/json", testkit.RefreshMutation, c)
+			testkit.WantCode(t, r, "UNAUTHENTICATED")
 		}
 		gone(t, []string{p.AccessToken, lost.AccessToken}, old.Value, newCookie.Value)
 	})
@@ -77,12 +79,12 @@ func TestLogoutWithTheTokenOfALostRefresh(t *testing.T) {
 		// Past the window, with the new pair used, the old token is a
 		// replay wherever it is presented: the session is revoked.
 		s := newTestServer(t, func(c *config) { c.Auth.ReuseWindow = 0 })
-		p := s.signUp(t, "replay@example.com")
-		n := s.refresh(t, p.refresh())
-		wantOK(t, s.post(t, n.AccessToken, meQuery, nil))
-		wantCode(t, s.post(t, p.refresh(), logoutMutation, nil), "REFRESH_TOKEN_REUSED")
-		wantCode(t, s.post(t, n.AccessToken, meQuery, nil), "UNAUTHENTICATED")
-		wantCode(t, s.post(t, n.refresh(), refreshMutation, nil), "UNAUTHENTICATED")
-		wantCode(t, s.post(t, p.refresh(), logoutMutation, nil), "UNAUTHENTICATED")
+		p := s.SignUp(t, "replay@example.com")
+		n := s.Refresh(t, p.Refresh())
+		testkit.WantOK(t, s.Post(t, n.AccessToken, testkit.MeQuery, nil))
+		testkit.WantCode(t, s.Post(t, p.Refresh(), testkit.LogoutMutation, nil), "REFRESH_TOKEN_REUSED")
+		testkit.WantCode(t, s.Post(t, n.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
+		testkit.WantCode(t, s.Post(t, n.Refresh(), testkit.RefreshMutation, nil), "UNAUTHENTICATED")
+		testkit.WantCode(t, s.Post(t, p.Refresh(), testkit.LogoutMutation, nil), "UNAUTHENTICATED")
 	})
 }

@@ -2,12 +2,10 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -21,6 +19,7 @@ import (
 
 	"github.com/example/sessionauth/auth"
 	"github.com/example/sessionauth/internal/pgtest"
+	"github.com/example/sessionauth/internal/testkit"
 	"github.com/example/sessionauth/resolvers"
 )
 
@@ -56,27 +55,27 @@ func scrape(t *testing.T, base string) map[string]float64 {
 // operator's scraper would: on METRICS_ADDR, never on the API's ADDR.
 func TestMetrics(t *testing.T) {
 	t.Parallel()
-	srv := startRun(t, map[string]string{
+	srv := testkit.StartRun(t, run, map[string]string{
 		"DATABASE_URL": pgtest.New(t), "METRICS_ADDR": "127.0.0.1:0",
 		"LOGIN_MAX_FAILURES": "1", "REFRESH_REUSE_WINDOW": "0",
 	})
-	s := &testServer{URL: srv.base}
-	p := s.signUp(t, "metrics@example.com")
-	s.login(t, "metrics@example.com")
-	s.login(t, "metrics@example.com")
-	s.post(t, "", loginMutation, loginVars("other@example.com", "wrong pass"))
-	s.post(t, "", loginMutation, loginVars("other@example.com", "wrong pass"))
-	n := s.refresh(t, p.refresh())
-	wantOK(t, s.post(t, n.AccessToken, meQuery, nil))
-	wantCode(t, s.post(t, p.refresh(), refreshMutation, nil), "REFRESH_TOKEN_REUSED")
-	q := s.login(t, "metrics@example.com")
-	wantOK(t, s.post(t, q.AccessToken, revokeOthersMutaion, nil)) // ends the two earlier logins
-	wantOK(t, s.post(t, q.AccessToken, logoutMutation, nil))
+	s := srv
+	p := s.SignUp(t, "metrics@example.com")
+	s.Login(t, "metrics@example.com", testkit.Password)
+	s.Login(t, "metrics@example.com", testkit.Password)
+	s.Post(t, "", testkit.LoginMutation, loginVars("other@example.com", "wrong pass"))
+	s.Post(t, "", testkit.LoginMutation, loginVars("other@example.com", "wrong pass"))
+	n := s.Refresh(t, p.Refresh())
+	testkit.WantOK(t, s.Post(t, n.AccessToken, testkit.MeQuery, nil))
+	testkit.WantCode(t, s.Post(t, p.Refresh(), testkit.RefreshMutation, nil), "REFRESH_TOKEN_REUSED")
+	q := s.Login(t, "metrics@example.com", testkit.Password)
+	testkit.WantOK(t, s.Post(t, q.AccessToken, testkit.RevokeOthersMutation, nil)) // ends the two earlier logins
+	testkit.WantOK(t, s.Post(t, q.AccessToken, testkit.LogoutMutation, nil))
 
-	if code := get(t, srv.base+"/metrics"); code != http.StatusNotFound {
+	if code := srv.Status(t, "/metrics"); code != http.StatusNotFound {
 		t.Fatalf("GET /metrics on ADDR = %d, want 404", code)
 	}
-	got := scrape(t, srv.metrics)
+	got := scrape(t, srv.Metrics)
 	for sample, want := range map[string]float64{
 		`sessionauth_signups_total{result="ok"}`:                     1,
 		`sessionauth_logins_total{result="ok"}`:                      3,
@@ -106,14 +105,14 @@ func TestMetrics(t *testing.T) {
 // API's listener least of all, and the start-up line says how to turn them on.
 func TestMetricsOffByDefault(t *testing.T) {
 	t.Parallel()
-	srv := startRun(t, map[string]string{"DATABASE_URL": pgtest.New(t)})
-	if code := get(t, srv.base+"/metrics"); code != http.StatusNotFound {
+	srv := testkit.StartRun(t, run, map[string]string{"DATABASE_URL": pgtest.New(t)})
+	if code := srv.Status(t, "/metrics"); code != http.StatusNotFound {
 		t.Fatalf("GET /metrics on ADDR = %d, want 404", code)
 	}
-	if !strings.Contains(srv.logs.String(), `"metrics_addr":"off: set METRICS_ADDR`) {
-		t.Fatalf("the start-up line does not say metrics are off:\n%s", srv.logs)
+	if !strings.Contains(srv.Logs.String(), `"metrics_addr":"off: set METRICS_ADDR`) {
+		t.Fatalf("the start-up line does not say metrics are off:\n%s", srv.Logs)
 	}
-	if err := srv.stop(t); err != nil {
+	if err := srv.Stop(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -188,14 +187,14 @@ func TestCheckMetricsAddr(t *testing.T) {
 // including failing ones, and searches every log line for them.
 func TestLogsRedactSecrets(t *testing.T) {
 	t.Parallel()
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	s := newLoggedTestServer(t, pgtest.New(t), func(c *config) { c.Auth.ReuseWindow = 0 }, &logs)
-	p := s.signUp(t, "secret@example.com")
-	n := s.refresh(t, p.refresh())
-	wantOK(t, s.post(t, n.AccessToken, meQuery, nil))
-	wantCode(t, s.post(t, p.refresh(), refreshMutation, nil), "REFRESH_TOKEN_REUSED") // logged as a warning
-	s.post(t, "", loginMutation, loginVars("secret@example.com", "wrong-password-xyz"))
-	s.post(t, "", changePassword, map[string]any{"cur": testPassword, "new": "new-password-xyz"})
+	p := s.SignUp(t, "secret@example.com")
+	n := s.Refresh(t, p.Refresh())
+	testkit.WantOK(t, s.Post(t, n.AccessToken, testkit.MeQuery, nil))
+	testkit.WantCode(t, s.Post(t, p.Refresh(), testkit.RefreshMutation, nil), "REFRESH_TOKEN_REUSED") // logged as a warning
+	s.Post(t, "", testkit.LoginMutation, loginVars("secret@example.com", "wrong-password-xyz"))
+	s.Post(t, "", testkit.ChangePasswordMutation, map[string]any{"cur": testkit.Password, "new": "new-password-xyz"})
 	// A malformed body that holds a password.
 	req, _ := http.NewRequest(http.MethodPost, s.URL+"/graphql", strings.NewReader(`{"query":"mutation","variables":{"password":"body-password-xyz"`))
 	req.Header.Set("Content-Type", "application/json")
@@ -208,7 +207,7 @@ func TestLogsRedactSecrets(t *testing.T) {
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
 	down := newLoggedTestServer(t, fmt.Sprintf("postgres://postgres:db-password-xyz@127.0.0.1:%d/x?sslmode=disable&connect_timeout=2", port), nil, &logs)
-	wantCode(t, down.post(t, n.AccessToken, meQuery, nil), "SERVICE_UNAVAILABLE")
+	testkit.WantCode(t, down.Post(t, n.AccessToken, testkit.MeQuery, nil), "SERVICE_UNAVAILABLE")
 
 	var hash string
 	if err := s.db.NewRaw("SELECT password_hash FROM users").Scan(ctxT(t), &hash); err != nil {
@@ -222,7 +221,7 @@ func TestLogsRedactSecrets(t *testing.T) {
 	if !strings.Contains(out, "SERVICE_UNAVAILABLE") {
 		t.Fatalf("the database failure was not logged:\n%s", out)
 	}
-	secrets := []string{p.AccessToken, p.refresh(), n.AccessToken, n.refresh(), testPassword, "wrong-password-xyz",
+	secrets := []string{p.AccessToken, p.Refresh(), n.AccessToken, n.Refresh(), testkit.Password, "wrong-password-xyz",
 		"new-password-xyz", "body-password-xyz", "db-password-xyz", hash, strings.Split(hash, "$")[5]}
 	for _, secret := range secrets {
 		if strings.Contains(out, secret) {
@@ -236,7 +235,7 @@ func TestLogsRedactSecrets(t *testing.T) {
 func TestAuthenticatedDirectiveOnOwnField(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, nil)
-	p := s.signUp(t, "team@example.com")
+	p := s.SignUp(t, "team@example.com")
 
 	// A product team's field: "myEmail: String! @authenticated".
 	ownField := func(ctx context.Context) (any, error) {
@@ -265,7 +264,7 @@ func TestAuthenticatedDirectiveOnOwnField(t *testing.T) {
 	if got := call(""); got != "error:UNAUTHENTICATED" {
 		t.Fatalf("anonymous: %q", got)
 	}
-	if got := call("Bearer " + p.refresh()); got != "error:UNAUTHENTICATED" {
+	if got := call("Bearer " + p.Refresh()); got != "error:UNAUTHENTICATED" {
 		t.Fatalf("refresh token: %q", got)
 	}
 	s.backdate(t, "access_expires_at", "", time.Second)
@@ -280,33 +279,35 @@ func TestAuthenticatedDirectiveOnOwnField(t *testing.T) {
 // session it acted as or on; no line holds a token, a password or a hash.
 func TestRequestLogNamesClientAndSession(t *testing.T) {
 	t.Parallel()
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	s := newLoggedTestServer(t, pgtest.New(t), func(c *config) {
 		c.Auth.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 	}, &logs)
 	const client = "203.0.113.7"
 	var ids []string // request ids, in order
-	call := func(token, query string, vars map[string]any) gqlResponse {
+	call := func(token, query string, vars map[string]any) testkit.Response {
 		t.Helper()
-		h := http.Header{"Authorization": bearer(token), "X-Forwarded-For": {"198.51.100.1, " + client}}
-		r, id := s.postLogged(t, h, query, vars)
+		h := testkit.Bearer(token)
+		h.Set("X-Forwarded-For", "198.51.100.1, "+client)
+		r := s.PostHeader(t, h, query, vars)
+		id := r.Header.Get("X-Request-Id")
 		ids = append(ids, id)
 		return r
 	}
-	var p, q, r, n, l payload
-	call("", signUpMutation, map[string]any{"email": "log@example.com", "password": testPassword}).field(t, "signUp", &p)
-	wantCode(t, call("", loginMutation, loginVars("log@example.com", "wrong-password-xyz")), "INVALID_CREDENTIALS")
-	call("", loginMutation, loginVars("log@example.com", testPassword)).field(t, "login", &q)
-	wantOK(t, call(p.AccessToken, meQuery, nil))
-	call(p.refresh(), refreshMutation, nil).field(t, "refresh", &n)
-	wantOK(t, call(n.AccessToken, revokeMutation, map[string]any{"id": q.Session.ID}))
-	call("", loginMutation, loginVars("log@example.com", testPassword)).field(t, "login", &r)
-	wantOK(t, call(r.AccessToken, revokeOthersMutaion, nil))
-	call("", loginMutation, loginVars("log@example.com", testPassword)).field(t, "login", &l)
-	wantOK(t, call(l.AccessToken, logoutMutation, nil)) // by access token
-	wantOK(t, call(r.refresh(), logoutMutation, nil))   // by refresh token
-	wantCode(t, call(p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
-	wantCode(t, call(strings.Repeat("A", 256), logoutMutation, nil), "UNAUTHENTICATED")
+	var p, q, r, n, l testkit.Payload
+	call("", testkit.SignUpMutation, map[string]any{"email": "log@example.com", "password": testkit.Password}).Field(t, "signUp", &p)
+	testkit.WantCode(t, call("", testkit.LoginMutation, loginVars("log@example.com", "wrong-password-xyz")), "INVALID_CREDENTIALS")
+	call("", testkit.LoginMutation, loginVars("log@example.com", testkit.Password)).Field(t, "login", &q)
+	testkit.WantOK(t, call(p.AccessToken, testkit.MeQuery, nil))
+	call(p.Refresh(), testkit.RefreshMutation, nil).Field(t, "refresh", &n)
+	testkit.WantOK(t, call(n.AccessToken, testkit.RevokeMutation, map[string]any{"id": q.Session.ID}))
+	call("", testkit.LoginMutation, loginVars("log@example.com", testkit.Password)).Field(t, "login", &r)
+	testkit.WantOK(t, call(r.AccessToken, testkit.RevokeOthersMutation, nil))
+	call("", testkit.LoginMutation, loginVars("log@example.com", testkit.Password)).Field(t, "login", &l)
+	testkit.WantOK(t, call(l.AccessToken, testkit.LogoutMutation, nil)) // by access token
+	testkit.WantOK(t, call(r.Refresh(), testkit.LogoutMutation, nil))   // by refresh token
+	testkit.WantCode(t, call(p.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
+	testkit.WantCode(t, call(strings.Repeat("A", 256), testkit.LogoutMutation, nil), "UNAUTHENTICATED")
 	// A request outside GraphQL names its client too.
 	req, _ := http.NewRequest(http.MethodGet, s.URL+"/healthz", nil)
 	req.Header.Set("X-Forwarded-For", client)
@@ -341,7 +342,7 @@ func TestRequestLogNamesClientAndSession(t *testing.T) {
 			t.Fatalf("request lines missing:\n%s", logs.String())
 		}
 		time.Sleep(10 * time.Millisecond)
-		for _, line := range logLines(t, &logs) {
+		for _, line := range logs.Lines(t) {
 			if id, _ := line["request_id"].(string); line["msg"] == "request" && id != "" {
 				byID[id] = line
 			}
@@ -360,9 +361,9 @@ func TestRequestLogNamesClientAndSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := logs.String()
-	secrets := []string{testPassword, "wrong-password-xyz", hash, strings.Split(hash, "$")[5]}
-	for _, pl := range []payload{p, q, r, n, l} {
-		for _, tok := range []string{pl.AccessToken, pl.refresh()} {
+	secrets := []string{testkit.Password, "wrong-password-xyz", hash, strings.Split(hash, "$")[5]}
+	for _, pl := range []testkit.Payload{p, q, r, n, l} {
+		for _, tok := range []string{pl.AccessToken, pl.Refresh()} {
 			sum := sha256.Sum256([]byte(tok))
 			secrets = append(secrets, tok, hex.EncodeToString(sum[:]), base64.StdEncoding.EncodeToString(sum[:]))
 		}
@@ -380,26 +381,4 @@ func optional(s string) any {
 		return nil
 	}
 	return s
-}
-
-// postLogged is postHeader that also returns the request's X-Request-Id.
-func (s *testServer) postLogged(t *testing.T, h http.Header, query string, vars map[string]any) (gqlResponse, string) {
-	t.Helper()
-	body, _ := json.Marshal(map[string]any{"query": query, "variables": vars})
-	req, err := http.NewRequest(http.MethodPost, s.URL+"/graphql", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header = h.Clone()
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var out gqlResponse
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		t.Fatal(err)
-	}
-	return out, resp.Header.Get("X-Request-Id")
 }

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"html"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -23,6 +21,7 @@ import (
 	"github.com/example/sessionauth/graph"
 	"github.com/example/sessionauth/internal/pgtest"
 	"github.com/example/sessionauth/internal/playground"
+	"github.com/example/sessionauth/internal/testkit"
 )
 
 // playgroundOperations are the example operations the playground opens with,
@@ -105,88 +104,72 @@ func TestPlaygroundDocumentIsValid(t *testing.T) {
 func TestPlaygroundDocumentRuns(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, nil)
-	run := func(authorization, operation string) gqlResponse {
+	run := func(authorization, operation string) testkit.Response {
 		t.Helper()
 		return s.runPlayground(t, authorization, operation)
 	}
 
 	r := run("", "SignUp")
-	wantOK(t, r)
-	var signedUp payload
-	r.field(t, "signUp", &signedUp)
-	wantCode(t, run("", "SignUp"), "EMAIL_TAKEN")
+	testkit.WantOK(t, r)
+	var signedUp testkit.Payload
+	r.Field(t, "signUp", &signedUp)
+	testkit.WantCode(t, run("", "SignUp"), "EMAIL_TAKEN")
 
 	r = run("", "Login")
-	wantOK(t, r)
-	var loggedIn payload
-	r.field(t, "login", &loggedIn)
+	testkit.WantOK(t, r)
+	var loggedIn testkit.Payload
+	r.Field(t, "login", &loggedIn)
 
 	access := "Bearer " + loggedIn.AccessToken
-	wantCode(t, run("", "Me"), "UNAUTHENTICATED")
-	wantOK(t, run(access, "Me"))
-	var list []session
-	run(access, "MySessions").field(t, "mySessions", &list)
+	testkit.WantCode(t, run("", "Me"), "UNAUTHENTICATED")
+	testkit.WantOK(t, run(access, "Me"))
+	var list []testkit.Session
+	run(access, "MySessions").Field(t, "mySessions", &list)
 	if len(list) != 2 {
 		t.Fatalf("MySessions listed %d sessions, want 2", len(list))
 	}
-	wantCode(t, run(access, "RenameSession"), "NOT_FOUND")
+	testkit.WantCode(t, run(access, "RenameSession"), "NOT_FOUND")
 	var events eventConnection
-	run(access, "MySecurityEvents").field(t, "mySecurityEvents", &events)
+	run(access, "MySecurityEvents").Field(t, "mySecurityEvents", &events)
 	if len(events.Edges) != 2 || events.Edges[0].Node.Kind != "SIGNED_IN" || events.Edges[1].Node.Kind != "SIGNED_UP" {
 		t.Fatalf("MySecurityEvents: %+v", events)
 	}
-	var reauth session
-	run(access, "Reauthenticate").field(t, "reauthenticate", &reauth)
+	var reauth testkit.Session
+	run(access, "Reauthenticate").Field(t, "reauthenticate", &reauth)
 	if reauth.ID != loggedIn.Session.ID || !reauth.Current {
 		t.Fatalf("Reauthenticate: %+v", reauth)
 	}
 
-	wantCode(t, run(access, "Refresh"), "UNAUTHENTICATED")
-	r = run("Bearer "+loggedIn.refresh(), "Refresh")
-	wantOK(t, r)
-	var refreshed payload
-	r.field(t, "refresh", &refreshed)
-	wantCode(t, run(access, "Me"), "UNAUTHENTICATED")
+	testkit.WantCode(t, run(access, "Refresh"), "UNAUTHENTICATED")
+	r = run("Bearer "+loggedIn.Refresh(), "Refresh")
+	testkit.WantOK(t, r)
+	var refreshed testkit.Payload
+	r.Field(t, "refresh", &refreshed)
+	testkit.WantCode(t, run(access, "Me"), "UNAUTHENTICATED")
 
-	wantOK(t, run("Bearer "+refreshed.AccessToken, "Logout"))
-	wantCode(t, run("Bearer "+refreshed.AccessToken, "Me"), "UNAUTHENTICATED")
-	wantOK(t, run("Bearer "+signedUp.refresh(), "Logout"))
+	testkit.WantOK(t, run("Bearer "+refreshed.AccessToken, "Logout"))
+	testkit.WantCode(t, run("Bearer "+refreshed.AccessToken, "Me"), "UNAUTHENTICATED")
+	testkit.WantOK(t, run("Bearer "+signedUp.Refresh(), "Logout"))
 
 	// Last: the account goes, and SignUp works again.
 	r = run("", "Login")
-	r.field(t, "login", &loggedIn)
-	wantCode(t, run("", "DeleteMyAccount"), "UNAUTHENTICATED")
-	wantOK(t, run("Bearer "+loggedIn.AccessToken, "DeleteMyAccount"))
-	wantCode(t, run("Bearer "+loggedIn.AccessToken, "Me"), "UNAUTHENTICATED")
-	wantOK(t, run("", "SignUp"))
+	r.Field(t, "login", &loggedIn)
+	testkit.WantCode(t, run("", "DeleteMyAccount"), "UNAUTHENTICATED")
+	testkit.WantOK(t, run("Bearer "+loggedIn.AccessToken, "DeleteMyAccount"))
+	testkit.WantCode(t, run("Bearer "+loggedIn.AccessToken, "Me"), "UNAUTHENTICATED")
+	testkit.WantOK(t, run("", "SignUp"))
 }
 
 // runPlayground sends the playground's document as GraphiQL does, selecting
 // operation by name, with authorization as the Authorization header ("" for
 // none).
-func (s *testServer) runPlayground(t *testing.T, authorization, operation string) gqlResponse {
+func (s *testServer) runPlayground(t *testing.T, authorization, operation string) testkit.Response {
 	t.Helper()
-	body, _ := json.Marshal(map[string]any{"query": playground.Document, "operationName": operation})
-	req, err := http.NewRequest(http.MethodPost, s.URL+"/graphql", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
+	h := http.Header{}
 	if authorization != "" {
-		req.Header.Set("Authorization", authorization)
+		h.Set("Authorization", authorization)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	var out gqlResponse
-	if err := json.Unmarshal(raw, &out); err != nil {
-		t.Fatalf("%s: status %d, body %q: %v", operation, resp.StatusCode, raw, err)
-	}
-	out.Status = resp.StatusCode
-	return out
+	return s.Send(t, h, map[string]any{"query": playground.Document, "operationName": operation})
 }
 
 // playgroundWeb is the npm project of the browser test.

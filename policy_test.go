@@ -4,6 +4,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/example/sessionauth/internal/testkit"
 )
 
 func TestSessionMaxLifetime(t *testing.T) {
@@ -13,40 +15,42 @@ func TestSessionMaxLifetime(t *testing.T) {
 		c.Auth.RefreshTTL = time.Hour
 		c.Auth.ReuseWindow = 0
 	})
-	p := s.signUp(t, "capped@example.com")
+	p := s.SignUp(t, "capped@example.com")
 	limit := p.Session.CreatedAt.Add(2 * time.Second)
 	if !p.RefreshTokenExpiresAt.Equal(limit) || p.AccessTokenExpiresAt.After(limit) {
 		t.Fatalf("expiries %v / %v exceed sign-in + 2s = %v", p.AccessTokenExpiresAt, p.RefreshTokenExpiresAt, limit)
 	}
-	n := s.refresh(t, p.refresh())
+	n := s.Refresh(t, p.Refresh())
 	if n.RefreshTokenExpiresAt.After(limit) || n.AccessTokenExpiresAt.After(limit) {
 		t.Fatalf("refresh extended the session past its cap: %v", n.RefreshTokenExpiresAt)
 	}
 	time.Sleep(time.Until(limit) + 200*time.Millisecond)
-	wantCode(t, s.post(t, n.refresh(), refreshMutation, nil), "TOKEN_EXPIRED")
+	testkit.WantCode(t, s.Post(t, n.Refresh(), testkit.RefreshMutation, nil), "TOKEN_EXPIRED")
 }
 
 func TestMaxSessionsPerUser(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, func(c *config) { c.Auth.MaxSessionsPerUser = 2 })
-	a := s.signUp(t, "cap@example.com")
-	b := s.login(t, "cap@example.com")
+	a := s.SignUp(t, "cap@example.com")
+	b := s.Login(t, "cap@example.com", testkit.Password)
 	// a is used after b, so b is the least recently used when c arrives.
 	s.backdate(t, "last_used_at", b.Session.ID, time.Hour)
-	c := s.login(t, "cap@example.com")
-	wantOK(t, s.post(t, a.AccessToken, meQuery, nil))
-	wantOK(t, s.post(t, c.AccessToken, meQuery, nil))
-	wantCode(t, s.post(t, b.AccessToken, meQuery, nil), "UNAUTHENTICATED")
-	wantCode(t, s.post(t, b.refresh(), refreshMutation, nil), "UNAUTHENTICATED")
+	c := s.Login(t, "cap@example.com", testkit.Password)
+	testkit.WantOK(t, s.Post(t, a.AccessToken, testkit.MeQuery, nil))
+	testkit.WantOK(t, s.Post(t, c.AccessToken, testkit.MeQuery, nil))
+	testkit.WantCode(t, s.Post(t, b.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
+	testkit.WantCode(t, s.Post(t, b.Refresh(), testkit.RefreshMutation, nil), "UNAUTHENTICATED")
 }
 
 func TestOneDeviceAtATimeUnderConcurrentLogins(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, func(c *config) { c.Auth.MaxSessionsPerUser = 1 })
-	s.signUp(t, "solo@example.com")
+	s.SignUp(t, "solo@example.com")
 	var wg sync.WaitGroup
 	for range 6 {
-		wg.Go(func() { wantOK(t, s.post(t, "", loginMutation, loginVars("solo@example.com", testPassword))) })
+		wg.Go(func() {
+			testkit.WantOK(t, s.Post(t, "", testkit.LoginMutation, loginVars("solo@example.com", testkit.Password)))
+		})
 	}
 	wg.Wait()
 	live, err := s.db.NewSelect().Table("sessions").Where("revoked_at IS NULL").Count(ctxT(t))

@@ -11,6 +11,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/example/sessionauth/internal/testkit"
 )
 
 // TestQueryCachesHoldBoundedMemory posts what an anonymous client can: many
@@ -66,7 +68,7 @@ func heavyDocument(i int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "query Heavy%d { mySessions {", i+1)
 	for range maxQueryRepeats {
-		for _, f := range strings.Fields(sessionFields) {
+		for _, f := range strings.Fields(testkit.SessionFields) {
 			fmt.Fprintf(&b, " %s @include(if: true)", f)
 		}
 	}

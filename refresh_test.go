@@ -4,6 +4,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/example/sessionauth/internal/testkit"
 )
 
 func TestRefresh(t *testing.T) {
@@ -11,13 +13,13 @@ func TestRefresh(t *testing.T) {
 	s := newTestServer(t, func(c *config) { c.Auth.ReuseWindow = 0 })
 
 	t.Run("RotatesBothTokensAndKeepsSession", func(t *testing.T) {
-		p := s.signUp(t, "rot@example.com")
+		p := s.SignUp(t, "rot@example.com")
 		time.Sleep(10 * time.Millisecond) // let the database clock move
-		n := s.refresh(t, p.refresh())
-		if n.AccessToken == p.AccessToken || n.refresh() == p.refresh() {
+		n := s.Refresh(t, p.Refresh())
+		if n.AccessToken == p.AccessToken || n.Refresh() == p.Refresh() {
 			t.Fatal("refresh did not rotate both tokens")
 		}
-		if !tokenPattern.MatchString(n.AccessToken) || !tokenPattern.MatchString(n.refresh()) {
+		if !tokenPattern.MatchString(n.AccessToken) || !tokenPattern.MatchString(n.Refresh()) {
 			t.Fatal("rotated tokens are not 256 URL-safe characters")
 		}
 		if n.Session.ID != p.Session.ID || !n.Session.CreatedAt.Equal(p.Session.CreatedAt) {
@@ -29,85 +31,85 @@ func TestRefresh(t *testing.T) {
 		if !n.AccessTokenExpiresAt.After(p.AccessTokenExpiresAt) || !n.RefreshTokenExpiresAt.After(p.RefreshTokenExpiresAt) {
 			t.Errorf("expiries did not move forward")
 		}
-		wantCode(t, s.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
-		wantOK(t, s.post(t, n.AccessToken, meQuery, nil))
+		testkit.WantCode(t, s.Post(t, p.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
+		testkit.WantOK(t, s.Post(t, n.AccessToken, testkit.MeQuery, nil))
 	})
 
 	t.Run("AccessTokenIsWrongKind", func(t *testing.T) {
-		p := s.signUp(t, "kind@example.com")
-		wantCode(t, s.post(t, p.AccessToken, refreshMutation, nil), "UNAUTHENTICATED")
-		wantCode(t, s.post(t, "", refreshMutation, nil), "UNAUTHENTICATED")
+		p := s.SignUp(t, "kind@example.com")
+		testkit.WantCode(t, s.Post(t, p.AccessToken, testkit.RefreshMutation, nil), "UNAUTHENTICATED")
+		testkit.WantCode(t, s.Post(t, "", testkit.RefreshMutation, nil), "UNAUTHENTICATED")
 	})
 
 	t.Run("RetryBeforeSuccessorIsUsedGetsSamePair", func(t *testing.T) {
-		p := s.signUp(t, "idem@example.com")
-		a := s.refresh(t, p.refresh())
-		b := s.refresh(t, p.refresh())
-		if a.AccessToken != b.AccessToken || a.refresh() != b.refresh() ||
+		p := s.SignUp(t, "idem@example.com")
+		a := s.Refresh(t, p.Refresh())
+		b := s.Refresh(t, p.Refresh())
+		if a.AccessToken != b.AccessToken || a.Refresh() != b.Refresh() ||
 			!a.AccessTokenExpiresAt.Equal(b.AccessTokenExpiresAt) || !a.RefreshTokenExpiresAt.Equal(b.RefreshTokenExpiresAt) {
 			t.Fatal("retried refresh returned a different pair")
 		}
-		wantOK(t, s.post(t, b.AccessToken, meQuery, nil))
+		testkit.WantOK(t, s.Post(t, b.AccessToken, testkit.MeQuery, nil))
 	})
 
 	t.Run("TenConcurrentRefreshesGetOnePair", func(t *testing.T) {
-		p := s.signUp(t, "conc@example.com")
-		results := make([]gqlResponse, 10)
+		p := s.SignUp(t, "conc@example.com")
+		results := make([]testkit.Response, 10)
 		var wg sync.WaitGroup
 		for i := range results {
-			wg.Go(func() { results[i] = s.post(t, p.refresh(), refreshMutation, nil) })
+			wg.Go(func() { results[i] = s.Post(t, p.Refresh(), testkit.RefreshMutation, nil) })
 		}
 		wg.Wait()
-		var first payload
-		results[0].field(t, "refresh", &first)
+		var first testkit.Payload
+		results[0].Field(t, "refresh", &first)
 		for _, r := range results[1:] {
-			var got payload
-			r.field(t, "refresh", &got)
-			if got.AccessToken != first.AccessToken || got.refresh() != first.refresh() {
+			var got testkit.Payload
+			r.Field(t, "refresh", &got)
+			if got.AccessToken != first.AccessToken || got.Refresh() != first.Refresh() {
 				t.Fatal("concurrent refreshes returned different pairs")
 			}
 		}
-		wantOK(t, s.post(t, first.AccessToken, meQuery, nil))
-		wantOK(t, s.post(t, first.refresh(), refreshMutation, nil))
+		testkit.WantOK(t, s.Post(t, first.AccessToken, testkit.MeQuery, nil))
+		testkit.WantOK(t, s.Post(t, first.Refresh(), testkit.RefreshMutation, nil))
 	})
 
 	t.Run("ReplayAfterSuccessorUsedRevokesSession", func(t *testing.T) {
-		p := s.signUp(t, "replay@example.com")
-		n := s.refresh(t, p.refresh())
-		wantOK(t, s.post(t, n.AccessToken, meQuery, nil)) // the successor is now used
-		wantCode(t, s.post(t, p.refresh(), refreshMutation, nil), "REFRESH_TOKEN_REUSED")
-		wantCode(t, s.post(t, n.AccessToken, meQuery, nil), "UNAUTHENTICATED")
-		wantCode(t, s.post(t, n.refresh(), refreshMutation, nil), "UNAUTHENTICATED")
+		p := s.SignUp(t, "replay@example.com")
+		n := s.Refresh(t, p.Refresh())
+		testkit.WantOK(t, s.Post(t, n.AccessToken, testkit.MeQuery, nil)) // the successor is now used
+		testkit.WantCode(t, s.Post(t, p.Refresh(), testkit.RefreshMutation, nil), "REFRESH_TOKEN_REUSED")
+		testkit.WantCode(t, s.Post(t, n.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
+		testkit.WantCode(t, s.Post(t, n.Refresh(), testkit.RefreshMutation, nil), "UNAUTHENTICATED")
 	})
 
 	t.Run("ReplayOfOlderGenerationRevokesSession", func(t *testing.T) {
-		p := s.signUp(t, "older@example.com")
-		n1 := s.refresh(t, p.refresh())
-		n2 := s.refresh(t, n1.refresh())
-		wantCode(t, s.post(t, p.refresh(), refreshMutation, nil), "REFRESH_TOKEN_REUSED")
-		wantCode(t, s.post(t, n2.AccessToken, meQuery, nil), "UNAUTHENTICATED")
-		wantCode(t, s.post(t, n2.refresh(), refreshMutation, nil), "UNAUTHENTICATED")
+		p := s.SignUp(t, "older@example.com")
+		n1 := s.Refresh(t, p.Refresh())
+		n2 := s.Refresh(t, n1.Refresh())
+		testkit.WantCode(t, s.Post(t, p.Refresh(), testkit.RefreshMutation, nil), "REFRESH_TOKEN_REUSED")
+		testkit.WantCode(t, s.Post(t, n2.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
+		testkit.WantCode(t, s.Post(t, n2.Refresh(), testkit.RefreshMutation, nil), "UNAUTHENTICATED")
 	})
 
 	t.Run("ReplayRacingRefreshLeavesOnePair", func(t *testing.T) {
 		for i := range 10 {
-			p := s.signUp(t, "race"+string(rune('a'+i))+"@example.com")
-			n := s.refresh(t, p.refresh())
-			wantOK(t, s.post(t, n.AccessToken, meQuery, nil))
-			var legit, replay gqlResponse
+			p := s.SignUp(t, "race"+string(rune('a'+i))+"@example.com")
+			n := s.Refresh(t, p.Refresh())
+			testkit.WantOK(t, s.Post(t, n.AccessToken, testkit.MeQuery, nil))
+			var legit, replay testkit.Response
 			var wg sync.WaitGroup
-			wg.Go(func() { legit = s.post(t, n.refresh(), refreshMutation, nil) })
-			wg.Go(func() { replay = s.post(t, p.refresh(), refreshMutation, nil) })
+			wg.Go(func() { legit = s.Post(t, n.Refresh(), testkit.RefreshMutation, nil) })
+			wg.Go(func() { replay = s.Post(t, p.Refresh(), testkit.RefreshMutation, nil) })
 			wg.Wait()
-			wantCode(t, replay, "REFRESH_TOKEN_REUSED")
+			testkit.WantCode(t, replay, "REFRESH_TOKEN_REUSED")
 			// Whatever the order, nothing the legitimate client holds works now.
-			if legit.code() == "" {
-				var got payload
-				legit.field(t, "refresh", &got)
-				wantCode(t, s.post(t, got.AccessToken, meQuery, nil), "UNAUTHENTICATED")
-				wantCode(t, s.post(t, got.refresh(), refreshMutation, nil), "UNAUTHENTICATED")
+			if legit.Code() == "" {
+				var got testkit.Payload
+				legit.Field(t, "refresh", &got)
+				testkit.WantCode(t, s.Post(t, got.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
+				testkit.WantCode(t, s.Post(t, got.Refresh(), testkit.RefreshMutation, nil), "UNAUTHENTICATED")
 			}
-			wantCode(t, s.post(t, n.refresh(), refreshMutation, nil), "UNAUTHENTICATED")
+			testkit.WantCode(t, s.Post(t, n.Refresh(), testkit.RefreshMutation, nil), "UNAUTHENTICATED")
 		}
 	})
 }
@@ -116,26 +118,26 @@ func TestRefreshReuseWindow(t *testing.T) {
 	t.Parallel()
 	const window = 2 * time.Second
 	s := newTestServer(t, func(c *config) { c.Auth.ReuseWindow = window })
-	p := s.signUp(t, "window@example.com")
-	n := s.refresh(t, p.refresh())
-	wantOK(t, s.post(t, n.AccessToken, meQuery, nil))
+	p := s.SignUp(t, "window@example.com")
+	n := s.Refresh(t, p.Refresh())
+	testkit.WantOK(t, s.Post(t, n.AccessToken, testkit.MeQuery, nil))
 
 	// Within the window a retry still gets the same pair, used or not...
-	again := s.refresh(t, p.refresh())
-	if again.AccessToken != n.AccessToken || again.refresh() != n.refresh() ||
+	again := s.Refresh(t, p.Refresh())
+	if again.AccessToken != n.AccessToken || again.Refresh() != n.Refresh() ||
 		!again.RefreshTokenExpiresAt.Equal(n.RefreshTokenExpiresAt) || !again.AccessTokenExpiresAt.Equal(n.AccessTokenExpiresAt) {
 		t.Fatal("retry within the window returned a different pair")
 	}
 	// ...even after the successor itself was rotated (two quick refreshes).
-	m := s.refresh(t, n.refresh())
-	again = s.refresh(t, p.refresh())
-	if again.refresh() != n.refresh() || !again.RefreshTokenExpiresAt.Equal(n.RefreshTokenExpiresAt) {
+	m := s.Refresh(t, n.Refresh())
+	again = s.Refresh(t, p.Refresh())
+	if again.Refresh() != n.Refresh() || !again.RefreshTokenExpiresAt.Equal(n.RefreshTokenExpiresAt) {
 		t.Fatal("retry of a twice-rotated token within the window returned a different pair")
 	}
-	wantOK(t, s.post(t, m.AccessToken, meQuery, nil))
+	testkit.WantOK(t, s.Post(t, m.AccessToken, testkit.MeQuery, nil))
 
 	time.Sleep(time.Until(n.Session.LastUsedAt.Add(window)) + 300*time.Millisecond)
-	wantCode(t, s.post(t, p.refresh(), refreshMutation, nil), "REFRESH_TOKEN_REUSED")
-	wantCode(t, s.post(t, m.AccessToken, meQuery, nil), "UNAUTHENTICATED")
-	wantCode(t, s.post(t, m.refresh(), refreshMutation, nil), "UNAUTHENTICATED")
+	testkit.WantCode(t, s.Post(t, p.Refresh(), testkit.RefreshMutation, nil), "REFRESH_TOKEN_REUSED")
+	testkit.WantCode(t, s.Post(t, m.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
+	testkit.WantCode(t, s.Post(t, m.Refresh(), testkit.RefreshMutation, nil), "UNAUTHENTICATED")
 }

@@ -5,28 +5,20 @@ package main
 // refuse or slow down. The machine's shared PostgreSQL is never touched.
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -35,329 +27,9 @@ import (
 	"github.com/example/sessionauth/internal/database"
 	"github.com/example/sessionauth/internal/pgtest"
 	"github.com/example/sessionauth/internal/tcpproxy"
+	"github.com/example/sessionauth/internal/testkit"
 	"github.com/example/sessionauth/migrations"
 )
-
-// clientTimeout is how long a test client waits for any answer; every bound
-// asserted below is well under it, so a hang fails as a hang.
-const clientTimeout = 30 * time.Second
-
-// proxiedDatabase creates a fresh migrated database and a proxy in front of
-// it. It returns the database's URL through the proxy, its direct URL (for
-// the test's own checks) and the proxy.
-func proxiedDatabase(t *testing.T) (viaProxy, direct string, proxy *tcpproxy.Proxy) {
-	t.Helper()
-	requirePostgres(t, "it cuts the network between the server and its database, and an embedded SQLite file has none")
-	direct = pgtest.New(t)
-	u, err := url.Parse(direct)
-	if err != nil || u.Hostname() == "" {
-		t.Fatalf("TEST_DATABASE_URL must be a postgres://host:port/… URL for the fault tests, got %q", pgtest.BaseURL())
-	}
-	target := u.Host
-	if u.Port() == "" {
-		target = net.JoinHostPort(u.Hostname(), "5432")
-	}
-	proxy, err = tcpproxy.Start(target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { proxy.Close() })
-	u.Host = proxy.Addr()
-	return u.String(), direct, proxy
-}
-
-// requirePostgres skips a test that exercises what only a database server
-// has, saying why, when the suite runs on the embedded SQLite backend.
-func requirePostgres(t *testing.T, why string) {
-	t.Helper()
-	if pgtest.SQLite() {
-		t.Skip("PostgreSQL only: " + why)
-	}
-}
-
-// openDirect opens the test's own pool on the database, bypassing any proxy.
-func openDirect(t *testing.T, url string) *bun.DB {
-	t.Helper()
-	db := pgtest.Open(url)
-	t.Cleanup(func() { db.Close() })
-	return db
-}
-
-// program is the real program, started with run() as main would.
-type program struct {
-	base   string // http://host:port
-	addr   string
-	logs   *programLog
-	cancel context.CancelFunc
-	done   chan error
-	once   sync.Once
-	err    error
-}
-
-// startProgram runs run() with env (ADDR defaults to a free port of
-// 127.0.0.1) and waits until it serves. The program is stopped, and must
-// return nil, when the test ends.
-func startProgram(t *testing.T, env map[string]string) *program {
-	t.Helper()
-	p := launchProgram(env)
-	t.Cleanup(func() {
-		if err := p.stop(); err != nil {
-			t.Errorf("run returned %v", err)
-		}
-	})
-	if err := p.waitListening(20 * time.Second); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// launchProgram starts run() without waiting for it.
-func launchProgram(env map[string]string) *program {
-	getenv := func(k string) string {
-		if k == "ADDR" && env[k] == "" {
-			return "127.0.0.1:0"
-		}
-		return env[k]
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	p := &program{logs: new(programLog), cancel: cancel, done: make(chan error, 1)}
-	go func() { p.done <- run(ctx, nil, getenv, p.logs, io.Discard) }()
-	return p
-}
-
-// waitListening waits for run's "listening" log line, which names the
-// address it bound.
-func (p *program) waitListening(within time.Duration) error {
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		if addr := listeningAddr(p.logs.String()); addr != "" {
-			p.addr, p.base = addr, "http://"+addr
-			return nil
-		}
-		select {
-		case err := <-p.done:
-			p.done <- err
-			return fmt.Errorf("run returned before listening: %v", err)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("run did not start listening within %v; log:\n%s", within, p.logs.String())
-}
-
-// listeningAddr finds the address in a "listening" line of a JSON log.
-func listeningAddr(logs string) string {
-	sc := bufio.NewScanner(strings.NewReader(logs))
-	for sc.Scan() {
-		var line struct {
-			Msg  string `json:"msg"`
-			Addr string `json:"addr"`
-		}
-		if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "listening" {
-			return line.Addr
-		}
-	}
-	return ""
-}
-
-// stop cancels run's context, as SIGTERM does in main, and returns what run
-// returned.
-func (p *program) stop() error {
-	p.once.Do(func() {
-		p.cancel()
-		select {
-		case p.err = <-p.done:
-		case <-time.After(25 * time.Second):
-			p.err = errors.New("run did not return within 25s of being stopped")
-		}
-	})
-	return p.err
-}
-
-// checkLogs fails if the program logged a panic or an internal error.
-func (p *program) checkLogs(t *testing.T) {
-	t.Helper()
-	for _, line := range p.logs.badLines() {
-		t.Errorf("the program logged: %s", line)
-	}
-}
-
-// programLog holds a program's JSON log in bounded memory, so that a long
-// soak measures the program rather than its log: the first 256 KiB, the
-// last lines, and the first lines that report a panic or an internal error.
-type programLog struct {
-	mu   sync.Mutex
-	head bytes.Buffer
-	tail []string
-	bad  []string
-}
-
-func (l *programLog) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if room := 256<<10 - l.head.Len(); room > 0 {
-		l.head.Write(b[:min(len(b), room)])
-	}
-	for line := range strings.Lines(string(b)) {
-		if len(l.tail) == 32 {
-			l.tail = l.tail[1:]
-		}
-		l.tail = append(l.tail, line)
-		if (strings.Contains(line, "panic") || strings.Contains(line, `"msg":"internal error"`)) && len(l.bad) < 5 {
-			l.bad = append(l.bad, line)
-		}
-	}
-	return len(b), nil
-}
-
-// String returns the head of the log and its last lines.
-func (l *programLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.head.String() + "…\n" + strings.Join(l.tail, "")
-}
-
-func (l *programLog) badLines() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return slices.Clone(l.bad)
-}
-
-// apiClient calls a server from any goroutine and returns failures instead
-// of ending the test, so that loops can count them.
-type apiClient struct {
-	base string
-	http *http.Client
-}
-
-func newAPIClient(t *testing.T, base string) *apiClient {
-	c := &apiClient{base: base, http: &http.Client{
-		Timeout:   clientTimeout,
-		Transport: &http.Transport{MaxIdleConnsPerHost: 64},
-	}}
-	t.Cleanup(c.http.CloseIdleConnections)
-	return c
-}
-
-// call sends one GraphQL request. Besides transport failures it reports as
-// errors what the contract forbids whatever happens: a 5xx, a body that is
-// not JSON (an HTML error page) and an error without extensions.code.
-func (c *apiClient) call(token, query string, vars map[string]any) (gqlResponse, error) {
-	body, _ := json.Marshal(map[string]any{"query": query, "variables": vars})
-	req, err := http.NewRequest(http.MethodPost, c.base+"/graphql", bytes.NewReader(body))
-	if err != nil {
-		return gqlResponse{}, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return gqlResponse{}, err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return gqlResponse{}, err
-	}
-	var out gqlResponse
-	out.Status = resp.StatusCode
-	if resp.StatusCode >= 500 {
-		return out, fmt.Errorf("status %d: %.200q", resp.StatusCode, raw)
-	}
-	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
-		return out, fmt.Errorf("content type %q: %.200q", ct, raw)
-	}
-	if err := json.Unmarshal(raw, &out); err != nil {
-		return out, fmt.Errorf("body %.200q: %v", raw, err)
-	}
-	out.Status = resp.StatusCode
-	for _, e := range out.Errors {
-		if _, ok := e.Extensions["code"].(string); !ok {
-			return out, fmt.Errorf("error without extensions.code: %+v", e)
-		}
-	}
-	return out, nil
-}
-
-// get fetches path and returns its status.
-func (c *apiClient) get(path string) (int, error) {
-	resp, err := c.http.Get(c.base + path)
-	if err != nil {
-		return 0, err
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode, nil
-}
-
-// payloadOf decodes data.field of a successful answer.
-func payloadOf(r gqlResponse, field string) (payload, error) {
-	var p payload
-	if len(r.Errors) > 0 {
-		return p, fmt.Errorf("%s: %s (%s)", field, r.code(), r.Errors[0].Message)
-	}
-	raw, ok := r.Data[field]
-	if !ok || string(raw) == "null" {
-		return p, fmt.Errorf("%s: no data", field)
-	}
-	return p, json.Unmarshal(raw, &p)
-}
-
-// mustPayload calls until the answer is not SERVICE_UNAVAILABLE (a client
-// retries those; after a cut the pool may still hand out a connection that
-// died with it) and returns the payload of data.field.
-func (c *apiClient) mustPayload(t *testing.T, field, token, query string, vars map[string]any) payload {
-	t.Helper()
-	r := c.mustAnswer(t, token, query, vars)
-	p, err := payloadOf(r, field)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// mustAnswer is call, retrying SERVICE_UNAVAILABLE a few times, failing the
-// test on a transport or contract error.
-func (c *apiClient) mustAnswer(t *testing.T, token, query string, vars map[string]any) gqlResponse {
-	t.Helper()
-	for try := 0; ; try++ {
-		r, err := c.call(token, query, vars)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r.code() != "SERVICE_UNAVAILABLE" || try == 20 {
-			return r
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func (c *apiClient) signUp(t *testing.T, email string) payload {
-	t.Helper()
-	return c.mustPayload(t, "signUp", "", signUpMutation, map[string]any{"email": email, "password": testPassword})
-}
-
-func (c *apiClient) login(t *testing.T, email, password string) payload {
-	t.Helper()
-	return c.mustPayload(t, "login", "", loginMutation, map[string]any{"email": email, "password": password})
-}
-
-// waitStatus polls path until it answers want.
-func (c *apiClient) waitStatus(t *testing.T, path string, want int, within time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		got, err := c.get(path)
-		if got == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("GET %s = %d (%v), want %d within %v", path, got, err, want, within)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
 
 // settle waits until no other connection to the test's database is running
 // a statement or holds a transaction open: after a cut, PostgreSQL has then
@@ -389,77 +61,67 @@ func settle(t *testing.T, db *bun.DB) {
 // is back, the same process serves the same tokens again.
 func TestDatabaseOutage(t *testing.T) {
 	t.Parallel()
-	viaProxy, _, proxy := proxiedDatabase(t)
-	prog := startProgram(t, map[string]string{"DATABASE_URL": viaProxy})
-	c := newAPIClient(t, prog.base)
+	viaProxy, _, proxy := testkit.ProxiedDatabase(t)
+	prog := testkit.StartRun(t, run, map[string]string{"DATABASE_URL": viaProxy})
+	c := prog.WithPatience()
 
-	p := c.signUp(t, "outage@example.com")
-	wantOK(t, c.mustAnswer(t, p.AccessToken, meQuery, nil)) // possibly cached from now on
-	other := c.login(t, "outage@example.com", testPassword) // never used: not cached
+	p := c.SignUp(t, "outage@example.com")
+	testkit.WantOK(t, c.Post(t, p.AccessToken, testkit.MeQuery, nil)) // possibly cached from now on
+	other := c.Login(t, "outage@example.com", testkit.Password)       // never used: not cached
 
 	proxy.Refuse()
 	proxy.Cut()
-	c.waitStatus(t, "/readyz", http.StatusServiceUnavailable, 10*time.Second)
+	c.WaitStatus(t, "/readyz", http.StatusServiceUnavailable, 10*time.Second)
 
 	ops := map[string]struct {
 		token, query string
 		vars         map[string]any
 	}{
-		"me":                  {p.AccessToken, meQuery, nil},
-		"meUnusedToken":       {other.AccessToken, meQuery, nil},
-		"mySessions":          {p.AccessToken, mySessionsQuery, nil},
-		"refresh":             {p.refresh(), refreshMutation, nil},
-		"logout":              {other.AccessToken, logoutMutation, nil},
-		"revokeSession":       {p.AccessToken, revokeMutation, map[string]any{"id": other.Session.ID}},
-		"revokeOtherSessions": {p.AccessToken, revokeOthersMutaion, nil},
-		"changePassword":      {p.AccessToken, changePassword, map[string]any{"cur": testPassword, "new": "another good password"}},
-		"login":               {"", loginMutation, map[string]any{"email": "outage@example.com", "password": testPassword}},
-		"signUp":              {"", signUpMutation, map[string]any{"email": "new@example.com", "password": testPassword}},
+		"me":                  {p.AccessToken, testkit.MeQuery, nil},
+		"meUnusedToken":       {other.AccessToken, testkit.MeQuery, nil},
+		"mySessions":          {p.AccessToken, testkit.MySessionsQuery, nil},
+		"refresh":             {p.Refresh(), testkit.RefreshMutation, nil},
+		"logout":              {other.AccessToken, testkit.LogoutMutation, nil},
+		"revokeSession":       {p.AccessToken, testkit.RevokeMutation, map[string]any{"id": other.Session.ID}},
+		"revokeOtherSessions": {p.AccessToken, testkit.RevokeOthersMutation, nil},
+		"changePassword":      {p.AccessToken, testkit.ChangePasswordMutation, map[string]any{"cur": testkit.Password, "new": "another good password"}},
+		"login":               {"", testkit.LoginMutation, map[string]any{"email": "outage@example.com", "password": testkit.Password}},
+		"signUp":              {"", testkit.SignUpMutation, map[string]any{"email": "new@example.com", "password": testkit.Password}},
 	}
 	var wg sync.WaitGroup
 	for name, op := range ops {
 		wg.Go(func() {
 			start := time.Now()
-			r, err := c.call(op.token, op.query, op.vars)
+			r, err := c.Call(op.token, op.query, op.vars)
 			took := time.Since(start)
 			switch {
 			case err != nil:
 				t.Errorf("%s: %v", name, err)
-			case r.code() != "SERVICE_UNAVAILABLE":
-				t.Errorf("%s during the outage: code %q, data %s; want SERVICE_UNAVAILABLE", name, r.code(), r.Data)
-			case hasData(r):
+			case r.Code() != "SERVICE_UNAVAILABLE":
+				t.Errorf("%s during the outage: code %q, data %s; want SERVICE_UNAVAILABLE", name, r.Code(), r.Data)
+			case r.HasData():
 				t.Errorf("%s during the outage returned data: %s", name, r.Data)
 			case strings.Contains(r.Errors[0].Message, "127.0.0.1") || strings.Contains(r.Errors[0].Message, "dial"):
 				t.Errorf("%s: message leaks internals: %q", name, r.Errors[0].Message)
-			case took > clientTimeout/2:
+			case took > testkit.ClientTimeout/2:
 				t.Errorf("%s took %v to fail", name, took)
 			}
 		})
 	}
 	wg.Wait()
-	if got, err := c.get("/healthz"); got != http.StatusOK {
+	if got, err := c.Get("/healthz"); got != http.StatusOK {
 		t.Errorf("/healthz during the outage = %d (%v), want 200", got, err)
 	}
 
 	proxy.Restore()
-	c.waitStatus(t, "/readyz", http.StatusOK, 15*time.Second)
+	c.WaitStatus(t, "/readyz", http.StatusOK, 15*time.Second)
 	// Nothing that failed was half-done: the old tokens and password work.
-	wantOK(t, c.mustAnswer(t, p.AccessToken, meQuery, nil))
-	wantOK(t, c.mustAnswer(t, other.AccessToken, meQuery, nil))
-	n := c.mustPayload(t, "refresh", p.refresh(), refreshMutation, nil)
-	wantOK(t, c.mustAnswer(t, n.AccessToken, meQuery, nil))
-	c.login(t, "outage@example.com", testPassword)
-	prog.checkLogs(t)
-}
-
-// hasData reports whether any field of r's data is set.
-func hasData(r gqlResponse) bool {
-	for _, v := range r.Data {
-		if string(v) != "null" {
-			return true
-		}
-	}
-	return false
+	testkit.WantOK(t, c.Post(t, p.AccessToken, testkit.MeQuery, nil))
+	testkit.WantOK(t, c.Post(t, other.AccessToken, testkit.MeQuery, nil))
+	n := c.Refresh(t, p.Refresh())
+	testkit.WantOK(t, c.Post(t, n.AccessToken, testkit.MeQuery, nil))
+	c.Login(t, "outage@example.com", testkit.Password)
+	prog.CheckLogs(t)
 }
 
 // TestDatabaseBlip cuts every connection once while the program is busy:
@@ -467,34 +129,34 @@ func hasData(r gqlResponse) bool {
 // by itself within moments.
 func TestDatabaseBlip(t *testing.T) {
 	t.Parallel()
-	viaProxy, _, proxy := proxiedDatabase(t)
-	prog := startProgram(t, map[string]string{"DATABASE_URL": viaProxy})
-	c := newAPIClient(t, prog.base)
-	p := c.signUp(t, "blip@example.com")
+	viaProxy, _, proxy := testkit.ProxiedDatabase(t)
+	prog := testkit.StartRun(t, run, map[string]string{"DATABASE_URL": viaProxy})
+	c := prog.WithPatience()
+	p := c.SignUp(t, "blip@example.com")
 
 	for range 3 {
 		proxy.Cut()
 		var unavailable int
 		for i := range 20 {
-			r, err := c.call(p.AccessToken, mySessionsQuery, nil)
+			r, err := c.Call(p.AccessToken, testkit.MySessionsQuery, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			switch r.code() {
+			switch r.Code() {
 			case "":
 			case "SERVICE_UNAVAILABLE":
 				unavailable++
 			default:
-				t.Fatalf("request %d after a cut: %q", i, r.code())
+				t.Fatalf("request %d after a cut: %q", i, r.Code())
 			}
 		}
 		// At most one failure per pooled connection the cut killed.
 		if unavailable > 20/2 {
 			t.Fatalf("%d of 20 requests failed after a single cut", unavailable)
 		}
-		wantOK(t, c.mustAnswer(t, p.AccessToken, mySessionsQuery, nil))
+		testkit.WantOK(t, c.Post(t, p.AccessToken, testkit.MySessionsQuery, nil))
 	}
-	prog.checkLogs(t)
+	prog.CheckLogs(t)
 }
 
 // TestSlowDatabase delays everything between the program and PostgreSQL.
@@ -503,54 +165,54 @@ func TestDatabaseBlip(t *testing.T) {
 // request deadline instead of holding them, and they recover after.
 func TestSlowDatabase(t *testing.T) {
 	t.Parallel()
-	viaProxy, _, proxy := proxiedDatabase(t)
-	prog := startProgram(t, map[string]string{"DATABASE_URL": viaProxy})
-	c := newAPIClient(t, prog.base)
-	p := c.signUp(t, "slow@example.com")
-	q := c.login(t, "slow@example.com", testPassword)
+	viaProxy, _, proxy := testkit.ProxiedDatabase(t)
+	prog := testkit.StartRun(t, run, map[string]string{"DATABASE_URL": viaProxy})
+	c := prog.WithPatience()
+	p := c.SignUp(t, "slow@example.com")
+	q := c.Login(t, "slow@example.com", testkit.Password)
 
 	proxy.SetDelay(20 * time.Millisecond)
-	wantOK(t, c.mustAnswer(t, p.AccessToken, mySessionsQuery, nil))
+	testkit.WantOK(t, c.Post(t, p.AccessToken, testkit.MySessionsQuery, nil))
 
 	proxy.SetDelay(time.Hour) // as good as a database that never answers
 	ops := map[string]struct {
 		token, query string
 		vars         map[string]any
 	}{
-		"meUnusedToken": {q.AccessToken, meQuery, nil},
-		"mySessions":    {p.AccessToken, mySessionsQuery, nil},
-		"refresh":       {p.refresh(), refreshMutation, nil},
-		"login":         {"", loginMutation, map[string]any{"email": "slow@example.com", "password": testPassword}},
+		"meUnusedToken": {q.AccessToken, testkit.MeQuery, nil},
+		"mySessions":    {p.AccessToken, testkit.MySessionsQuery, nil},
+		"refresh":       {p.Refresh(), testkit.RefreshMutation, nil},
+		"login":         {"", testkit.LoginMutation, map[string]any{"email": "slow@example.com", "password": testkit.Password}},
 	}
 	var wg sync.WaitGroup
 	for name, op := range ops {
 		wg.Go(func() {
 			start := time.Now()
-			r, err := c.call(op.token, op.query, op.vars)
+			r, err := c.Call(op.token, op.query, op.vars)
 			took := time.Since(start)
 			switch {
 			case err != nil:
 				t.Errorf("%s: %v (after %v)", name, err, took)
-			case r.code() != "SERVICE_UNAVAILABLE":
-				t.Errorf("%s with the database not answering: code %q, want SERVICE_UNAVAILABLE", name, r.code())
+			case r.Code() != "SERVICE_UNAVAILABLE":
+				t.Errorf("%s with the database not answering: code %q, want SERVICE_UNAVAILABLE", name, r.Code())
 			case took > 20*time.Second:
 				t.Errorf("%s took %v to fail", name, took)
 			}
 		})
 	}
 	wg.Go(func() {
-		if got, err := c.get("/readyz"); got != http.StatusServiceUnavailable {
+		if got, err := c.Get("/readyz"); got != http.StatusServiceUnavailable {
 			t.Errorf("/readyz with the database not answering = %d (%v), want 503", got, err)
 		}
 	})
 	wg.Wait()
 
 	proxy.Restore()
-	c.waitStatus(t, "/readyz", http.StatusOK, 15*time.Second)
-	wantOK(t, c.mustAnswer(t, q.AccessToken, meQuery, nil))
-	n := c.mustPayload(t, "refresh", p.refresh(), refreshMutation, nil)
-	wantOK(t, c.mustAnswer(t, n.AccessToken, mySessionsQuery, nil))
-	prog.checkLogs(t)
+	c.WaitStatus(t, "/readyz", http.StatusOK, 15*time.Second)
+	testkit.WantOK(t, c.Post(t, q.AccessToken, testkit.MeQuery, nil))
+	n := c.Refresh(t, p.Refresh())
+	testkit.WantOK(t, c.Post(t, n.AccessToken, testkit.MySessionsQuery, nil))
+	prog.CheckLogs(t)
 }
 
 // chaos cuts the proxy's connections at random moments, or arms a cut a
@@ -580,19 +242,19 @@ func chaos(ctx context.Context, proxy *tcpproxy.Proxy) {
 // retry valid: the strictest setting.
 func TestRefreshChainsSurviveCuts(t *testing.T) {
 	t.Parallel()
-	viaProxy, direct, proxy := proxiedDatabase(t)
-	prog := startProgram(t, map[string]string{"DATABASE_URL": viaProxy, "REFRESH_REUSE_WINDOW": "0"})
-	c := newAPIClient(t, prog.base)
+	viaProxy, direct, proxy := testkit.ProxiedDatabase(t)
+	prog := testkit.StartRun(t, run, map[string]string{"DATABASE_URL": viaProxy, "REFRESH_REUSE_WINDOW": "0"})
+	c := prog.WithPatience()
 
 	type chain struct {
 		access, refresh string
-		pending         bool     // the last refresh's outcome is unknown
-		lost            *payload // a pair the client received and threw away
+		pending         bool             // the last refresh's outcome is unknown
+		lost            *testkit.Payload // a pair the client received and threw away
 	}
 	chains := make([]*chain, 6)
 	for i := range chains {
-		p := c.signUp(t, fmt.Sprintf("chain%d@example.com", i))
-		chains[i] = &chain{access: p.AccessToken, refresh: p.refresh()}
+		p := c.SignUp(t, fmt.Sprintf("chain%d@example.com", i))
+		chains[i] = &chain{access: p.AccessToken, refresh: p.Refresh()}
 	}
 
 	var ok, unavailable, retriedSame, lost atomic.Int64
@@ -623,32 +285,32 @@ func TestRefreshChainsSurviveCuts(t *testing.T) {
 		wg.Go(func() {
 			for !enough() {
 				if !ch.pending && rand.IntN(3) == 0 {
-					r, err := c.call(ch.access, meQuery, nil)
+					r, err := c.Call(ch.access, testkit.MeQuery, nil)
 					switch {
 					case err != nil:
 						violate("chain %d: me: %v", i, err)
-					case r.code() == "SERVICE_UNAVAILABLE":
+					case r.Code() == "SERVICE_UNAVAILABLE":
 						unavailable.Add(1)
-					case r.code() != "":
-						violate("chain %d: me with the access token of the last answer: %s", i, r.code())
+					case r.Code() != "":
+						violate("chain %d: me with the access token of the last answer: %s", i, r.Code())
 					}
 					continue
 				}
-				r, err := c.call(ch.refresh, refreshMutation, nil)
+				r, err := c.Call(ch.refresh, testkit.RefreshMutation, nil)
 				if err != nil {
 					violate("chain %d: refresh: %v", i, err)
 					continue
 				}
-				switch r.code() {
+				switch r.Code() {
 				case "":
 					ok.Add(1)
-					p, err := payloadOf(r, "refresh")
+					p, err := testkit.PayloadOf(r, "refresh")
 					if err != nil {
 						violate("chain %d: %v", i, err)
 						continue
 					}
 					if ch.lost != nil {
-						if p.AccessToken != ch.lost.AccessToken || p.refresh() != ch.lost.refresh() ||
+						if p.AccessToken != ch.lost.AccessToken || p.Refresh() != ch.lost.Refresh() ||
 							!p.RefreshTokenExpiresAt.Equal(ch.lost.RefreshTokenExpiresAt) {
 							violate("chain %d: a retry got a different pair than the first answer", i)
 						}
@@ -660,12 +322,12 @@ func TestRefreshChainsSurviveCuts(t *testing.T) {
 						ch.lost, ch.pending = &p, true // as if the answer never arrived
 						continue
 					}
-					ch.access, ch.refresh, ch.pending = p.AccessToken, p.refresh(), false
+					ch.access, ch.refresh, ch.pending = p.AccessToken, p.Refresh(), false
 				case "SERVICE_UNAVAILABLE":
 					unavailable.Add(1)
 					ch.pending = true
 				default:
-					violate("chain %d: refresh with the token of the last answer (pending %v): %s %s", i, ch.pending, r.code(), r.Errors[0].Message)
+					violate("chain %d: refresh with the token of the last answer (pending %v): %s %s", i, ch.pending, r.Code(), r.Errors[0].Message)
 				}
 			}
 		})
@@ -685,17 +347,17 @@ func TestRefreshChainsSurviveCuts(t *testing.T) {
 	}
 
 	// After the storm every client recovers with the token it holds.
-	c.waitStatus(t, "/readyz", http.StatusOK, 15*time.Second)
+	c.WaitStatus(t, "/readyz", http.StatusOK, 15*time.Second)
 	for i, ch := range chains {
-		p := c.mustPayload(t, "refresh", ch.refresh, refreshMutation, nil)
+		p := c.Refresh(t, ch.refresh)
 		if ch.lost != nil && p.AccessToken != ch.lost.AccessToken {
 			t.Errorf("chain %d: the final retry got a different pair than the lost answer", i)
 		}
-		wantOK(t, c.mustAnswer(t, p.AccessToken, meQuery, nil))
-		n := c.mustPayload(t, "refresh", p.refresh(), refreshMutation, nil)
-		wantOK(t, c.mustAnswer(t, n.AccessToken, meQuery, nil))
+		testkit.WantOK(t, c.Post(t, p.AccessToken, testkit.MeQuery, nil))
+		n := c.Refresh(t, p.Refresh())
+		testkit.WantOK(t, c.Post(t, n.AccessToken, testkit.MeQuery, nil))
 	}
-	db := openDirect(t, direct)
+	db := testkit.OpenDirect(t, direct)
 	var sessions, revoked int
 	err := db.NewRaw("SELECT count(*), count(revoked_at) FROM sessions").Scan(context.Background(), &sessions, &revoked)
 	if err != nil {
@@ -704,7 +366,7 @@ func TestRefreshChainsSurviveCuts(t *testing.T) {
 	if sessions != len(chains) || revoked != 0 {
 		t.Errorf("%d sessions, %d revoked; want %d, none revoked", sessions, revoked, len(chains))
 	}
-	prog.checkLogs(t)
+	prog.CheckLogs(t)
 }
 
 // cutSweep runs one round for each cut point 0..points-1: setup prepares
@@ -714,7 +376,7 @@ func TestRefreshChainsSurviveCuts(t *testing.T) {
 // answer once PostgreSQL has settled and reports whether the operation took
 // effect.
 func cutSweep(t *testing.T, proxy *tcpproxy.Proxy, db *bun.DB, points int,
-	setup func(n int), op func(n int) (gqlResponse, error), check func(n int, r gqlResponse) (done bool)) {
+	setup func(n int), op func(n int) (testkit.Response, error), check func(n int, r testkit.Response) (done bool)) {
 	t.Helper()
 	var unavailable int
 	outcomes := make([]string, 0, points)
@@ -726,16 +388,16 @@ func cutSweep(t *testing.T, proxy *tcpproxy.Proxy, db *bun.DB, points int,
 		if err != nil {
 			t.Fatalf("cut after %d chunks: %v", n, err)
 		}
-		switch r.code() {
+		switch r.Code() {
 		case "":
 		case "SERVICE_UNAVAILABLE":
 			unavailable++
 		default:
-			t.Fatalf("cut after %d chunks: code %q (%s), want success or SERVICE_UNAVAILABLE", n, r.code(), r.Errors[0].Message)
+			t.Fatalf("cut after %d chunks: code %q (%s), want success or SERVICE_UNAVAILABLE", n, r.Code(), r.Errors[0].Message)
 		}
 		settle(t, db)
 		switch done := check(n, r); {
-		case r.code() == "":
+		case r.Code() == "":
 			outcomes = append(outcomes, "ok")
 		case done:
 			outcomes = append(outcomes, "503:done")
@@ -755,10 +417,10 @@ func cutSweep(t *testing.T, proxy *tcpproxy.Proxy, db *bun.DB, points int,
 // success always means the new one.
 func TestRevocationsUnderCuts(t *testing.T) {
 	t.Parallel()
-	viaProxy, direct, proxy := proxiedDatabase(t)
-	prog := startProgram(t, map[string]string{"DATABASE_URL": viaProxy})
-	c := newAPIClient(t, prog.base)
-	db := openDirect(t, direct)
+	viaProxy, direct, proxy := testkit.ProxiedDatabase(t)
+	prog := testkit.StartRun(t, run, map[string]string{"DATABASE_URL": viaProxy})
+	c := prog.WithPatience()
+	db := testkit.OpenDirect(t, direct)
 	ctx := context.Background()
 
 	liveSessions := func(userID string) int {
@@ -777,20 +439,20 @@ func TestRevocationsUnderCuts(t *testing.T) {
 	}
 
 	t.Run("Logout", func(t *testing.T) {
-		owner := c.signUp(t, "logout@example.com")
-		var s payload
+		owner := c.SignUp(t, "logout@example.com")
+		var s testkit.Payload
 		cutSweep(t, proxy, db, 10, func(int) {
-			s = c.login(t, "logout@example.com", testPassword)
-		}, func(int) (gqlResponse, error) {
-			return c.call(s.AccessToken, logoutMutation, nil)
-		}, func(n int, r gqlResponse) bool {
+			s = c.Login(t, "logout@example.com", testkit.Password)
+		}, func(int) (testkit.Response, error) {
+			return c.Call(s.AccessToken, testkit.LogoutMutation, nil)
+		}, func(n int, r testkit.Response) bool {
 			revoked := isRevoked(s.Session.ID)
-			if r.code() == "" && !revoked {
+			if r.Code() == "" && !revoked {
 				t.Fatalf("cut after %d: logout answered true but the session is live", n)
 			}
-			me := c.mustAnswer(t, s.AccessToken, meQuery, nil)
-			if revoked != (me.code() == "UNAUTHENTICATED") {
-				t.Fatalf("cut after %d: revoked %v but me answered %q", n, revoked, me.code())
+			me := c.Post(t, s.AccessToken, testkit.MeQuery, nil)
+			if revoked != (me.Code() == "UNAUTHENTICATED") {
+				t.Fatalf("cut after %d: revoked %v but me answered %q", n, revoked, me.Code())
 			}
 			return revoked
 		})
@@ -800,21 +462,21 @@ func TestRevocationsUnderCuts(t *testing.T) {
 	})
 
 	t.Run("RevokeOtherSessions", func(t *testing.T) {
-		caller := c.signUp(t, "others@example.com")
+		caller := c.SignUp(t, "others@example.com")
 		var before int
 		cutSweep(t, proxy, db, 8, func(int) {
 			for liveSessions(caller.User.ID) < 3 {
-				c.login(t, "others@example.com", testPassword)
+				c.Login(t, "others@example.com", testkit.Password)
 			}
 			before = liveSessions(caller.User.ID)
-		}, func(int) (gqlResponse, error) {
-			return c.call(caller.AccessToken, revokeOthersMutaion, nil)
-		}, func(n int, r gqlResponse) bool {
+		}, func(int) (testkit.Response, error) {
+			return c.Call(caller.AccessToken, testkit.RevokeOthersMutation, nil)
+		}, func(n int, r testkit.Response) bool {
 			after := liveSessions(caller.User.ID)
 			if after != 1 && after != before {
 				t.Fatalf("cut after %d: %d of %d sessions live: a partial revocation", n, after, before)
 			}
-			if r.code() == "" && after != 1 {
+			if r.Code() == "" && after != 1 {
 				t.Fatalf("cut after %d: answered success but %d sessions live", n, after)
 			}
 			if isRevoked(caller.Session.ID) {
@@ -826,9 +488,9 @@ func TestRevocationsUnderCuts(t *testing.T) {
 
 	t.Run("ChangePassword", func(t *testing.T) {
 		const email = "password@example.com"
-		caller := c.signUp(t, email)
-		password := testPassword
-		other := c.login(t, email, password)
+		caller := c.SignUp(t, email)
+		password := testkit.Password
+		other := c.Login(t, email, password)
 		var hashBefore, next string
 		passwordHash := func() string {
 			var h string
@@ -840,15 +502,15 @@ func TestRevocationsUnderCuts(t *testing.T) {
 		cutSweep(t, proxy, db, 16, func(n int) {
 			hashBefore = passwordHash()
 			next = fmt.Sprintf("new password %d", n)
-		}, func(int) (gqlResponse, error) {
-			return c.call(caller.AccessToken, changePassword, map[string]any{"cur": password, "new": next})
-		}, func(n int, r gqlResponse) bool {
+		}, func(int) (testkit.Response, error) {
+			return c.Call(caller.AccessToken, testkit.ChangePasswordMutation, map[string]any{"cur": password, "new": next})
+		}, func(n int, r testkit.Response) bool {
 			changed := passwordHash() != hashBefore
 			othersEnded := isRevoked(other.Session.ID)
 			if changed != othersEnded {
 				t.Fatalf("cut after %d: password changed %v but other sessions ended %v", n, changed, othersEnded)
 			}
-			if r.code() == "" && !changed {
+			if r.Code() == "" && !changed {
 				t.Fatalf("cut after %d: answered success but nothing changed", n)
 			}
 			if isRevoked(caller.Session.ID) {
@@ -856,13 +518,13 @@ func TestRevocationsUnderCuts(t *testing.T) {
 			}
 			if changed {
 				password = next
-				other = c.login(t, email, password)
+				other = c.Login(t, email, password)
 			}
 			return changed
 		})
-		c.login(t, email, password)
+		c.Login(t, email, password)
 	})
-	prog.checkLogs(t)
+	prog.CheckLogs(t)
 }
 
 // TestGracefulShutdown stops the program (as SIGTERM does) while a request
@@ -870,30 +532,30 @@ func TestRevocationsUnderCuts(t *testing.T) {
 // request still completes and its work is committed, and run returns nil.
 func TestGracefulShutdown(t *testing.T) {
 	t.Parallel()
-	viaProxy, direct, proxy := proxiedDatabase(t)
-	prog := startProgram(t, map[string]string{"DATABASE_URL": viaProxy})
-	c := newAPIClient(t, prog.base)
-	p := c.signUp(t, "shutdown@example.com")
+	viaProxy, direct, proxy := testkit.ProxiedDatabase(t)
+	prog := testkit.StartRun(t, run, map[string]string{"DATABASE_URL": viaProxy})
+	c := prog.WithPatience()
+	p := c.SignUp(t, "shutdown@example.com")
 
 	proxy.SetDelay(150 * time.Millisecond) // a refresh now takes a couple of seconds
 	type answer struct {
-		r   gqlResponse
+		r   testkit.Response
 		err error
 	}
 	inFlight := make(chan answer, 1)
 	chunks := proxy.Stats().Chunks
 	go func() {
-		r, err := c.call(p.refresh(), refreshMutation, nil)
+		r, err := c.Call(p.Refresh(), testkit.RefreshMutation, nil)
 		inFlight <- answer{r, err}
 	}()
 	waitForDatabaseTraffic(t, proxy, chunks) // the request is in its handler
 	stopped := make(chan error, 1)
-	go func() { stopped <- prog.stop() }()
+	go func() { stopped <- prog.Stop() }()
 
 	refusedWhileInFlight := false
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		conn, err := net.DialTimeout("tcp", prog.addr, time.Second)
+		conn, err := net.DialTimeout("tcp", prog.Addr, time.Second)
 		if err != nil {
 			refusedWhileInFlight = len(inFlight) == 0
 			break
@@ -908,21 +570,21 @@ func TestGracefulShutdown(t *testing.T) {
 	if a.err != nil {
 		t.Fatalf("in-flight request: %v", a.err)
 	}
-	n, err := payloadOf(a.r, "refresh")
+	n, err := testkit.PayloadOf(a.r, "refresh")
 	if err != nil {
 		t.Fatalf("in-flight request did not complete: %v", err)
 	}
 	if err := <-stopped; err != nil {
 		t.Fatalf("run returned %v", err)
 	}
-	if !strings.Contains(prog.logs.String(), `"msg":"stopped"`) {
+	if !strings.Contains(prog.Logs.String(), `"msg":"stopped"`) {
 		t.Error(`run did not log "stopped"`)
 	}
-	prog.checkLogs(t)
+	prog.CheckLogs(t)
 
 	// The answer the client got is what the database holds.
-	after := newAPIClient(t, newTestServerOn(t, direct, nil).URL)
-	wantOK(t, after.mustAnswer(t, n.AccessToken, meQuery, nil))
+	after := testkit.StartRun(t, run, map[string]string{"DATABASE_URL": direct})
+	testkit.WantOK(t, after.Post(t, n.AccessToken, testkit.MeQuery, nil))
 }
 
 // waitForDatabaseTraffic waits until the proxy has carried more than after
@@ -941,87 +603,36 @@ func waitForDatabaseTraffic(t *testing.T, proxy *tcpproxy.Proxy, after int) {
 // process exits 0.
 func TestSIGTERM(t *testing.T) {
 	t.Parallel()
-	bin := buildProgram(t)
-	viaProxy, _, proxy := proxiedDatabase(t)
-	var logs syncBuffer
-	cmd := exec.Command(bin)
-	cmd.Env = []string{"ADDR=127.0.0.1:0", "DATABASE_URL=" + viaProxy, "GORACE=halt_on_error=1"}
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-	})
-	var addr string
-	for deadline := time.Now().Add(20 * time.Second); addr == ""; time.Sleep(20 * time.Millisecond) {
-		if addr = listeningAddr(logs.String()); addr == "" && time.Now().After(deadline) {
-			t.Fatalf("the program did not start; output:\n%s", logs.String())
-		}
-	}
-	c := newAPIClient(t, "http://"+addr)
-	p := c.signUp(t, "sigterm@example.com")
+	viaProxy, _, proxy := testkit.ProxiedDatabase(t)
+	prog := testkit.StartBinary(t, testkit.Build(t, "."), "", map[string]string{"DATABASE_URL": viaProxy, "GORACE": "halt_on_error=1"})
+	c := prog.WithPatience()
+	p := c.SignUp(t, "sigterm@example.com")
 
 	proxy.SetDelay(150 * time.Millisecond)
 	inFlight := make(chan error, 1)
 	chunks := proxy.Stats().Chunks
 	go func() {
-		r, err := c.call(p.refresh(), refreshMutation, nil)
+		r, err := c.Call(p.Refresh(), testkit.RefreshMutation, nil)
 		if err == nil {
-			_, err = payloadOf(r, "refresh")
+			_, err = testkit.PayloadOf(r, "refresh")
 		}
 		inFlight <- err
 	}()
 	waitForDatabaseTraffic(t, proxy, chunks)
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- prog.Stop() }() // SIGTERM
 	if err := <-inFlight; err != nil {
 		t.Errorf("the request in flight at SIGTERM: %v", err)
 	}
-	select {
-	case err := <-exited:
-		exited <- err
-		if err != nil {
-			t.Fatalf("the program exited with %v; output:\n%s", err, logs.String())
-		}
-	case <-time.After(25 * time.Second):
-		t.Fatal("the program did not exit within 25s of SIGTERM")
+	if err := <-stopped; err != nil {
+		t.Fatalf("the program exited with %v; output:\n%s", err, prog.Logs)
 	}
-	if _, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+	if _, err := net.DialTimeout("tcp", prog.Addr, time.Second); err == nil {
 		t.Error("the address still accepts connections after exit")
 	}
-	if out := logs.String(); !strings.Contains(out, `"msg":"stopped"`) || strings.Contains(out, "DATA RACE") {
+	if out := prog.Logs.String(); !strings.Contains(out, `"msg":"stopped"`) || strings.Contains(out, "DATA RACE") {
 		t.Errorf("want a clean stop in the output:\n%s", out)
 	}
-}
-
-// buildProgram compiles the program into a temporary directory, with the
-// race detector when this test binary has it (so the build reuses its
-// compiled packages and the process is checked for races too).
-func buildProgram(t *testing.T) string {
-	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	bin := filepath.Join(t.TempDir(), "sessionauth")
-	args := []string{"build", "-o", bin}
-	if info, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range info.Settings {
-			if s.Key == "-race" && s.Value == "true" {
-				args = append(args, "-race")
-			}
-		}
-	}
-	out, err := exec.Command(goTool, append(args, ".")...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return bin
 }
 
 // TestPoolSettings checks what openDB sets on every connection unless the
@@ -1029,7 +640,7 @@ func buildProgram(t *testing.T) string {
 // queries are not prepared (bun inlines values, so no statement repeats).
 func TestPoolSettings(t *testing.T) {
 	t.Parallel()
-	requirePostgres(t, "these are PostgreSQL connection settings")
+	pgtest.PostgresOnly(t, "these are PostgreSQL connection settings")
 	base, err := url.Parse(pgtest.New(t))
 	if err != nil {
 		t.Fatal(err)
@@ -1081,29 +692,22 @@ func TestPoolSettings(t *testing.T) {
 // recorded once.
 func TestConcurrentStartup(t *testing.T) {
 	t.Parallel()
-	requirePostgres(t, "a SQLite file belongs to one process, so two instances never share one")
+	pgtest.PostgresOnly(t, "a SQLite file belongs to one process, so two instances never share one")
 	url := pgtest.NewURL(t)
 	env := map[string]string{"DATABASE_URL": url}
-	progs := []*program{launchProgram(env), launchProgram(env)}
+	progs := []*testkit.Program{testkit.LaunchRun(t, run, env), testkit.LaunchRun(t, run, env)}
 	for _, p := range progs {
-		t.Cleanup(func() {
-			if err := p.stop(); err != nil {
-				t.Errorf("run returned %v", err)
-			}
-		})
-	}
-	for _, p := range progs {
-		if err := p.waitListening(30 * time.Second); err != nil {
+		if err := p.WaitListening(30 * time.Second); err != nil {
 			t.Fatal(err)
 		}
 	}
-	a, b := newAPIClient(t, progs[0].base), newAPIClient(t, progs[1].base)
-	a.waitStatus(t, "/readyz", http.StatusOK, 10*time.Second)
-	b.waitStatus(t, "/readyz", http.StatusOK, 10*time.Second)
-	p := a.signUp(t, "twins@example.com")
-	wantOK(t, b.mustAnswer(t, p.AccessToken, meQuery, nil))
+	a, b := progs[0].WithPatience(), progs[1].WithPatience()
+	a.WaitStatus(t, "/readyz", http.StatusOK, 10*time.Second)
+	b.WaitStatus(t, "/readyz", http.StatusOK, 10*time.Second)
+	p := a.SignUp(t, "twins@example.com")
+	testkit.WantOK(t, b.Post(t, p.AccessToken, testkit.MeQuery, nil))
 
-	db := openDirect(t, url)
+	db := testkit.OpenDirect(t, url)
 	var names []string
 	if err := db.NewRaw("SELECT name FROM bun_migrations ORDER BY name").Scan(context.Background(), &names); err != nil {
 		t.Fatal(err)
@@ -1147,12 +751,12 @@ func TestSoak(t *testing.T) {
 
 	before := settledGoroutines(0)
 	url := pgtest.New(t)
-	prog := startProgram(t, map[string]string{"DATABASE_URL": url, "SESSION_CACHE": os.Getenv("SOAK_CACHE")})
-	c := newAPIClient(t, prog.base)
+	prog := testkit.StartRun(t, run, map[string]string{"DATABASE_URL": url, "SESSION_CACHE": os.Getenv("SOAK_CACHE")})
+	c := prog.WithPatience()
 	emails := make([]string, workers)
 	for i := range emails {
 		emails[i] = fmt.Sprintf("soak%d@example.com", i)
-		c.signUp(t, emails[i])
+		c.SignUp(t, emails[i])
 	}
 
 	var requests, failures atomic.Int64
@@ -1160,13 +764,13 @@ func TestSoak(t *testing.T) {
 	var firstErrors []string
 	latencies := make([][]time.Duration, workers)
 	// step makes one request and returns data.field of its answer.
-	step := func(w int, field, token, query string, vars map[string]any) (payload, bool) {
+	step := func(w int, field, token, query string, vars map[string]any) (testkit.Payload, bool) {
 		start := time.Now()
-		r, err := c.call(token, query, vars)
+		r, err := c.Call(token, query, vars)
 		latencies[w] = append(latencies[w], time.Since(start))
 		requests.Add(1)
 		if err == nil && len(r.Errors) > 0 {
-			err = fmt.Errorf("%s: %s", r.code(), r.Errors[0].Message)
+			err = fmt.Errorf("%s: %s", r.Code(), r.Errors[0].Message)
 		}
 		if err != nil {
 			failures.Add(1)
@@ -1175,38 +779,38 @@ func TestSoak(t *testing.T) {
 				firstErrors = append(firstErrors, fmt.Sprintf("%s: %v", field, err))
 			}
 			mu.Unlock()
-			return payload{}, false
+			return testkit.Payload{}, false
 		}
-		var p payload
+		var p testkit.Payload
 		if raw := r.Data[field]; len(raw) > 0 && raw[0] == '{' {
 			json.Unmarshal(raw, &p)
 		}
 		return p, true
 	}
 	iteration := func(w int, i int) {
-		p, ok := step(w, "login", "", loginMutation, map[string]any{"email": emails[w], "password": testPassword})
+		p, ok := step(w, "login", "", testkit.LoginMutation, map[string]any{"email": emails[w], "password": testkit.Password})
 		if !ok {
 			return
 		}
-		step(w, "me", p.AccessToken, meQuery, nil)
-		q, ok := step(w, "refresh", p.refresh(), refreshMutation, nil)
+		step(w, "me", p.AccessToken, testkit.MeQuery, nil)
+		q, ok := step(w, "refresh", p.Refresh(), testkit.RefreshMutation, nil)
 		if !ok {
 			return
 		}
-		step(w, "me", q.AccessToken, meQuery, nil)
-		step(w, "mySessions", q.AccessToken, mySessionsQuery, nil)
-		r, ok := step(w, "refresh", q.refresh(), refreshMutation, nil)
+		step(w, "me", q.AccessToken, testkit.MeQuery, nil)
+		step(w, "mySessions", q.AccessToken, testkit.MySessionsQuery, nil)
+		r, ok := step(w, "refresh", q.Refresh(), testkit.RefreshMutation, nil)
 		if !ok {
 			return
 		}
 		for range 3 {
-			step(w, "me", r.AccessToken, meQuery, nil)
+			step(w, "me", r.AccessToken, testkit.MeQuery, nil)
 		}
 		token := r.AccessToken
 		if i%2 == 1 {
-			token = r.refresh()
+			token = r.Refresh()
 		}
-		step(w, "logout", token, logoutMutation, nil)
+		step(w, "logout", token, testkit.LogoutMutation, nil)
 	}
 	load := func(until time.Time) {
 		var wg sync.WaitGroup
@@ -1226,7 +830,7 @@ func TestSoak(t *testing.T) {
 		latencies[w] = latencies[w][:0]
 	}
 	sample := func(label string) soakSample {
-		c.http.CloseIdleConnections()
+		c.HTTP.CloseIdleConnections()
 		s := soakSample{label: label, goroutines: settledGoroutines(0)}
 		runtime.GC()
 		var m runtime.MemStats
@@ -1251,7 +855,7 @@ func TestSoak(t *testing.T) {
 	}
 	elapsed := time.Since(began)
 	last := sample("end")
-	if err := prog.stop(); err != nil {
+	if err := prog.Stop(); err != nil {
 		t.Fatalf("run returned %v", err)
 	}
 	after := settledGoroutines(before)
@@ -1278,7 +882,7 @@ func TestSoak(t *testing.T) {
 	if last.heap > 2*first.heap+32<<20 {
 		t.Errorf("heap grew from %.1f MiB to %.1f MiB", mib(first.heap), mib(last.heap))
 	}
-	prog.checkLogs(t)
+	prog.CheckLogs(t)
 }
 
 type soakSample struct {

@@ -4,23 +4,25 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/example/sessionauth/internal/testkit"
 )
 
 const renameMutation = `mutation($id: ID!, $name: String!) {
-	renameSession(id: $id, deviceName: $name) { ` + sessionFields + ` } }`
+	renameSession(id: $id, deviceName: $name) { ` + testkit.SessionFields + ` } }`
 
 // rename calls renameSession with token as bearer.
-func (s *testServer) rename(t *testing.T, token, id, name string) gqlResponse {
+func (s *testServer) rename(t *testing.T, token, id, name string) testkit.Response {
 	t.Helper()
-	return s.post(t, token, renameMutation, map[string]any{"id": id, "name": name})
+	return s.Post(t, token, renameMutation, map[string]any{"id": id, "name": name})
 }
 
 // deviceNames returns the device name of each of the caller's live sessions,
 // by session id, as mySessions lists them.
 func (s *testServer) deviceNames(t *testing.T, token string) map[string]string {
 	t.Helper()
-	var list []session
-	s.post(t, token, mySessionsQuery, nil).field(t, "mySessions", &list)
+	var list []testkit.Session
+	s.Post(t, token, testkit.MySessionsQuery, nil).Field(t, "mySessions", &list)
 	names := make(map[string]string, len(list))
 	for _, sess := range list {
 		names[sess.ID] = ""
@@ -34,15 +36,15 @@ func (s *testServer) deviceNames(t *testing.T, token string) map[string]string {
 func TestRenameSession(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, nil)
-	a := s.signUp(t, "renamer@example.com")
-	b := s.login(t, "renamer@example.com")
-	mallory := s.signUp(t, "mallory@example.com")
+	a := s.SignUp(t, "renamer@example.com")
+	b := s.Login(t, "renamer@example.com", testkit.Password)
+	mallory := s.SignUp(t, "mallory@example.com")
 
 	t.Run("OwnOtherSession", func(t *testing.T) {
 		r := s.rename(t, a.AccessToken, b.Session.ID, "  Work laptop  ")
-		wantOK(t, r)
-		var got session
-		r.field(t, "renameSession", &got)
+		testkit.WantOK(t, r)
+		var got testkit.Session
+		r.Field(t, "renameSession", &got)
 		if got.ID != b.Session.ID || got.DeviceName == nil || *got.DeviceName != "Work laptop" || got.Current {
 			t.Fatalf("renameSession = %+v, want b's session named %q, not current", got, "Work laptop")
 		}
@@ -55,9 +57,9 @@ func TestRenameSession(t *testing.T) {
 	})
 	t.Run("CurrentSessionIsCurrent", func(t *testing.T) {
 		r := s.rename(t, a.AccessToken, a.Session.ID, "Phone")
-		wantOK(t, r)
-		var got session
-		r.field(t, "renameSession", &got)
+		testkit.WantOK(t, r)
+		var got testkit.Session
+		r.Field(t, "renameSession", &got)
 		if got.ID != a.Session.ID || !got.Current {
 			t.Fatalf("renameSession = %+v, want a's session, current", got)
 		}
@@ -68,21 +70,21 @@ func TestRenameSession(t *testing.T) {
 	t.Run("HundredMultiByteCharacters", func(t *testing.T) {
 		name := strings.Repeat("é", 50) + strings.Repeat("🔑", 50)
 		r := s.rename(t, a.AccessToken, b.Session.ID, name)
-		wantOK(t, r)
+		testkit.WantOK(t, r)
 		if got := s.deviceNames(t, a.AccessToken)[b.Session.ID]; got != name {
 			t.Fatalf("mySessions shows %q, want %q", got, name)
 		}
 	})
 	t.Run("BadNames", func(t *testing.T) {
 		for _, name := range []string{strings.Repeat("x", 101), strings.Repeat("é", 101), "", "   \t "} {
-			wantCode(t, s.rename(t, a.AccessToken, a.Session.ID, name), "BAD_USER_INPUT")
+			testkit.WantCode(t, s.rename(t, a.AccessToken, a.Session.ID, name), "BAD_USER_INPUT")
 		}
 		if got := s.deviceNames(t, a.AccessToken)[a.Session.ID]; got != "Phone" {
 			t.Fatalf("a refused rename changed the name to %q", got)
 		}
 	})
 	t.Run("AnotherUsersSessionIsNotFound", func(t *testing.T) {
-		wantCode(t, s.rename(t, mallory.AccessToken, a.Session.ID, "pwned"), "NOT_FOUND")
+		testkit.WantCode(t, s.rename(t, mallory.AccessToken, a.Session.ID, "pwned"), "NOT_FOUND")
 		if got := s.deviceNames(t, a.AccessToken)[a.Session.ID]; got != "Phone" {
 			t.Fatalf("another user renamed the session to %q", got)
 		}
@@ -95,29 +97,29 @@ func TestRenameSession(t *testing.T) {
 			"urn:uuid:00000000-0000-0000-0000-000000000000", // valid to uuid.Validate, refused by PostgreSQL
 			a.Session.ID + "0",
 		} {
-			wantCode(t, s.rename(t, a.AccessToken, id, "x"), "NOT_FOUND")
+			testkit.WantCode(t, s.rename(t, a.AccessToken, id, "x"), "NOT_FOUND")
 		}
 	})
 	t.Run("RevokedSessionIsNotFound", func(t *testing.T) {
-		c := s.login(t, "renamer@example.com")
-		wantOK(t, s.post(t, c.AccessToken, logoutMutation, nil))
-		wantCode(t, s.rename(t, a.AccessToken, c.Session.ID, "ghost"), "NOT_FOUND")
+		c := s.Login(t, "renamer@example.com", testkit.Password)
+		testkit.WantOK(t, s.Post(t, c.AccessToken, testkit.LogoutMutation, nil))
+		testkit.WantCode(t, s.rename(t, a.AccessToken, c.Session.ID, "ghost"), "NOT_FOUND")
 	})
 	t.Run("ExpiredSessionIsNotFound", func(t *testing.T) {
-		d := s.login(t, "renamer@example.com")
+		d := s.Login(t, "renamer@example.com", testkit.Password)
 		s.backdate(t, "refresh_expires_at", d.Session.ID, time.Second)
-		wantCode(t, s.rename(t, a.AccessToken, d.Session.ID, "ghost"), "NOT_FOUND")
+		testkit.WantCode(t, s.rename(t, a.AccessToken, d.Session.ID, "ghost"), "NOT_FOUND")
 	})
 	t.Run("NeedsAccessToken", func(t *testing.T) {
-		wantCode(t, s.rename(t, "", a.Session.ID, "anon"), "UNAUTHENTICATED")
-		wantCode(t, s.rename(t, a.refresh(), a.Session.ID, "anon"), "UNAUTHENTICATED")
+		testkit.WantCode(t, s.rename(t, "", a.Session.ID, "anon"), "UNAUTHENTICATED")
+		testkit.WantCode(t, s.rename(t, a.Refresh(), a.Session.ID, "anon"), "UNAUTHENTICATED")
 		if got := s.deviceNames(t, a.AccessToken)[a.Session.ID]; got != "Phone" {
 			t.Fatalf("an unauthenticated rename changed the name to %q", got)
 		}
 	})
 	t.Run("ExpiredAccessToken", func(t *testing.T) {
-		e := s.login(t, "renamer@example.com")
+		e := s.Login(t, "renamer@example.com", testkit.Password)
 		s.backdate(t, "access_expires_at", e.Session.ID, time.Second)
-		wantCode(t, s.rename(t, e.AccessToken, e.Session.ID, "late"), "TOKEN_EXPIRED")
+		testkit.WantCode(t, s.rename(t, e.AccessToken, e.Session.ID, "late"), "TOKEN_EXPIRED")
 	})
 }

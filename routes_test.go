@@ -16,6 +16,7 @@ import (
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
 	"github.com/example/sessionauth/auth"
+	"github.com/example/sessionauth/internal/testkit"
 )
 
 func TestPresentError(t *testing.T) {
@@ -69,16 +70,16 @@ func TestPresentErrorHidesSuggestions(t *testing.T) {
 func TestNoStore(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, nil)
-	p := s.signUp(t, "nostore@example.com")
+	p := s.SignUp(t, "nostore@example.com")
 	cases := []struct {
 		name, token, query string
 		vars               map[string]any
 		body               string // sent as it is when set
 	}{
-		{name: "SignUp", query: signUpMutation, vars: map[string]any{"email": "nostore2@example.com", "password": testPassword}},
-		{name: "Login", query: loginMutation, vars: map[string]any{"email": "nostore@example.com", "password": testPassword}},
-		{name: "Refresh", token: p.refresh(), query: refreshMutation},
-		{name: "WrongPassword", query: loginMutation, vars: map[string]any{"email": "nostore@example.com", "password": "wrong password"}},
+		{name: "SignUp", query: testkit.SignUpMutation, vars: map[string]any{"email": "nostore2@example.com", "password": testkit.Password}},
+		{name: "Login", query: testkit.LoginMutation, vars: map[string]any{"email": "nostore@example.com", "password": testkit.Password}},
+		{name: "Refresh", token: p.Refresh(), query: testkit.RefreshMutation},
+		{name: "WrongPassword", query: testkit.LoginMutation, vars: map[string]any{"email": "nostore@example.com", "password": "wrong password"}},
 		{name: "ValidationError", query: `{ nothing }`},
 		{name: "BodyTooLarge", body: `{"query": "{ __typename }", "pad": "` + strings.Repeat("x", maxBodyBytes) + `"}`},
 	}
@@ -98,7 +99,7 @@ func TestNoStore(t *testing.T) {
 		})
 	}
 	t.Run("GET", func(t *testing.T) {
-		req, _ := http.NewRequest(http.MethodGet, s.URL+"/graphql?query="+url.QueryEscape(meQuery), nil)
+		req, _ := http.NewRequest(http.MethodGet, s.URL+"/graphql?query="+url.QueryEscape(testkit.MeQuery), nil)
 		req.Header.Set("Authorization", "Bearer "+p.AccessToken)
 		wantNoStore(t, req)
 	})

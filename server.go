@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/uptrace/bun"
+
 	"github.com/example/sessionauth/auth"
 	"github.com/example/sessionauth/graph"
 	"github.com/example/sessionauth/internal/database"
@@ -77,7 +79,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// run returns.
 	bg, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBackground()
-	svc := auth.NewService(db, cfg.Auth, logger)
+	svc, h := newApp(bg, cfg, db, logger)
 	housekeeping := make(chan struct{})
 	go func() {
 		defer close(housekeeping)
@@ -97,11 +99,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		stopBackground()
 		<-delivering
 	}()
-	if cfg.SessionCache && cfg.Database.Backend == database.Postgres {
-		// One SQLite process needs no cache: its lookups are local reads.
-		svc.EnableCache(bg, cfg.Database.URL)
-	}
-	h := newServer(cfg, db, svc, logger)
 	srv := &http.Server{
 		Addr:              cfg.Addr,
 		Handler:           h,
@@ -183,6 +180,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// newApp builds the domain service over db and the HTTP handler that serves
+// it, as run serves them and tests drive them; ctx bounds the session
+// cache's listener.
+func newApp(ctx context.Context, cfg config, db *bun.DB, logger *slog.Logger) (*auth.Service, *server) {
+	svc := auth.NewService(db, cfg.Auth, logger)
+	if cfg.SessionCache && cfg.Database.Backend == database.Postgres {
+		// One SQLite process needs no cache: its lookups are local reads.
+		svc.EnableCache(ctx, cfg.Database.URL)
+	}
+	return svc, newServer(cfg, db, svc, logger)
 }
 
 // logDatabase says first thing where the data lives; for the embedded SQLite

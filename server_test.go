@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -12,143 +11,55 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/example/sessionauth/internal/pgtest"
+	"github.com/example/sessionauth/internal/testkit"
 	"github.com/example/sessionauth/migrations"
 )
-
-// runningServer is the real program, started with run() as main starts it.
-type runningServer struct {
-	base    string // http://ADDR
-	metrics string // http://METRICS_ADDR, "" when off
-	logs    *syncBuffer
-	cancel  context.CancelFunc
-	done    chan error
-}
-
-// startRun runs the program with env, on any free port unless env sets ADDR,
-// and waits until it serves; it is stopped when t ends if the test has not.
-func startRun(t *testing.T, env map[string]string) *runningServer {
-	t.Helper()
-	if env["ADDR"] == "" {
-		env["ADDR"] = "127.0.0.1:0"
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &runningServer{logs: new(syncBuffer), cancel: cancel, done: make(chan error, 1)}
-	go func() { s.done <- run(ctx, nil, func(k string) string { return env[k] }, s.logs, io.Discard) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-s.done:
-		case <-time.After(20 * time.Second):
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		for _, line := range logLines(t, s.logs) {
-			if line["msg"] == "listening" {
-				s.base = "http://" + line["addr"].(string)
-				if m, _ := line["metrics_addr"].(string); env["METRICS_ADDR"] != "" {
-					s.metrics = "http://" + m
-				}
-				return s
-			}
-		}
-		select {
-		case err := <-s.done:
-			s.done <- err
-			t.Fatalf("run returned %v before it listened:\n%s", err, s.logs)
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the server did not come up:\n%s", s.logs)
-		}
-	}
-}
-
-// stop ends the program as SIGTERM would and returns what run returned.
-func (s *runningServer) stop(t *testing.T) error {
-	t.Helper()
-	s.cancel()
-	select {
-	case err := <-s.done:
-		s.done <- err
-		return err
-	case <-time.After(20 * time.Second):
-		t.Fatal("run did not stop")
-		return nil
-	}
-}
-
-// logLines decodes every complete JSON line written to logs.
-func logLines(t *testing.T, logs *syncBuffer) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	text := logs.String()
-	for line := range strings.Lines(text[:strings.LastIndexByte(text, '\n')+1]) {
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("log line %q: %v", line, err)
-		}
-		out = append(out, m)
-	}
-	return out
-}
-
-func get(t *testing.T, url string) int {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode
-}
 
 // TestRun starts the real program with run() on free ports and walks a
 // client's whole life over HTTP, then stops it as SIGTERM would.
 func TestRun(t *testing.T) {
 	t.Parallel()
 	url := pgtest.NewURL(t) // empty: run must migrate it
-	srv := startRun(t, map[string]string{"DATABASE_URL": url, "METRICS_ADDR": "127.0.0.1:0"})
-	client := &testServer{URL: srv.base}
+	srv := testkit.StartRun(t, run, map[string]string{"DATABASE_URL": url, "METRICS_ADDR": "127.0.0.1:0"})
 
-	p := client.signUp(t, "run@example.com")
-	wantOK(t, client.post(t, p.AccessToken, meQuery, nil))
-	n := client.refresh(t, p.refresh())
-	wantOK(t, client.post(t, n.AccessToken, logoutMutation, nil))
-	wantCode(t, client.post(t, n.AccessToken, meQuery, nil), "UNAUTHENTICATED")
+	p := srv.SignUp(t, "run@example.com")
+	testkit.WantOK(t, srv.Post(t, p.AccessToken, testkit.MeQuery, nil))
+	n := srv.Refresh(t, p.Refresh())
+	testkit.WantOK(t, srv.Post(t, n.AccessToken, testkit.LogoutMutation, nil))
+	testkit.WantCode(t, srv.Post(t, n.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
 
 	for path, want := range map[string]int{"/readyz": 200, "/": 200, "/healthz": 200, "/nope": 404, "/metrics": 404} {
-		if got := get(t, srv.base+path); got != want {
+		if got := srv.Status(t, path); got != want {
 			t.Errorf("GET %s = %d, want %d", path, got, want)
 		}
 	}
 	// The metrics listener serves /metrics and nothing else.
+	metrics := &testkit.Client{URL: srv.Metrics}
 	for path, want := range map[string]int{"/metrics": 200, "/healthz": 404, "/graphql": 404, "/": 404} {
-		if got := get(t, srv.metrics+path); got != want {
+		if got := metrics.Status(t, path); got != want {
 			t.Errorf("GET %s on METRICS_ADDR = %d, want %d", path, got, want)
 		}
 	}
 
-	if err := srv.stop(t); err != nil {
+	if err := srv.Stop(); err != nil {
 		t.Fatalf("run returned %v", err)
 	}
-	for _, base := range []string{srv.base, srv.metrics} {
+	for _, base := range []string{srv.URL, srv.Metrics} {
 		if resp, err := http.Get(base + "/metrics"); err == nil {
 			resp.Body.Close()
 			t.Errorf("%s still answers after run returned", base)
 		}
 	}
-	out := srv.logs.String()
+	out := srv.Logs.String()
 	if !strings.Contains(out, `"msg":"listening"`) || !strings.Contains(out, `"msg":"request"`) || !strings.Contains(out, `"msg":"stopped"`) {
 		t.Fatalf("missing start-up, request or stop log lines:\n%s", out)
 	}
 	if first, _, _ := strings.Cut(out, "\n"); !strings.Contains(first, `"database":"`+string(pgtest.Backend())+`"`) {
 		t.Fatalf("the first log line does not say which database: %s", first)
 	}
-	for _, secret := range []string{p.AccessToken, p.refresh(), n.AccessToken, n.refresh(), testPassword} {
+	for _, secret := range []string{p.AccessToken, p.Refresh(), n.AccessToken, n.Refresh(), testkit.Password} {
 		if strings.Contains(out, secret) {
 			t.Fatalf("a token or password reached the log")
 		}
@@ -180,22 +91,22 @@ func TestTwoInstancesAgree(t *testing.T) {
 	a := newTestServerOn(t, url, nil)
 	b := newTestServerOn(t, url, nil)
 
-	p := a.signUp(t, "lb@example.com")
-	wantOK(t, b.post(t, p.AccessToken, meQuery, nil))
-	n := b.refresh(t, p.refresh())
-	wantCode(t, a.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
-	wantOK(t, a.post(t, n.AccessToken, meQuery, nil))
+	p := a.SignUp(t, "lb@example.com")
+	testkit.WantOK(t, b.Post(t, p.AccessToken, testkit.MeQuery, nil))
+	n := b.Refresh(t, p.Refresh())
+	testkit.WantCode(t, a.Post(t, p.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
+	testkit.WantOK(t, a.Post(t, n.AccessToken, testkit.MeQuery, nil))
 	// A retry on the other instance gets the same pair.
-	again := a.refresh(t, p.refresh())
+	again := a.Refresh(t, p.Refresh())
 	if again.AccessToken != n.AccessToken {
 		t.Fatal("instances disagree on the refreshed pair")
 	}
-	q := b.login(t, "lb@example.com")
-	wantOK(t, a.post(t, q.AccessToken, revokeMutation, map[string]any{"id": n.Session.ID}))
-	wantCode(t, b.post(t, n.AccessToken, meQuery, nil), "UNAUTHENTICATED")
-	wantOK(t, a.post(t, q.AccessToken, logoutMutation, nil))
-	wantCode(t, b.post(t, q.AccessToken, meQuery, nil), "UNAUTHENTICATED")
-	wantCode(t, b.post(t, q.refresh(), refreshMutation, nil), "UNAUTHENTICATED")
+	q := b.Login(t, "lb@example.com", testkit.Password)
+	testkit.WantOK(t, a.Post(t, q.AccessToken, testkit.RevokeMutation, map[string]any{"id": n.Session.ID}))
+	testkit.WantCode(t, b.Post(t, n.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
+	testkit.WantOK(t, a.Post(t, q.AccessToken, testkit.LogoutMutation, nil))
+	testkit.WantCode(t, b.Post(t, q.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
+	testkit.WantCode(t, b.Post(t, q.Refresh(), testkit.RefreshMutation, nil), "UNAUTHENTICATED")
 }
 
 // TestTokensNeverStoredInPlainText dumps every table as text and looks for
@@ -204,11 +115,11 @@ func TestTwoInstancesAgree(t *testing.T) {
 func TestTokensNeverStoredInPlainText(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, nil)
-	p := s.signUp(t, "vault@example.com")
-	n := s.refresh(t, p.refresh())
-	m := s.refresh(t, n.refresh())
-	q := s.login(t, "vault@example.com")
-	tokens := []string{p.AccessToken, p.refresh(), n.AccessToken, n.refresh(), m.AccessToken, m.refresh(), q.AccessToken, q.refresh()}
+	p := s.SignUp(t, "vault@example.com")
+	n := s.Refresh(t, p.Refresh())
+	m := s.Refresh(t, n.Refresh())
+	q := s.Login(t, "vault@example.com", testkit.Password)
+	tokens := []string{p.AccessToken, p.Refresh(), n.AccessToken, n.Refresh(), m.AccessToken, m.Refresh(), q.AccessToken, q.Refresh()}
 
 	dump := dumpDatabase(t, s.db)
 	if !strings.Contains(dump, "vault@example.com") {
@@ -222,7 +133,7 @@ func TestTokensNeverStoredInPlainText(t *testing.T) {
 			}
 		}
 	}
-	for _, pw := range []string{testPassword} {
+	for _, pw := range []string{testkit.Password} {
 		if strings.Contains(dump, pw) {
 			t.Fatal("a password is stored in plain text")
 		}
@@ -248,22 +159,22 @@ func TestDatabaseUnreachable(t *testing.T) {
 	s := newTestServerOn(t, url, nil)
 
 	token := strings.Repeat("A", 256)
-	for name, r := range map[string]gqlResponse{
-		"me":      s.post(t, token, meQuery, nil),
-		"refresh": s.post(t, token, refreshMutation, nil),
-		"logout":  s.post(t, token, logoutMutation, nil),
-		"login":   s.post(t, "", loginMutation, map[string]any{"email": "a@example.com", "password": testPassword}),
-		"signUp":  s.post(t, "", signUpMutation, map[string]any{"email": "a@example.com", "password": testPassword}),
+	for name, r := range map[string]testkit.Response{
+		"me":      s.Post(t, token, testkit.MeQuery, nil),
+		"refresh": s.Post(t, token, testkit.RefreshMutation, nil),
+		"logout":  s.Post(t, token, testkit.LogoutMutation, nil),
+		"login":   s.Post(t, "", testkit.LoginMutation, map[string]any{"email": "a@example.com", "password": testkit.Password}),
+		"signUp":  s.Post(t, "", testkit.SignUpMutation, map[string]any{"email": "a@example.com", "password": testkit.Password}),
 	} {
 		t.Run(name, func(t *testing.T) {
-			wantCode(t, r, "SERVICE_UNAVAILABLE")
+			testkit.WantCode(t, r, "SERVICE_UNAVAILABLE")
 			if strings.Contains(r.Errors[0].Message, "127.0.0.1") || strings.Contains(r.Errors[0].Message, "dial") {
 				t.Fatalf("message leaks internals: %q", r.Errors[0].Message)
 			}
 		})
 	}
 	// Anonymous requests that need no database still work.
-	wantOK(t, s.post(t, "", `{ __typename }`, nil))
+	testkit.WantOK(t, s.Post(t, "", `{ __typename }`, nil))
 	resp, err := http.Get(s.URL + "/readyz")
 	if err != nil {
 		t.Fatal(err)
@@ -311,8 +222,8 @@ func TestConcurrentMigrations(t *testing.T) {
 func TestMutationOverGETRefused(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, nil)
-	p := s.signUp(t, "get@example.com")
-	req, _ := http.NewRequest(http.MethodGet, s.URL+"/graphql?query="+strings.ReplaceAll(logoutMutation, " ", "%20"), nil)
+	p := s.SignUp(t, "get@example.com")
+	req, _ := http.NewRequest(http.MethodGet, s.URL+"/graphql?query="+strings.ReplaceAll(testkit.LogoutMutation, " ", "%20"), nil)
 	req.Header.Set("Authorization", "Bearer "+p.AccessToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -322,5 +233,5 @@ func TestMutationOverGETRefused(t *testing.T) {
 	if resp.StatusCode == http.StatusOK {
 		t.Fatalf("GET mutation answered 200")
 	}
-	wantOK(t, s.post(t, p.AccessToken, meQuery, nil))
+	testkit.WantOK(t, s.Post(t, p.AccessToken, testkit.MeQuery, nil))
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/example/sessionauth/internal/pgtest"
+	"github.com/example/sessionauth/internal/testkit"
 )
 
 // TestLoginRacingChangePassword starts logins with the old password around a
@@ -18,7 +19,7 @@ func TestLoginRacingChangePassword(t *testing.T) {
 	t.Parallel()
 	url := pgtest.New(t)
 	edit := func(c *config) { c.Auth.Throttle.MaxFailures = 1000 }
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Log(logs.String())
@@ -27,8 +28,8 @@ func TestLoginRacingChangePassword(t *testing.T) {
 	a := newLoggedTestServer(t, url, edit, &logs)
 	b := newLoggedTestServer(t, url, edit, &logs)
 	smallPools(a, b)
-	p := a.signUp(t, "racer@example.com")
-	passwords := []string{testPassword, "second password 2", "third password 3", "fourth password 4"}
+	p := a.SignUp(t, "racer@example.com")
+	passwords := []string{testkit.Password, "second password 2", "third password 3", "fourth password 4"}
 	// Every login costs an argon2 run: few enough to stay well inside the
 	// request deadline on a loaded machine under the race detector.
 	const logins = 8
@@ -50,32 +51,32 @@ func TestLoginRacingChangePassword(t *testing.T) {
 				// commit, so that some logins read the old hash before
 				// the commit and reach their sign-in after it.
 				time.Sleep(spread/4 + time.Duration(i)*spread/logins)
-				r := s.post(t, "", loginMutation, loginVars("racer@example.com", old))
-				switch r.code() {
+				r := s.Post(t, "", testkit.LoginMutation, loginVars("racer@example.com", old))
+				switch r.Code() {
 				case "":
-					var q payload
-					r.field(t, "login", &q)
+					var q testkit.Payload
+					r.Field(t, "login", &q)
 					mu.Lock()
-					tokens = append(tokens, q.AccessToken, q.refresh())
+					tokens = append(tokens, q.AccessToken, q.Refresh())
 					mu.Unlock()
 				case "INVALID_CREDENTIALS": // it lost the race: the password had changed
 				default:
-					t.Errorf("login answered %s", r.code())
+					t.Errorf("login answered %s", r.Code())
 				}
 			})
 		}
 		close(start)
 		time.Sleep(5 * time.Millisecond)
 		began := time.Now()
-		wantOK(t, a.post(t, p.AccessToken, changePassword, map[string]any{"cur": old, "new": next}))
+		testkit.WantOK(t, a.Post(t, p.AccessToken, testkit.ChangePasswordMutation, map[string]any{"cur": old, "new": next}))
 		lapse = min(time.Since(began), time.Second) // the next round spreads over this round's change
 		wg.Wait()
 		for i, tok := range tokens {
 			s := []*testServer{a, b}[i%2]
 			if i%2 == 0 {
-				wantCode(t, s.post(t, tok, meQuery, nil), "UNAUTHENTICATED")
+				testkit.WantCode(t, s.Post(t, tok, testkit.MeQuery, nil), "UNAUTHENTICATED")
 			} else {
-				wantCode(t, s.post(t, tok, refreshMutation, nil), "UNAUTHENTICATED")
+				testkit.WantCode(t, s.Post(t, tok, testkit.RefreshMutation, nil), "UNAUTHENTICATED")
 			}
 		}
 		live, err := a.db.NewSelect().Table("sessions").Where("revoked_at IS NULL AND id <> ?", p.Session.ID).Count(ctxT(t))
@@ -83,12 +84,12 @@ func TestLoginRacingChangePassword(t *testing.T) {
 			t.Fatal(err)
 		}
 		if live != 0 {
-			t.Fatalf("round %d: %d sessions made with the old password are live after changePassword returned", round, live)
+			t.Fatalf("round %d: %d sessions made with the old password are live after testkit.ChangePasswordMutation returned", round, live)
 		}
 		t.Logf("round %d: %d of %d logins got in before the change, all ended", round, len(tokens)/2, logins)
 	}
-	wantOK(t, b.post(t, "", loginMutation, loginVars("racer@example.com", passwords[len(passwords)-1])))
-	wantCode(t, b.post(t, "", loginMutation, loginVars("racer@example.com", passwords[0])), "INVALID_CREDENTIALS")
+	testkit.WantOK(t, b.Post(t, "", testkit.LoginMutation, loginVars("racer@example.com", passwords[len(passwords)-1])))
+	testkit.WantCode(t, b.Post(t, "", testkit.LoginMutation, loginVars("racer@example.com", passwords[0])), "INVALID_CREDENTIALS")
 }
 
 // TestConcurrentSignUpsOfOneEmail: of concurrent sign-ups of one email over
@@ -97,9 +98,9 @@ func TestLoginRacingChangePassword(t *testing.T) {
 func TestConcurrentSignUpsOfOneEmail(t *testing.T) {
 	t.Parallel()
 	a, b := twoInstances(t, nil)
-	got := race(6, a, b, func(i int, s *testServer) gqlResponse {
-		vars := map[string]any{"email": fmt.Sprintf("Twin@example.com"), "password": testPassword}
-		return s.post(t, "", signUpMutation, vars)
+	got := race(6, a, b, func(i int, s *testServer) testkit.Response {
+		vars := map[string]any{"email": fmt.Sprintf("Twin@example.com"), "password": testkit.Password}
+		return s.Post(t, "", testkit.SignUpMutation, vars)
 	})
 	if got.n[""] != 1 || got.n["EMAIL_TAKEN"] != 5 {
 		t.Fatalf("answers %v, want one success and 5 EMAIL_TAKEN", got.n)

@@ -9,15 +9,16 @@ import (
 	"time"
 
 	"github.com/example/sessionauth/internal/pgtest"
+	"github.com/example/sessionauth/internal/testkit"
 )
 
 func loginVars(email, password string) map[string]any {
 	return map[string]any{"email": email, "password": password}
 }
 
-func retryAfter(t *testing.T, r gqlResponse) float64 {
+func retryAfter(t *testing.T, r testkit.Response) float64 {
 	t.Helper()
-	wantCode(t, r, "RATE_LIMITED")
+	testkit.WantCode(t, r, "RATE_LIMITED")
 	secs, ok := r.Errors[0].Extensions["retryAfterSeconds"].(float64)
 	if !ok || secs < 1 {
 		t.Fatalf("retryAfterSeconds = %v", r.Errors[0].Extensions["retryAfterSeconds"])
@@ -37,23 +38,23 @@ func TestLoginBruteForce(t *testing.T) {
 	}
 	a := newTestServerOn(t, url, edit)
 	b := newTestServerOn(t, url, edit)
-	a.signUp(t, "victim@example.com")
+	a.SignUp(t, "victim@example.com")
 
-	wantCode(t, a.post(t, "", loginMutation, loginVars("victim@example.com", "guess one")), "INVALID_CREDENTIALS")
-	wantCode(t, b.post(t, "", loginMutation, loginVars("VICTIM@example.com", "guess two")), "INVALID_CREDENTIALS")
-	wantCode(t, a.post(t, "", loginMutation, loginVars("victim@example.com", "guess three")), "INVALID_CREDENTIALS")
+	testkit.WantCode(t, a.Post(t, "", testkit.LoginMutation, loginVars("victim@example.com", "guess one")), "INVALID_CREDENTIALS")
+	testkit.WantCode(t, b.Post(t, "", testkit.LoginMutation, loginVars("VICTIM@example.com", "guess two")), "INVALID_CREDENTIALS")
+	testkit.WantCode(t, a.Post(t, "", testkit.LoginMutation, loginVars("victim@example.com", "guess three")), "INVALID_CREDENTIALS")
 
-	secs := retryAfter(t, b.post(t, "", loginMutation, loginVars("victim@example.com", testPassword)))
+	secs := retryAfter(t, b.Post(t, "", testkit.LoginMutation, loginVars("victim@example.com", testkit.Password)))
 	if secs > 5 {
 		t.Fatalf("retryAfterSeconds = %v, beyond the 5s window", secs)
 	}
-	retryAfter(t, a.post(t, "", loginMutation, loginVars("victim@example.com", "guess four")))
+	retryAfter(t, a.Post(t, "", testkit.LoginMutation, loginVars("victim@example.com", "guess four")))
 	// Other accounts are not affected.
-	a.signUp(t, "bystander@example.com")
-	wantOK(t, b.post(t, "", loginMutation, loginVars("bystander@example.com", testPassword)))
+	a.SignUp(t, "bystander@example.com")
+	testkit.WantOK(t, b.Post(t, "", testkit.LoginMutation, loginVars("bystander@example.com", testkit.Password)))
 
 	time.Sleep(time.Duration(secs*float64(time.Second)) + 200*time.Millisecond)
-	wantOK(t, b.post(t, "", loginMutation, loginVars("victim@example.com", testPassword)))
+	testkit.WantOK(t, b.Post(t, "", testkit.LoginMutation, loginVars("victim@example.com", testkit.Password)))
 }
 
 // TestRightPasswordKeepsOthersFailures: a right password gives back only its
@@ -63,22 +64,22 @@ func TestLoginBruteForce(t *testing.T) {
 func TestRightPasswordKeepsOthersFailures(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, func(c *config) { c.Auth.Throttle.MaxFailures = 2 })
-	s.signUp(t, "clear@example.com")
-	wantCode(t, s.post(t, "", loginMutation, loginVars("clear@example.com", "wrong one")), "INVALID_CREDENTIALS")
-	wantOK(t, s.post(t, "", loginMutation, loginVars("clear@example.com", testPassword)))
-	wantOK(t, s.post(t, "", loginMutation, loginVars("clear@example.com", testPassword)))
-	wantCode(t, s.post(t, "", loginMutation, loginVars("clear@example.com", "wrong two")), "INVALID_CREDENTIALS")
-	retryAfter(t, s.post(t, "", loginMutation, loginVars("clear@example.com", testPassword)))
+	s.SignUp(t, "clear@example.com")
+	testkit.WantCode(t, s.Post(t, "", testkit.LoginMutation, loginVars("clear@example.com", "wrong one")), "INVALID_CREDENTIALS")
+	testkit.WantOK(t, s.Post(t, "", testkit.LoginMutation, loginVars("clear@example.com", testkit.Password)))
+	testkit.WantOK(t, s.Post(t, "", testkit.LoginMutation, loginVars("clear@example.com", testkit.Password)))
+	testkit.WantCode(t, s.Post(t, "", testkit.LoginMutation, loginVars("clear@example.com", "wrong two")), "INVALID_CREDENTIALS")
+	retryAfter(t, s.Post(t, "", testkit.LoginMutation, loginVars("clear@example.com", testkit.Password)))
 }
 
 func TestLoginUnknownEmailIsThrottledToo(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, func(c *config) { c.Auth.Throttle.MaxFailures = 2 })
 	for range 2 {
-		wantCode(t, s.post(t, "", loginMutation, loginVars("ghost@example.com", "whatever1")), "INVALID_CREDENTIALS")
+		testkit.WantCode(t, s.Post(t, "", testkit.LoginMutation, loginVars("ghost@example.com", "whatever1")), "INVALID_CREDENTIALS")
 	}
 	// Same answer as for a real account: the limit reveals nothing.
-	retryAfter(t, s.post(t, "", loginMutation, loginVars("ghost@example.com", "whatever1")))
+	retryAfter(t, s.Post(t, "", testkit.LoginMutation, loginVars("ghost@example.com", "whatever1")))
 }
 
 // TestPasswordSprayingFromOneAddress fails logins for many emails from one
@@ -90,23 +91,23 @@ func TestPasswordSprayingFromOneAddress(t *testing.T) {
 		c.Auth.Throttle.MaxFailures = 5
 		c.Auth.Throttle.MaxFailuresPerIP = 4
 	})
-	s.signUp(t, "real@example.com")
+	s.SignUp(t, "real@example.com")
 	for i := range 4 {
 		h := http.Header{"X-Forwarded-For": {fmt.Sprintf("203.0.113.%d", i)}}
-		r := s.postHeader(t, h, loginMutation, loginVars(fmt.Sprintf("target%d@example.com", i), "Spring2026!"))
-		wantCode(t, r, "INVALID_CREDENTIALS")
+		r := s.PostHeader(t, h, testkit.LoginMutation, loginVars(fmt.Sprintf("target%d@example.com", i), "Spring2026!"))
+		testkit.WantCode(t, r, "INVALID_CREDENTIALS")
 	}
 	h := http.Header{"X-Forwarded-For": {"198.51.100.7"}}
-	retryAfter(t, s.postHeader(t, h, loginMutation, loginVars("target9@example.com", "Spring2026!")))
+	retryAfter(t, s.PostHeader(t, h, testkit.LoginMutation, loginVars("target9@example.com", "Spring2026!")))
 	// Even a correct password from that address waits.
-	retryAfter(t, s.post(t, "", loginMutation, loginVars("real@example.com", testPassword)))
+	retryAfter(t, s.Post(t, "", testkit.LoginMutation, loginVars("real@example.com", testkit.Password)))
 }
 
 func TestThrottleCountersAreCleanedUp(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, func(c *config) { c.Auth.Throttle.Window = 500 * time.Millisecond })
 	for i := range 3 {
-		s.post(t, "", loginMutation, loginVars(fmt.Sprintf("gone%d@example.com", i), "whatever1"))
+		s.Post(t, "", testkit.LoginMutation, loginVars(fmt.Sprintf("gone%d@example.com", i), "whatever1"))
 	}
 	count := func() int64 {
 		n, err := s.db.NewSelect().Table("login_throttle").Count(ctxT(t))
@@ -142,13 +143,13 @@ type codes struct {
 	n  map[string]int
 }
 
-func (c *codes) add(r gqlResponse) {
+func (c *codes) add(r testkit.Response) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.n == nil {
 		c.n = map[string]int{}
 	}
-	c.n[r.code()]++
+	c.n[r.Code()]++
 }
 
 // TestConcurrentWrongPasswordsVerifyAtMostTheLimit sends 50 wrong passwords
@@ -159,11 +160,11 @@ func TestConcurrentWrongPasswordsVerifyAtMostTheLimit(t *testing.T) {
 	t.Parallel()
 	edit := func(c *config) { c.Auth.Throttle.MaxFailures = 5 }
 	a, b := twoInstances(t, edit)
-	a.signUp(t, "target@example.com")
+	a.SignUp(t, "target@example.com")
 	before := verified(a, b)
 
-	got := race(50, a, b, func(i int, s *testServer) gqlResponse {
-		return s.post(t, "", loginMutation, loginVars("target@example.com", fmt.Sprintf("guess %d!", i)))
+	got := race(50, a, b, func(i int, s *testServer) testkit.Response {
+		return s.Post(t, "", testkit.LoginMutation, loginVars("target@example.com", fmt.Sprintf("guess %d!", i)))
 	})
 	if n := verified(a, b) - before; n > 5 {
 		t.Errorf("%d passwords verified, want at most 5", n)
@@ -180,8 +181,8 @@ func TestConcurrentSprayVerifiesAtMostThePerAddressLimit(t *testing.T) {
 	t.Parallel()
 	edit := func(c *config) { c.Auth.Throttle.MaxFailuresPerIP = 5 }
 	a, b := twoInstances(t, edit)
-	got := race(50, a, b, func(i int, s *testServer) gqlResponse {
-		return s.post(t, "", loginMutation, loginVars(fmt.Sprintf("user%d@example.com", i), "Spring2026!"))
+	got := race(50, a, b, func(i int, s *testServer) testkit.Response {
+		return s.Post(t, "", testkit.LoginMutation, loginVars(fmt.Sprintf("user%d@example.com", i), "Spring2026!"))
 	})
 	if n := verified(a, b); n > 5 {
 		t.Errorf("%d passwords verified, want at most 5", n)
@@ -199,22 +200,22 @@ func TestConcurrentRightPasswordDoesNotReopenGuessing(t *testing.T) {
 	t.Parallel()
 	edit := func(c *config) { c.Auth.Throttle.MaxFailures = 5 }
 	a, b := twoInstances(t, edit)
-	a.signUp(t, "owner@example.com")
+	a.SignUp(t, "owner@example.com")
 
-	got := race(50, a, b, func(i int, s *testServer) gqlResponse {
+	got := race(50, a, b, func(i int, s *testServer) testkit.Response {
 		password := fmt.Sprintf("guess %d!", i)
 		if i == 25 {
-			password = testPassword
+			password = testkit.Password
 		}
-		return s.post(t, "", loginMutation, loginVars("owner@example.com", password))
+		return s.Post(t, "", testkit.LoginMutation, loginVars("owner@example.com", password))
 	})
 	if got.n["INVALID_CREDENTIALS"] > 5 || got.n["INVALID_CREDENTIALS"]+got.n["RATE_LIMITED"]+got.n[""] != 50 || got.n[""] > 1 {
 		t.Fatalf("answers %v, want at most 5 INVALID_CREDENTIALS", got.n)
 	}
 	if got.n["INVALID_CREDENTIALS"] == 5 {
 		// The window's failures stand: no more guesses, on either instance.
-		retryAfter(t, a.post(t, "", loginMutation, loginVars("owner@example.com", "one more guess")))
-		retryAfter(t, b.post(t, "", loginMutation, loginVars("owner@example.com", "one more guess")))
+		retryAfter(t, a.Post(t, "", testkit.LoginMutation, loginVars("owner@example.com", "one more guess")))
+		retryAfter(t, b.Post(t, "", testkit.LoginMutation, loginVars("owner@example.com", "one more guess")))
 	}
 }
 
@@ -225,11 +226,13 @@ func TestConcurrentRightPasswordsAllGetIn(t *testing.T) {
 	t.Parallel()
 	edit := func(c *config) { c.Auth.Throttle.MaxFailures = 3 }
 	a, b := twoInstances(t, edit)
-	a.signUp(t, "fleet@example.com")
+	a.SignUp(t, "fleet@example.com")
 	var wg sync.WaitGroup
 	for i := range 6 {
 		s := []*testServer{a, b}[i%2]
-		wg.Go(func() { wantOK(t, s.post(t, "", loginMutation, loginVars("fleet@example.com", testPassword))) })
+		wg.Go(func() {
+			testkit.WantOK(t, s.Post(t, "", testkit.LoginMutation, loginVars("fleet@example.com", testkit.Password)))
+		})
 	}
 	wg.Wait()
 }
@@ -242,12 +245,12 @@ func TestChangePasswordCountsFailures(t *testing.T) {
 	t.Parallel()
 	edit := func(c *config) { c.Auth.Throttle.MaxFailures = 3 }
 	a, b := twoInstances(t, edit)
-	p := a.signUp(t, "oracle@example.com")
+	p := a.SignUp(t, "oracle@example.com")
 	before := verified(a, b)
 
-	got := race(12, a, b, func(i int, s *testServer) gqlResponse {
+	got := race(12, a, b, func(i int, s *testServer) testkit.Response {
 		vars := map[string]any{"cur": fmt.Sprintf("guess %d!", i), "new": "a new password 1"}
-		return s.post(t, p.AccessToken, changePassword, vars)
+		return s.Post(t, p.AccessToken, testkit.ChangePasswordMutation, vars)
 	})
 	if n := verified(a, b) - before; n > 3 {
 		t.Errorf("%d passwords verified, want at most 3", n)
@@ -255,8 +258,8 @@ func TestChangePasswordCountsFailures(t *testing.T) {
 	if got.n["INVALID_CREDENTIALS"] != 3 || got.n["RATE_LIMITED"] != 9 {
 		t.Errorf("answers %v, want 3 INVALID_CREDENTIALS and 9 RATE_LIMITED", got.n)
 	}
-	retryAfter(t, b.post(t, p.AccessToken, changePassword, map[string]any{"cur": testPassword, "new": "a new password 1"}))
-	retryAfter(t, a.post(t, "", loginMutation, loginVars("oracle@example.com", testPassword)))
+	retryAfter(t, b.Post(t, p.AccessToken, testkit.ChangePasswordMutation, map[string]any{"cur": testkit.Password, "new": "a new password 1"}))
+	retryAfter(t, a.Post(t, "", testkit.LoginMutation, loginVars("oracle@example.com", testkit.Password)))
 }
 
 // TestChangePasswordRightPasswordIsNotAFailure: a successful change gives
@@ -264,14 +267,14 @@ func TestChangePasswordCountsFailures(t *testing.T) {
 func TestChangePasswordRightPasswordIsNotAFailure(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, func(c *config) { c.Auth.Throttle.MaxFailures = 1 })
-	p := s.signUp(t, "changer@example.com")
-	wantOK(t, s.post(t, p.AccessToken, changePassword, map[string]any{"cur": testPassword, "new": "a new password 1"}))
-	wantOK(t, s.post(t, p.AccessToken, changePassword, map[string]any{"cur": "a new password 1", "new": "a new password 2"}))
-	wantOK(t, s.post(t, "", loginMutation, loginVars("changer@example.com", "a new password 2")))
+	p := s.SignUp(t, "changer@example.com")
+	testkit.WantOK(t, s.Post(t, p.AccessToken, testkit.ChangePasswordMutation, map[string]any{"cur": testkit.Password, "new": "a new password 1"}))
+	testkit.WantOK(t, s.Post(t, p.AccessToken, testkit.ChangePasswordMutation, map[string]any{"cur": "a new password 1", "new": "a new password 2"}))
+	testkit.WantOK(t, s.Post(t, "", testkit.LoginMutation, loginVars("changer@example.com", "a new password 2")))
 }
 
 func signUpVars(email string) map[string]any {
-	return map[string]any{"email": email, "password": testPassword}
+	return map[string]any{"email": email, "password": testkit.Password}
 }
 
 func from(ip string) http.Header { return http.Header{"X-Forwarded-For": {ip}} }
@@ -303,11 +306,11 @@ func TestSignUpLimitedPerAddress(t *testing.T) {
 	}
 	a, b := twoInstances(t, edit)
 	h := from("203.0.113.7")
-	wantOK(t, a.postHeader(t, h, signUpMutation, signUpVars("one@example.com")))
-	wantOK(t, b.postHeader(t, h, signUpMutation, signUpVars("two@example.com")))
-	wantCode(t, a.postHeader(t, h, signUpMutation, signUpVars("ONE@example.com")), "EMAIL_TAKEN")
+	testkit.WantOK(t, a.PostHeader(t, h, testkit.SignUpMutation, signUpVars("one@example.com")))
+	testkit.WantOK(t, b.PostHeader(t, h, testkit.SignUpMutation, signUpVars("two@example.com")))
+	testkit.WantCode(t, a.PostHeader(t, h, testkit.SignUpMutation, signUpVars("ONE@example.com")), "EMAIL_TAKEN")
 	before := hashed(a, b)
-	secs := retryAfter(t, b.postHeader(t, h, signUpMutation, signUpVars("three@example.com")))
+	secs := retryAfter(t, b.PostHeader(t, h, testkit.SignUpMutation, signUpVars("three@example.com")))
 	if secs > 3600 {
 		t.Fatalf("retryAfterSeconds = %v, beyond the window", secs)
 	}
@@ -315,7 +318,7 @@ func TestSignUpLimitedPerAddress(t *testing.T) {
 		t.Fatalf("a refused sign-up hashed %d passwords", n)
 	}
 	// Malformed input is refused before it is counted.
-	wantCode(t, b.postHeader(t, from("203.0.113.9"), signUpMutation, signUpVars("not an email")), "BAD_USER_INPUT")
+	testkit.WantCode(t, b.PostHeader(t, from("203.0.113.9"), testkit.SignUpMutation, signUpVars("not an email")), "BAD_USER_INPUT")
 
 	// 20 at once from another address, over both instances: 3 get in.
 	var got codes
@@ -324,7 +327,7 @@ func TestSignUpLimitedPerAddress(t *testing.T) {
 	for i := range 20 {
 		s := []*testServer{a, b}[i%2]
 		wg.Go(func() {
-			got.add(s.postHeader(t, from("203.0.113.9"), signUpMutation, signUpVars(fmt.Sprintf("burst%d@example.com", i))))
+			got.add(s.PostHeader(t, from("203.0.113.9"), testkit.SignUpMutation, signUpVars(fmt.Sprintf("burst%d@example.com", i))))
 		})
 	}
 	wg.Wait()
@@ -334,7 +337,7 @@ func TestSignUpLimitedPerAddress(t *testing.T) {
 	if n := hashed(a, b) - before; n != 3 {
 		t.Fatalf("%d passwords hashed, want 3", n)
 	}
-	wantOK(t, a.postHeader(t, from("198.51.100.1"), signUpMutation, signUpVars("elsewhere@example.com")))
+	testkit.WantOK(t, a.PostHeader(t, from("198.51.100.1"), testkit.SignUpMutation, signUpVars("elsewhere@example.com")))
 }
 
 // TestSignUpTakenEmailSpendsNoHash: EMAIL_TAKEN is answered before the
@@ -342,9 +345,9 @@ func TestSignUpLimitedPerAddress(t *testing.T) {
 func TestSignUpTakenEmailSpendsNoHash(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, nil)
-	s.signUp(t, "taken@example.com")
+	s.SignUp(t, "taken@example.com")
 	before := hashed(s)
-	wantCode(t, s.post(t, "", signUpMutation, signUpVars(" Taken@Example.com")), "EMAIL_TAKEN")
+	testkit.WantCode(t, s.Post(t, "", testkit.SignUpMutation, signUpVars(" Taken@Example.com")), "EMAIL_TAKEN")
 	if n := hashed(s) - before; n != 0 {
 		t.Fatalf("a sign-up with a taken email hashed %d passwords", n)
 	}
@@ -361,19 +364,19 @@ func TestIPv6ClientsCountPerSlash64(t *testing.T) {
 		c.Auth.Throttle.MaxSignUpsPerIP = 2
 	})
 	for i, ip := range []string{"2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:aaaa:bbbb:cccc:dddd"} {
-		wantCode(t, s.postHeader(t, from(ip), loginMutation, loginVars(fmt.Sprintf("v6-%d@example.com", i), "Spring2026!")), "INVALID_CREDENTIALS")
+		testkit.WantCode(t, s.PostHeader(t, from(ip), testkit.LoginMutation, loginVars(fmt.Sprintf("v6-%d@example.com", i), "Spring2026!")), "INVALID_CREDENTIALS")
 	}
-	retryAfter(t, s.postHeader(t, from("2001:db8:1:2:ffff::9"), loginMutation, loginVars("v6-9@example.com", "Spring2026!")))
-	wantCode(t, s.postHeader(t, from("2001:db8:1:3::1"), loginMutation, loginVars("v6-9@example.com", "Spring2026!")), "INVALID_CREDENTIALS")
-	wantCode(t, s.postHeader(t, from("203.0.113.1"), loginMutation, loginVars("v6-9@example.com", "Spring2026!")), "INVALID_CREDENTIALS")
+	retryAfter(t, s.PostHeader(t, from("2001:db8:1:2:ffff::9"), testkit.LoginMutation, loginVars("v6-9@example.com", "Spring2026!")))
+	testkit.WantCode(t, s.PostHeader(t, from("2001:db8:1:3::1"), testkit.LoginMutation, loginVars("v6-9@example.com", "Spring2026!")), "INVALID_CREDENTIALS")
+	testkit.WantCode(t, s.PostHeader(t, from("203.0.113.1"), testkit.LoginMutation, loginVars("v6-9@example.com", "Spring2026!")), "INVALID_CREDENTIALS")
 
-	wantOK(t, s.postHeader(t, from("2001:db8:9:9::1"), signUpMutation, signUpVars("six1@example.com")))
-	wantOK(t, s.postHeader(t, from("2001:db8:9:9::2"), signUpMutation, signUpVars("six2@example.com")))
-	retryAfter(t, s.postHeader(t, from("2001:db8:9:9:1:2:3:4"), signUpMutation, signUpVars("six3@example.com")))
-	wantOK(t, s.postHeader(t, from("2001:db8:9:a::1"), signUpMutation, signUpVars("six3@example.com")))
+	testkit.WantOK(t, s.PostHeader(t, from("2001:db8:9:9::1"), testkit.SignUpMutation, signUpVars("six1@example.com")))
+	testkit.WantOK(t, s.PostHeader(t, from("2001:db8:9:9::2"), testkit.SignUpMutation, signUpVars("six2@example.com")))
+	retryAfter(t, s.PostHeader(t, from("2001:db8:9:9:1:2:3:4"), testkit.SignUpMutation, signUpVars("six3@example.com")))
+	testkit.WantOK(t, s.PostHeader(t, from("2001:db8:9:a::1"), testkit.SignUpMutation, signUpVars("six3@example.com")))
 	// The session still shows the client's own address, not its /64.
-	var p payload
-	s.postHeader(t, from("2001:db8:1:3::42"), signUpMutation, signUpVars("six4@example.com")).field(t, "signUp", &p)
+	var p testkit.Payload
+	s.PostHeader(t, from("2001:db8:1:3::42"), testkit.SignUpMutation, signUpVars("six4@example.com")).Field(t, "signUp", &p)
 	if p.Session.IPAddress == nil || *p.Session.IPAddress != "2001:db8:1:3::42" {
 		t.Fatalf("ipAddress = %v", p.Session.IPAddress)
 	}
@@ -431,7 +434,7 @@ func twoInstances(t *testing.T, edit func(*config)) (a, b *testServer) {
 
 // race runs n requests at once, the even ones on a and the odd ones on b,
 // and counts their answers' codes.
-func race(n int, a, b *testServer, do func(i int, s *testServer) gqlResponse) *codes {
+func race(n int, a, b *testServer, do func(i int, s *testServer) testkit.Response) *codes {
 	var got codes
 	var wg sync.WaitGroup
 	for i := range n {
@@ -452,13 +455,13 @@ func TestConcurrentLoginsAndRevocationsOfOneAccount(t *testing.T) {
 	t.Parallel()
 	url := pgtest.New(t)
 	a, b := newTestServerOn(t, url, nil), newTestServerOn(t, url, nil)
-	p := a.signUp(t, "many@example.com")
+	p := a.SignUp(t, "many@example.com")
 	for round := range 10 {
-		got := race(16, a, b, func(i int, s *testServer) gqlResponse {
+		got := race(16, a, b, func(i int, s *testServer) testkit.Response {
 			if i%4 == 3 {
-				return s.post(t, p.AccessToken, `mutation { revokeOtherSessions }`, nil)
+				return s.Post(t, p.AccessToken, `mutation { revokeOtherSessions }`, nil)
 			}
-			return s.post(t, "", loginMutation, loginVars("many@example.com", testPassword))
+			return s.Post(t, "", testkit.LoginMutation, loginVars("many@example.com", testkit.Password))
 		})
 		if got.n[""] != 16 {
 			t.Fatalf("round %d: answers %v, want 16 successes", round, got.n)

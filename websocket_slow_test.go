@@ -14,6 +14,7 @@ import (
 	"github.com/99designs/gqlgen/graphql/handler/transport"
 
 	"github.com/example/sessionauth/graph"
+	"github.com/example/sessionauth/internal/testkit"
 	"github.com/example/sessionauth/resolvers"
 )
 
@@ -51,7 +52,7 @@ func slowWSServer(t *testing.T, s *testServer, block *atomic.Value, entered chan
 	srv := httptest.NewServer(ws.handler(nil, s.svc.Middleware(gql)))
 	t.Cleanup(srv.Close)
 	t.Cleanup(func() { close(gate) }) // runs first: the blocked resolvers return
-	return &testServer{URL: srv.URL, db: s.db, svc: s.svc, handler: &server{ws: ws}}
+	return &testServer{Client: &testkit.Client{URL: srv.URL}, db: s.db, svc: s.svc, handler: &server{ws: ws}}
 }
 
 // TestWebSocketSlowHandler: a connection whose session is revoked while one
@@ -61,7 +62,7 @@ func slowWSServer(t *testing.T, s *testServer, block *atomic.Value, entered chan
 // and the delay is logged, not asserted.
 func TestWebSocketSlowHandler(t *testing.T) {
 	s := newTestServer(t, nil)
-	p := s.signUp(t, "slow@example.com")
+	p := s.SignUp(t, "slow@example.com")
 	var block atomic.Value
 	entered := make(chan string, 1)
 	slow := slowWSServer(t, s, &block, entered)
@@ -77,21 +78,21 @@ func TestWebSocketSlowHandler(t *testing.T) {
 		{"EventField", "kind", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			q := s.login(t, "slow@example.com")
+			q := s.Login(t, "slow@example.com", testkit.Password)
 			block.Store(tc.field)
 			c := open2(t, slow, q.AccessToken)
 			c.subscribe("1", securityEventsSubscription)
 			if tc.event {
 				eventually(t, func() bool { return s.svc.Watched() == 1 })
-				time.Sleep(200 * time.Millisecond) // the stream has begun
-				s.login(t, "slow@example.com")     // SIGNED_IN, for the stream
+				time.Sleep(200 * time.Millisecond)               // the stream has begun
+				s.Login(t, "slow@example.com", testkit.Password) // SIGNED_IN, for the stream
 			}
 			select {
 			case <-entered:
 			case <-time.After(5 * time.Second):
 				t.Fatalf("the handler never reached %s", tc.field)
 			}
-			wantOK(t, s.post(t, p.AccessToken, revokeMutation, map[string]any{"id": q.Session.ID}))
+			testkit.WantOK(t, s.Post(t, p.AccessToken, testkit.RevokeMutation, map[string]any{"id": q.Session.ID}))
 			revoked := time.Now()
 			c.wantClose(4403, "SESSION_ENDED", 5*time.Second)
 			t.Logf("closed %v after the revocation returned (API.md: within 1s)", time.Since(revoked))

@@ -20,6 +20,7 @@ import (
 	"github.com/example/sessionauth/internal/database"
 	"github.com/example/sessionauth/internal/pgtest"
 	"github.com/example/sessionauth/internal/playground"
+	"github.com/example/sessionauth/internal/testkit"
 )
 
 // wsClient speaks graphql-transport-ws to a test server, as the graphql-ws
@@ -36,9 +37,9 @@ type wsMessage struct {
 }
 
 // dialWS opens a WebSocket on s's /graphql with header (nil: none).
-func (s *testServer) dialWS(t *testing.T, header http.Header) *wsClient {
+func dialWS(t *testing.T, s *testkit.Client, header http.Header) *wsClient {
 	t.Helper()
-	c, resp, err := s.tryDialWS(t, header)
+	c, resp, err := tryDialWS(t, s, header)
 	if err != nil {
 		status := 0
 		if resp != nil {
@@ -49,7 +50,7 @@ func (s *testServer) dialWS(t *testing.T, header http.Header) *wsClient {
 	return c
 }
 
-func (s *testServer) tryDialWS(t *testing.T, header http.Header) (*wsClient, *http.Response, error) {
+func tryDialWS(t *testing.T, s *testkit.Client, header http.Header) (*wsClient, *http.Response, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -148,44 +149,44 @@ const securityEventsSubscription = `subscription { securityEvents { id kind sess
 
 func TestWebSocketAuthentication(t *testing.T) {
 	s := newTestServer(t, nil)
-	p := s.signUp(t, "ws@example.com")
+	p := s.SignUp(t, "ws@example.com")
 
 	t.Run("TokenInInitPayload", func(t *testing.T) {
-		c := s.dialWS(t, nil)
+		c := dialWS(t, s.Client, nil)
 		c.mustInit(authInit(p.AccessToken))
 	})
 	t.Run("KeyAnyCase", func(t *testing.T) {
-		c := s.dialWS(t, nil)
+		c := dialWS(t, s.Client, nil)
 		c.mustInit(map[string]any{"aUtHoRiZaTiOn": "Bearer " + p.AccessToken})
 	})
 	t.Run("TokenInUpgradeHeader", func(t *testing.T) {
-		c := s.dialWS(t, http.Header{"Authorization": bearer(p.AccessToken)})
+		c := dialWS(t, s.Client, testkit.Bearer(p.AccessToken))
 		c.mustInit(nil)
 	})
 	t.Run("UnknownToken", func(t *testing.T) {
-		c := s.dialWS(t, nil)
+		c := dialWS(t, s.Client, nil)
 		c.send(wsMessage{Type: "connection_init", Payload: json.RawMessage(`{"Authorization":"Bearer ` + strings.Repeat("x", 256) + `"}`)})
 		c.wantClose(4401, "UNAUTHENTICATED", 5*time.Second)
 	})
 	t.Run("MalformedValue", func(t *testing.T) {
-		c := s.dialWS(t, nil)
+		c := dialWS(t, s.Client, nil)
 		c.send(wsMessage{Type: "connection_init", Payload: json.RawMessage(`{"authorization": 42}`)})
 		c.wantClose(4401, "UNAUTHENTICATED", 5*time.Second)
 	})
 	t.Run("RefreshTokenIsNotAccess", func(t *testing.T) {
-		c := s.dialWS(t, nil)
-		c.send(wsMessage{Type: "connection_init", Payload: mustJSON(authInit(p.refresh()))})
+		c := dialWS(t, s.Client, nil)
+		c.send(wsMessage{Type: "connection_init", Payload: mustJSON(authInit(p.Refresh()))})
 		c.wantClose(4401, "UNAUTHENTICATED", 5*time.Second)
 	})
 	t.Run("ExpiredToken", func(t *testing.T) {
-		q := s.login(t, "ws@example.com")
+		q := s.Login(t, "ws@example.com", testkit.Password)
 		s.backdate(t, "access_expires_at", q.Session.ID, time.Second)
-		c := s.dialWS(t, nil)
+		c := dialWS(t, s.Client, nil)
 		c.send(wsMessage{Type: "connection_init", Payload: mustJSON(authInit(q.AccessToken))})
 		c.wantClose(4401, "TOKEN_EXPIRED", 5*time.Second)
 	})
 	t.Run("AnonymousReachesAuthenticatedField", func(t *testing.T) {
-		c := s.dialWS(t, nil)
+		c := dialWS(t, s.Client, nil)
 		c.mustInit(nil)
 		c.subscribe("1", securityEventsSubscription)
 		m, err := c.read(5 * time.Second)
@@ -234,7 +235,7 @@ func TestWebSocketOrigin(t *testing.T) {
 		if tc.origin != "" {
 			h.Set("Origin", tc.origin)
 		}
-		_, resp, err := s.tryDialWS(t, h)
+		_, resp, err := tryDialWS(t, s.Client, h)
 		if tc.ok != (err == nil) {
 			t.Errorf("Origin %q: dial error %v, want ok=%v", tc.origin, err, tc.ok)
 		}
@@ -246,7 +247,7 @@ func TestWebSocketOrigin(t *testing.T) {
 
 func TestWebSocketInitTimeout(t *testing.T) {
 	s := newTestServer(t, func(c *config) { c.WebSocket.InitTimeout = 200 * time.Millisecond })
-	c := s.dialWS(t, nil)
+	c := dialWS(t, s.Client, nil)
 	c.wantClose(4408, "INIT_TIMEOUT", 5*time.Second)
 }
 
@@ -255,18 +256,18 @@ func TestWebSocketLimits(t *testing.T) {
 		c.WebSocket.MaxConnectionsPerSession = 2
 		c.WebSocket.MaxSubscriptions = 2
 	})
-	p := s.signUp(t, "limits@example.com")
-	a, b := s.dialWS(t, nil), s.dialWS(t, nil)
+	p := s.SignUp(t, "limits@example.com")
+	a, b := dialWS(t, s.Client, nil), dialWS(t, s.Client, nil)
 	a.mustInit(authInit(p.AccessToken))
 	b.mustInit(authInit(p.AccessToken))
-	third := s.dialWS(t, nil)
+	third := dialWS(t, s.Client, nil)
 	third.send(wsMessage{Type: "connection_init", Payload: mustJSON(authInit(p.AccessToken))})
 	third.wantClose(4429, "TOO_MANY_CONNECTIONS", 5*time.Second)
 
 	// One closes: room for another.
 	b.conn.Close(coderws.StatusNormalClosure, "")
 	eventually(t, func() bool { return s.wsCount() == 1 })
-	d := s.dialWS(t, nil)
+	d := dialWS(t, s.Client, nil)
 	d.mustInit(authInit(p.AccessToken))
 
 	a.subscribe("1", securityEventsSubscription)
@@ -297,69 +298,69 @@ func (s *testServer) wsCount() int {
 // authenticating closes it with API.md's code and reason.
 func TestWebSocketLifetime(t *testing.T) {
 	s := newTestServer(t, nil)
-	p := s.signUp(t, "life@example.com")
+	p := s.SignUp(t, "life@example.com")
 	open := func(t *testing.T, token string) *wsClient {
-		c := s.dialWS(t, nil)
+		c := dialWS(t, s.Client, nil)
 		c.mustInit(authInit(token))
 		return c
 	}
 	t.Run("Logout", func(t *testing.T) {
-		q := s.login(t, "life@example.com")
+		q := s.Login(t, "life@example.com", testkit.Password)
 		c := open(t, q.AccessToken)
-		wantOK(t, s.post(t, q.AccessToken, logoutMutation, nil))
+		testkit.WantOK(t, s.Post(t, q.AccessToken, testkit.LogoutMutation, nil))
 		c.wantClose(4403, "SESSION_ENDED", time.Second+500*time.Millisecond)
 	})
 	t.Run("RevokeSession", func(t *testing.T) {
-		q := s.login(t, "life@example.com")
+		q := s.Login(t, "life@example.com", testkit.Password)
 		c := open(t, q.AccessToken)
-		wantOK(t, s.post(t, p.AccessToken, revokeMutation, map[string]any{"id": q.Session.ID}))
+		testkit.WantOK(t, s.Post(t, p.AccessToken, testkit.RevokeMutation, map[string]any{"id": q.Session.ID}))
 		c.wantClose(4403, "SESSION_ENDED", time.Second+500*time.Millisecond)
 	})
 	t.Run("RevokeOtherSessions", func(t *testing.T) {
-		q := s.login(t, "life@example.com")
+		q := s.Login(t, "life@example.com", testkit.Password)
 		c := open(t, q.AccessToken)
-		wantOK(t, s.post(t, p.AccessToken, revokeOthersMutaion, nil))
+		testkit.WantOK(t, s.Post(t, p.AccessToken, testkit.RevokeOthersMutation, nil))
 		c.wantClose(4403, "SESSION_ENDED", time.Second+500*time.Millisecond)
 	})
 	t.Run("Refresh", func(t *testing.T) {
-		q := s.login(t, "life@example.com")
+		q := s.Login(t, "life@example.com", testkit.Password)
 		c := open(t, q.AccessToken)
-		s.refresh(t, q.refresh())
+		s.Refresh(t, q.Refresh())
 		c.wantClose(4401, "TOKEN_EXPIRED", time.Second+500*time.Millisecond)
 	})
 	t.Run("Replay", func(t *testing.T) {
 		s := newTestServer(t, func(c *config) { c.Auth.ReuseWindow = 0 })
-		q := s.signUp(t, "replay@example.com")
-		r := s.refresh(t, q.refresh())
-		wantOK(t, s.post(t, r.AccessToken, meQuery, nil)) // the successor is used
+		q := s.SignUp(t, "replay@example.com")
+		r := s.Refresh(t, q.Refresh())
+		testkit.WantOK(t, s.Post(t, r.AccessToken, testkit.MeQuery, nil)) // the successor is used
 		c := open2(t, s, r.AccessToken)
-		wantCode(t, s.post(t, q.refresh(), refreshMutation, nil), "REFRESH_TOKEN_REUSED")
+		testkit.WantCode(t, s.Post(t, q.Refresh(), testkit.RefreshMutation, nil), "REFRESH_TOKEN_REUSED")
 		c.wantClose(4403, "SESSION_ENDED", time.Second+500*time.Millisecond)
 	})
 	t.Run("Expiry", func(t *testing.T) {
 		s := newTestServer(t, func(c *config) { c.Auth.AccessTTL = 2 * time.Second })
-		q := s.signUp(t, "expiry@example.com")
+		q := s.SignUp(t, "expiry@example.com")
 		c := open2(t, s, q.AccessToken)
 		c.wantClose(4401, "TOKEN_EXPIRED", 4*time.Second)
 	})
 	t.Run("SessionCap", func(t *testing.T) {
 		s := newTestServer(t, func(c *config) { c.Auth.MaxSessionsPerUser = 1 })
-		q := s.signUp(t, "cap@example.com")
+		q := s.SignUp(t, "cap@example.com")
 		c := open2(t, s, q.AccessToken)
-		s.login(t, "cap@example.com") // ends the least recently used: q's
+		s.Login(t, "cap@example.com", testkit.Password) // ends the least recently used: q's
 		c.wantClose(4403, "SESSION_ENDED", time.Second+500*time.Millisecond)
 	})
 	t.Run("ChangePassword", func(t *testing.T) {
-		q := s.login(t, "life@example.com")
+		q := s.Login(t, "life@example.com", testkit.Password)
 		c := open(t, q.AccessToken)
-		wantOK(t, s.post(t, p.AccessToken, changePassword, map[string]any{"cur": testPassword, "new": "another horse battery"}))
+		testkit.WantOK(t, s.Post(t, p.AccessToken, testkit.ChangePasswordMutation, map[string]any{"cur": testkit.Password, "new": "another horse battery"}))
 		c.wantClose(4403, "SESSION_ENDED", time.Second+500*time.Millisecond)
 	})
 }
 
 func open2(t *testing.T, s *testServer, token string) *wsClient {
 	t.Helper()
-	c := s.dialWS(t, nil)
+	c := dialWS(t, s.Client, nil)
 	c.mustInit(authInit(token))
 	return c
 }
@@ -367,18 +368,16 @@ func open2(t *testing.T, s *testServer, token string) *wsClient {
 // TestWebSocketAcrossInstances: a revocation on one instance closes the
 // connection held by another within a second.
 func TestWebSocketAcrossInstances(t *testing.T) {
-	if pgtest.SQLite() {
-		t.Skip("one process on SQLite: instances share nothing but the file; see TestWebSocketLifetime")
-	}
+	pgtest.PostgresOnly(t, "one process on SQLite: instances share nothing but the file; see TestWebSocketLifetime")
 	url := pgtest.New(t)
 	a := newTestServerOn(t, url, nil)
 	b := newTestServerOn(t, url, nil)
-	p := a.signUp(t, "two@example.com")
-	q := a.login(t, "two@example.com")
+	p := a.SignUp(t, "two@example.com")
+	q := a.Login(t, "two@example.com", testkit.Password)
 	c := open2(t, b, q.AccessToken)
 	c.subscribe("1", securityEventsSubscription)
 	eventually(t, func() bool { return b.svc.Watched() == 1 })
-	wantOK(t, a.post(t, p.AccessToken, revokeMutation, map[string]any{"id": q.Session.ID}))
+	testkit.WantOK(t, a.Post(t, p.AccessToken, testkit.RevokeMutation, map[string]any{"id": q.Session.ID}))
 	got := c.wantClose(4403, "SESSION_ENDED", time.Second+500*time.Millisecond)
 	// The revocation recorded its event on a; b's device receives it
 	// before its close.
@@ -391,10 +390,10 @@ func TestWebSocketAcrossInstances(t *testing.T) {
 // connections with 4403.
 func TestWebSocketDeleteMyAccount(t *testing.T) {
 	s := newTestServer(t, nil)
-	p := s.signUp(t, "gone@example.com")
-	q := s.login(t, "gone@example.com")
+	p := s.SignUp(t, "gone@example.com")
+	q := s.Login(t, "gone@example.com", testkit.Password)
 	c := open2(t, s, q.AccessToken)
-	wantOK(t, s.post(t, p.AccessToken, `mutation($p: String!) { deleteMyAccount(password: $p) }`, map[string]any{"p": testPassword}))
+	testkit.WantOK(t, s.Post(t, p.AccessToken, `mutation($p: String!) { deleteMyAccount(password: $p) }`, map[string]any{"p": testkit.Password}))
 	c.wantClose(4403, "SESSION_ENDED", time.Second+500*time.Millisecond)
 }
 
@@ -403,7 +402,7 @@ func TestWebSocketDeleteMyAccount(t *testing.T) {
 // the change was made by SQL of its own (another process, the operator).
 func TestWebSocketEventBeforeClose(t *testing.T) {
 	s := newTestServer(t, nil)
-	p := s.signUp(t, "order@example.com")
+	p := s.SignUp(t, "order@example.com")
 	c := open2(t, s, p.AccessToken)
 	c.subscribe("1", securityEventsSubscription)
 	eventually(t, func() bool { return s.svc.Watched() == 1 })
@@ -443,17 +442,16 @@ func TestWebSocketEventBeforeClose(t *testing.T) {
 // graceful stop, which then completes.
 func TestWebSocketShutdownAndObservability(t *testing.T) {
 	url := pgtest.NewURL(t)
-	srv := startRun(t, map[string]string{"DATABASE_URL": url, "METRICS_ADDR": "127.0.0.1:0"})
-	client := &testServer{URL: srv.base}
-	p := client.signUp(t, "shut@example.com")
-	c := client.dialWS(t, nil)
+	srv := testkit.StartRun(t, run, map[string]string{"DATABASE_URL": url, "METRICS_ADDR": "127.0.0.1:0"})
+	p := srv.SignUp(t, "shut@example.com")
+	c := dialWS(t, srv.Client, nil)
 	c.mustInit(authInit(p.AccessToken))
 	c.subscribe("1", securityEventsSubscription)
-	anon := client.dialWS(t, nil)
+	anon := dialWS(t, srv.Client, nil)
 	anon.mustInit(nil)
 
 	metrics := func() string {
-		resp, err := http.Get(srv.metrics + "/metrics")
+		resp, err := http.Get(srv.Metrics + "/metrics")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -465,7 +463,7 @@ func TestWebSocketShutdownAndObservability(t *testing.T) {
 		t.Fatalf("gauge of open connections missing or wrong:\n%s", grepLines(m, "websocket"))
 	}
 	// A third, closed by its client, is counted by reason.
-	third := client.dialWS(t, nil)
+	third := dialWS(t, srv.Client, nil)
 	third.mustInit(authInit(p.AccessToken))
 	third.conn.Close(coderws.StatusNormalClosure, "")
 	eventually(t, func() bool {
@@ -474,7 +472,7 @@ func TestWebSocketShutdownAndObservability(t *testing.T) {
 			strings.Contains(m, "sessionauth_websocket_connections 2")
 	})
 	stopped := make(chan error, 1)
-	go func() { stopped <- srv.stop(t) }()
+	go func() { stopped <- srv.Stop() }()
 	c.wantClose(1001, "GOING_AWAY", 5*time.Second)
 	anon.wantClose(1001, "GOING_AWAY", 5*time.Second)
 	select {
@@ -486,7 +484,7 @@ func TestWebSocketShutdownAndObservability(t *testing.T) {
 		t.Fatal("graceful stop did not finish")
 	}
 	var opened, closed int
-	for _, line := range logLines(t, srv.logs) {
+	for _, line := range srv.Logs.Lines(t) {
 		switch line["msg"] {
 		case "websocket opened":
 			opened++
@@ -504,9 +502,9 @@ func TestWebSocketShutdownAndObservability(t *testing.T) {
 		}
 	}
 	if opened != 3 || closed != 3 {
-		t.Fatalf("%d opened and %d closed lines, want 3 each:\n%s", opened, closed, srv.logs)
+		t.Fatalf("%d opened and %d closed lines, want 3 each:\n%s", opened, closed, srv.Logs)
 	}
-	if strings.Contains(srv.logs.String(), p.AccessToken) {
+	if strings.Contains(srv.Logs.String(), p.AccessToken) {
 		t.Fatal("the access token reached the log")
 	}
 }
@@ -535,12 +533,12 @@ func TestSubscriptionsWithGraphQLWS(t *testing.T) {
 		t.Fatal("graphql-ws is not installed: npm ci --prefix " + playgroundWeb + " (bash test.sh does it)")
 	}
 	s := newTestServer(t, func(c *config) { c.Auth.AccessTTL = 3 * time.Second })
-	s.signUp(t, "node@example.com")
+	s.SignUp(t, "node@example.com")
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", "ws-client-test.mjs")
 	cmd.Dir = playgroundWeb
-	cmd.Env = append(os.Environ(), "SESSIONAUTH_URL="+s.URL, "SESSIONAUTH_EMAIL=node@example.com", "SESSIONAUTH_PASSWORD="+testPassword)
+	cmd.Env = append(os.Environ(), "SESSIONAUTH_URL="+s.URL, "SESSIONAUTH_EMAIL=node@example.com", "SESSIONAUTH_PASSWORD="+testkit.Password)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("node --test ws-client-test.mjs: %v\n%s", err, out)
@@ -553,18 +551,18 @@ func TestSubscriptionsWithGraphQLWS(t *testing.T) {
 // document and an operation name).
 func TestPlaygroundSubscription(t *testing.T) {
 	s := newTestServer(t, nil)
-	p := s.signUp(t, "pg@example.com")
+	p := s.SignUp(t, "pg@example.com")
 	send := func(c *wsClient) {
 		b, _ := json.Marshal(map[string]any{"query": playground.Document, "operationName": "SecurityEvents"})
 		c.send(wsMessage{ID: "1", Type: "subscribe", Payload: b})
 	}
-	anon := s.dialWS(t, nil)
+	anon := dialWS(t, s.Client, nil)
 	anon.mustInit(nil)
 	send(anon)
 	if m, err := anon.read(5 * time.Second); err != nil || !strings.Contains(string(m.Payload), "UNAUTHENTICATED") {
 		t.Fatalf("anonymous: %+v, %v; want UNAUTHENTICATED", m, err)
 	}
-	c := s.dialWS(t, nil)
+	c := dialWS(t, s.Client, nil)
 	c.mustInit(map[string]any{"authorization": "Bearer " + p.AccessToken})
 	send(c)
 	eventually(t, func() bool { return s.svc.Watched() == 1 })
@@ -577,9 +575,9 @@ func TestPlaygroundSubscription(t *testing.T) {
 // connection, one from which nothing comes for two intervals is cut.
 func TestWebSocketPing(t *testing.T) {
 	s := newTestServer(t, func(c *config) { c.WebSocket.PingInterval = 100 * time.Millisecond })
-	live := s.dialWS(t, nil)
+	live := dialWS(t, s.Client, nil)
 	live.mustInit(nil)
-	silent := s.dialWS(t, nil)
+	silent := dialWS(t, s.Client, nil)
 	silent.mustInit(nil)
 	pings := make(chan struct{}, 100)
 	go func() { // live answers pings (read does), for a second
@@ -612,22 +610,20 @@ func TestWebSocketPing(t *testing.T) {
 // revoked session's connection still closes with 4403, within the session
 // cache's bound (the 1 s lease) plus a read.
 func TestWebSocketStalledListener(t *testing.T) {
-	if pgtest.SQLite() {
-		t.Skip("the invalidation stream is PostgreSQL's; SQLite re-reads every 500 ms (TestWebSocketLifetime)")
-	}
-	viaProxy, direct, proxy := proxiedDatabase(t)
-	var logs syncBuffer
+	pgtest.PostgresOnly(t, "the invalidation stream is PostgreSQL's; SQLite re-reads every 500 ms (TestWebSocketLifetime)")
+	viaProxy, direct, proxy := testkit.ProxiedDatabase(t)
+	var logs testkit.SyncBuffer
 	a := newTestServerOn(t, direct, nil)
 	b := cachingViaProxy(t, direct, viaProxy, &logs, nil)
 	waitFor(t, "both caches on", func() bool { return a.svc.CacheLive() && b.svc.CacheLive() })
-	p := a.signUp(t, "stall-ws@example.com")
-	q := a.login(t, "stall-ws@example.com")
+	p := a.SignUp(t, "stall-ws@example.com")
+	q := a.Login(t, "stall-ws@example.com", testkit.Password)
 	c := open2(t, b, q.AccessToken)
 	alive := open2(t, b, p.AccessToken)
 	eventually(t, func() bool { return b.svc.Watched() == 2 })
 
 	proxy.Stall()
-	wantOK(t, a.post(t, p.AccessToken, revokeMutation, map[string]any{"id": q.Session.ID}))
+	testkit.WantOK(t, a.Post(t, p.AccessToken, testkit.RevokeMutation, map[string]any{"id": q.Session.ID}))
 	c.wantClose(4403, "SESSION_ENDED", 2500*time.Millisecond)
 	if proxy.Stats().Dropped == 0 {
 		t.Fatal("the proxy dropped nothing: the stall was not exercised")
@@ -643,9 +639,9 @@ func TestWebSocketStalledListener(t *testing.T) {
 // its deadline.
 func TestSubscriptionOverHTTPRefused(t *testing.T) {
 	s := newTestServer(t, nil)
-	p := s.signUp(t, "http-sub@example.com")
+	p := s.SignUp(t, "http-sub@example.com")
 	start := time.Now()
-	wantCode(t, s.post(t, p.AccessToken, securityEventsSubscription, nil), "BAD_USER_INPUT")
+	testkit.WantCode(t, s.Post(t, p.AccessToken, securityEventsSubscription, nil), "BAD_USER_INPUT")
 	if took := time.Since(start); took > 5*time.Second {
 		t.Fatalf("the refusal took %v", took)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/example/sessionauth/internal/pgtest"
 	"github.com/example/sessionauth/models"
+	"github.com/example/sessionauth/internal/testkit"
 )
 
 // fastDelivery makes s's deliverers poll and retry in milliseconds.
@@ -412,7 +413,7 @@ func TestLogHandlerLogsIDsOnly(t *testing.T) {
 	t.Parallel()
 	s := newTestService(t, testConfig)
 	fastDelivery(s)
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	s.log = slog.New(slog.NewJSONHandler(&logs, nil))
 	user := signUpQuiet(t, s, "logged@example.com").User
 	record(t, s, s.db, Event{Kind: EventSignedIn, UserID: user.ID, SessionID: ptr(user.ID),
@@ -430,23 +431,6 @@ func TestLogHandlerLogsIDsOnly(t *testing.T) {
 			t.Errorf("log holds %q: %s", secret, out)
 		}
 	}
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // TestFailureHoldsBackTheUsersLaterRows: after a failed attempt, the user's
