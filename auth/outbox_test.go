@@ -14,8 +14,8 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/example/sessionauth/internal/pgtest"
-	"github.com/example/sessionauth/models"
 	"github.com/example/sessionauth/internal/testkit"
+	"github.com/example/sessionauth/models"
 )
 
 // fastDelivery makes s's deliverers poll and retry in milliseconds.
