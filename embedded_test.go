@@ -51,7 +51,7 @@ func TestEmbeddedDefault(t *testing.T) {
 	}
 	// The account is still there after a restart.
 	again := testkit.StartBinary(t, bin, dir, nil)
-	testkit.WantOK(t, again.Post(t, "", testkit.LoginMutation, loginVars("first-minute@example.com", testkit.Password)))
+	testkit.WantOK(t, again.Post(t, "", testkit.LoginMutation, testkit.LoginVars("first-minute@example.com", testkit.Password)))
 }
 
 // firstLogLine decodes the first line of logs.

@@ -645,7 +645,7 @@ func TestPoolSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := ctxT(t)
+	ctx := testkit.Context(t)
 	for _, tc := range []struct {
 		param, want string
 	}{

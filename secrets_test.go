@@ -85,7 +85,7 @@ func TestRunRedactsDatabaseSecrets(t *testing.T) {
 			}
 			srv := testkit.StartRun(t, run, map[string]string{"DATABASE_URL": u.String(), "METRICS_ADDR": "127.0.0.1:0"})
 			p := srv.SignUp(t, "redact@example.com")
-			testkit.WantCode(t, srv.Post(t, "", testkit.LoginMutation, loginVars("redact@example.com", "wrong-password")), "INVALID_CREDENTIALS")
+			testkit.WantCode(t, srv.Post(t, "", testkit.LoginMutation, testkit.LoginVars("redact@example.com", "wrong-password")), "INVALID_CREDENTIALS")
 			testkit.WantOK(t, srv.Post(t, p.AccessToken, testkit.LogoutMutation, nil))
 			if err := srv.Stop(); err != nil {
 				t.Fatalf("run returned %v", err)

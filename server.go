@@ -18,10 +18,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/uptrace/bun"
-
 	"github.com/example/sessionauth/auth"
 	"github.com/example/sessionauth/graph"
+	"github.com/example/sessionauth/internal/api"
 	"github.com/example/sessionauth/internal/database"
 	"github.com/example/sessionauth/migrations"
 	"github.com/example/sessionauth/resolvers"
@@ -79,7 +78,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// run returns.
 	bg, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBackground()
-	svc, h := newApp(bg, cfg, db, logger)
+	svc := auth.NewService(db, cfg.Auth, logger)
 	housekeeping := make(chan struct{})
 	go func() {
 		defer close(housekeeping)
@@ -99,12 +98,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		stopBackground()
 		<-delivering
 	}()
+	if cfg.SessionCache && cfg.Database.Backend == database.Postgres {
+		// One SQLite process needs no cache: its lookups are local reads.
+		svc.EnableCache(bg, cfg.Database.URL)
+	}
+	h := api.New(cfg.Config, db, svc, logger)
 	srv := &http.Server{
 		Addr:              cfg.Addr,
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
-		WriteTimeout:      requestTimeout + 20*time.Second,
+		WriteTimeout:      api.RequestTimeout + 20*time.Second,
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
@@ -122,7 +126,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return fmt.Errorf("METRICS_ADDR=%s: cannot serve metrics: %w", cfg.MetricsAddr, err)
 		}
 		servers = append(servers, &http.Server{
-			Handler:           h.metrics.handler(),
+			Handler:           h.Metrics(),
 			ReadHeaderTimeout: 5 * time.Second,
 			ReadTimeout:       5 * time.Second,
 			WriteTimeout:      30 * time.Second,
@@ -159,7 +163,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	closedWS := make(chan struct{})
 	go func() {
 		defer close(closedWS)
-		h.ws.closeAll(shutdownCtx)
+		h.CloseWebSockets(shutdownCtx)
 	}()
 	for _, s := range servers {
 		if err := s.Shutdown(shutdownCtx); err != nil {
@@ -180,18 +184,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	logger.Info("stopped")
 	return nil
-}
-
-// newApp builds the domain service over db and the HTTP handler that serves
-// it, as run serves them and tests drive them; ctx bounds the session
-// cache's listener.
-func newApp(ctx context.Context, cfg config, db *bun.DB, logger *slog.Logger) (*auth.Service, *server) {
-	svc := auth.NewService(db, cfg.Auth, logger)
-	if cfg.SessionCache && cfg.Database.Backend == database.Postgres {
-		// One SQLite process needs no cache: its lookups are local reads.
-		svc.EnableCache(ctx, cfg.Database.URL)
-	}
-	return svc, newServer(cfg, db, svc, logger)
 }
 
 // logDatabase says first thing where the data lives; for the embedded SQLite

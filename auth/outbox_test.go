@@ -39,19 +39,6 @@ func runDeliverer(t *testing.T, s *Service) (stop func()) {
 	return stop
 }
 
-// eventually waits for cond, failing the test after a generous deadline
-// (a guard against hanging, not a timing assertion).
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // delivery is one call of a test handler.
 type delivery struct {
 	by    string // which instance
@@ -136,7 +123,7 @@ func TestDeliveryRetriesInOrder(t *testing.T) {
 	a1, a2, b1 := eventID(t, s, a.ID, "a1"), eventID(t, s, a.ID, "a2"), eventID(t, s, b.ID, "b1")
 
 	runDeliverer(t, s)
-	eventually(t, "every delivery", func() bool { return outboxLeft(t, s) == 0 })
+	testkit.Eventually(t, "every delivery", func() bool { return outboxLeft(t, s) == 0 })
 
 	calls := mail.snapshot()
 	var seq []string
@@ -209,7 +196,7 @@ func TestDeliveryAfterCrash(t *testing.T) {
 	mail := &recorder{}
 	second.OnEvent("mail", mail.handler("second"))
 	runDeliverer(t, second)
-	eventually(t, "delivery after the restart", func() bool { return outboxLeft(t, second) == 0 })
+	testkit.Eventually(t, "delivery after the restart", func() bool { return outboxLeft(t, second) == 0 })
 	var got []string
 	for _, c := range mail.snapshot() {
 		got = append(got, *c.event.DeviceName)
@@ -240,7 +227,7 @@ func TestDeliveryStoppedBeforeRunning(t *testing.T) {
 	}
 	// The process starts again (same Service: its handlers stay registered).
 	runDeliverer(t, s)
-	eventually(t, "delivery after the restart", func() bool { return len(mail.succeeded()) == 1 })
+	testkit.Eventually(t, "delivery after the restart", func() bool { return len(mail.succeeded()) == 1 })
 }
 
 func TestTwoInstancesDrainTogether(t *testing.T) {
@@ -277,7 +264,7 @@ func TestTwoInstancesDrainTogether(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	eventually(t, "the outbox drained", func() bool { return outboxLeft(t, instances[0]) == 0 })
+	testkit.Eventually(t, "the outbox drained", func() bool { return outboxLeft(t, instances[0]) == 0 })
 
 	calls := mail.snapshot()
 	if len(calls) != users*perUser {
@@ -335,7 +322,7 @@ func TestAccountDeletedDelivery(t *testing.T) {
 		t.Fatalf("%d outbox rows, want both events for both handlers", n)
 	}
 	runDeliverer(t, s)
-	eventually(t, "delivery", func() bool { return len(mail.succeeded()) == 2 })
+	testkit.Eventually(t, "delivery", func() bool { return len(mail.succeeded()) == 2 })
 	calls := mail.snapshot()
 	signedIn, deleted := calls[0].event, calls[1].event
 	if signedIn.Kind != EventSignedIn || deleted.Kind != EventAccountDeleted {
@@ -373,7 +360,7 @@ func TestOnEventMisuse(t *testing.T) {
 	}
 	stop := runDeliverer(t, s)
 	defer stop()
-	eventually(t, "the deliverer started", func() bool {
+	testkit.Eventually(t, "the deliverer started", func() bool {
 		s.events.mu.Lock()
 		defer s.events.mu.Unlock()
 		return s.events.running
@@ -403,7 +390,7 @@ func TestHandlerPanicIsRetried(t *testing.T) {
 	user := signUpQuiet(t, s, "panic@example.com").User
 	record(t, s, s.db, Event{Kind: EventSignedIn, UserID: user.ID})
 	runDeliverer(t, s)
-	eventually(t, "delivery", func() bool { return outboxLeft(t, s) == 0 })
+	testkit.Eventually(t, "delivery", func() bool { return outboxLeft(t, s) == 0 })
 	if calls != 2 {
 		t.Fatalf("%d calls, want a panic and a retry", calls)
 	}
@@ -419,7 +406,7 @@ func TestLogHandlerLogsIDsOnly(t *testing.T) {
 	record(t, s, s.db, Event{Kind: EventSignedIn, UserID: user.ID, SessionID: ptr(user.ID),
 		DeviceName: ptr("Alice's iPhone"), IPAddress: ptr("198.51.100.23"), UserAgent: ptr("SecretAgent/1.0")})
 	runDeliverer(t, s)
-	eventually(t, "the log line", func() bool { return outboxLeft(t, s) == 0 })
+	testkit.Eventually(t, "the log line", func() bool { return outboxLeft(t, s) == 0 })
 	out := logs.String()
 	for _, want := range []string{`"msg":"security event"`, `"kind":"SIGNED_IN"`, `"user_id":"` + user.ID, `"session_id":"` + user.ID} {
 		if !strings.Contains(out, want) {

@@ -112,3 +112,8 @@ func PayloadOf(r Response, field string) (Payload, error) {
 	}
 	return p, json.Unmarshal(raw, &p)
 }
+
+// LoginVars are the variables of SignUpMutation and LoginMutation.
+func LoginVars(email, password string) map[string]any {
+	return map[string]any{"email": email, "password": password}
+}
