@@ -1,14 +1,19 @@
 package api
 
 import (
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/example/sessionauth/internal/testkit"
 )
 
-func TestRefresh(t *testing.T) {
+// TestRefreshOverHTTP: a refresh answers, on the wire, the whole payload of
+// the rotated pair for the same session. The rules of rotation (the wrong
+// kind of token, retries, replays of any generation, concurrent refreshes,
+// a replay racing the legitimate refresh) are the domain's and are tested
+// once, in auth: TestRefresh, TestRefreshConcurrentSameToken,
+// TestRefreshReplayRacingSuccessor.
+func TestRefreshOverHTTP(t *testing.T) {
 	t.Parallel()
 	s := newTestServer(t, func(c *config) { c.Auth.ReuseWindow = 0 })
 
@@ -33,84 +38,6 @@ func TestRefresh(t *testing.T) {
 		}
 		testkit.WantCode(t, s.Post(t, p.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
 		testkit.WantOK(t, s.Post(t, n.AccessToken, testkit.MeQuery, nil))
-	})
-
-	t.Run("AccessTokenIsWrongKind", func(t *testing.T) {
-		p := s.SignUp(t, "kind@example.com")
-		testkit.WantCode(t, s.Post(t, p.AccessToken, testkit.RefreshMutation, nil), "UNAUTHENTICATED")
-		testkit.WantCode(t, s.Post(t, "", testkit.RefreshMutation, nil), "UNAUTHENTICATED")
-	})
-
-	t.Run("RetryBeforeSuccessorIsUsedGetsSamePair", func(t *testing.T) {
-		p := s.SignUp(t, "idem@example.com")
-		a := s.Refresh(t, p.Refresh())
-		b := s.Refresh(t, p.Refresh())
-		if a.AccessToken != b.AccessToken || a.Refresh() != b.Refresh() ||
-			!a.AccessTokenExpiresAt.Equal(b.AccessTokenExpiresAt) || !a.RefreshTokenExpiresAt.Equal(b.RefreshTokenExpiresAt) {
-			t.Fatal("retried refresh returned a different pair")
-		}
-		testkit.WantOK(t, s.Post(t, b.AccessToken, testkit.MeQuery, nil))
-	})
-
-	t.Run("TenConcurrentRefreshesGetOnePair", func(t *testing.T) {
-		p := s.SignUp(t, "conc@example.com")
-		results := make([]testkit.Response, 10)
-		var wg sync.WaitGroup
-		for i := range results {
-			wg.Go(func() { results[i] = s.Post(t, p.Refresh(), testkit.RefreshMutation, nil) })
-		}
-		wg.Wait()
-		var first testkit.Payload
-		results[0].Field(t, "refresh", &first)
-		for _, r := range results[1:] {
-			var got testkit.Payload
-			r.Field(t, "refresh", &got)
-			if got.AccessToken != first.AccessToken || got.Refresh() != first.Refresh() {
-				t.Fatal("concurrent refreshes returned different pairs")
-			}
-		}
-		testkit.WantOK(t, s.Post(t, first.AccessToken, testkit.MeQuery, nil))
-		testkit.WantOK(t, s.Post(t, first.Refresh(), testkit.RefreshMutation, nil))
-	})
-
-	t.Run("ReplayAfterSuccessorUsedRevokesSession", func(t *testing.T) {
-		p := s.SignUp(t, "replay@example.com")
-		n := s.Refresh(t, p.Refresh())
-		testkit.WantOK(t, s.Post(t, n.AccessToken, testkit.MeQuery, nil)) // the successor is now used
-		testkit.WantCode(t, s.Post(t, p.Refresh(), testkit.RefreshMutation, nil), "REFRESH_TOKEN_REUSED")
-		testkit.WantCode(t, s.Post(t, n.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
-		testkit.WantCode(t, s.Post(t, n.Refresh(), testkit.RefreshMutation, nil), "UNAUTHENTICATED")
-	})
-
-	t.Run("ReplayOfOlderGenerationRevokesSession", func(t *testing.T) {
-		p := s.SignUp(t, "older@example.com")
-		n1 := s.Refresh(t, p.Refresh())
-		n2 := s.Refresh(t, n1.Refresh())
-		testkit.WantCode(t, s.Post(t, p.Refresh(), testkit.RefreshMutation, nil), "REFRESH_TOKEN_REUSED")
-		testkit.WantCode(t, s.Post(t, n2.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
-		testkit.WantCode(t, s.Post(t, n2.Refresh(), testkit.RefreshMutation, nil), "UNAUTHENTICATED")
-	})
-
-	t.Run("ReplayRacingRefreshLeavesOnePair", func(t *testing.T) {
-		for i := range 10 {
-			p := s.SignUp(t, "race"+string(rune('a'+i))+"@example.com")
-			n := s.Refresh(t, p.Refresh())
-			testkit.WantOK(t, s.Post(t, n.AccessToken, testkit.MeQuery, nil))
-			var legit, replay testkit.Response
-			var wg sync.WaitGroup
-			wg.Go(func() { legit = s.Post(t, n.Refresh(), testkit.RefreshMutation, nil) })
-			wg.Go(func() { replay = s.Post(t, p.Refresh(), testkit.RefreshMutation, nil) })
-			wg.Wait()
-			testkit.WantCode(t, replay, "REFRESH_TOKEN_REUSED")
-			// Whatever the order, nothing the legitimate client holds works now.
-			if legit.Code() == "" {
-				var got testkit.Payload
-				legit.Field(t, "refresh", &got)
-				testkit.WantCode(t, s.Post(t, got.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
-				testkit.WantCode(t, s.Post(t, got.Refresh(), testkit.RefreshMutation, nil), "UNAUTHENTICATED")
-			}
-			testkit.WantCode(t, s.Post(t, n.Refresh(), testkit.RefreshMutation, nil), "UNAUTHENTICATED")
-		}
 	})
 }
 
