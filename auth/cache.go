@@ -19,7 +19,16 @@ import (
 const (
 	// cacheTTL bounds how long an entry is served without a database
 	// read, which bounds staleness of everything that does not notify.
-	cacheTTL = 30 * time.Second
+	// What decides whether a token is accepted notifies (revocation,
+	// expiry, rotation, every change of the user, see coherence.go); what
+	// does not is lastUsedAt and successor_used (written by this instance's
+	// own uses, see checkAccess), a session's device name (never read from
+	// an identity) and authenticated_at (RequireRecentPassword asks the
+	// database before it refuses). So the TTL only bounds the case
+	// coherence.go leaves open: an instance dying between a rotation's
+	// commit and its heartbeat. At 10,000 busy sessions, 5 minutes is 33
+	// re-reads a second, where 30 s was 333.
+	cacheTTL = 5 * time.Minute
 	// DefaultCacheSize is SESSION_CACHE_SIZE's default: about 0.9 KiB an
 	// entry (BenchmarkCacheEntryMemory), so 9 MiB when full.
 	DefaultCacheSize = 10_000
