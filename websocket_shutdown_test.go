@@ -43,7 +43,7 @@ func TestWebSocketShutdownAndObservability(t *testing.T) {
 	third := srv.DialWS(t, nil)
 	third.MustInit(testkit.AuthInit(p.AccessToken))
 	third.Conn.Close(coderws.StatusNormalClosure, "")
-	testkit.Eventually(t, "the condition", func() bool {
+	testkit.Eventually(t, "the client's close counted", func() bool {
 		m := metrics()
 		return strings.Contains(m, `sessionauth_websocket_closes_total{reason="client_closed"} 1`) &&
 			strings.Contains(m, "sessionauth_websocket_connections 2")

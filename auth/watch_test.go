@@ -27,7 +27,7 @@ func instances(t *testing.T) (a, b *Service) {
 	b = newTestServiceOn(t, url, a.hasher)
 	a.EnableCache(t.Context(), url)
 	b.EnableCache(t.Context(), url)
-	testkit.Eventually(t, "the condition", func() bool { return a.CacheLive() && b.CacheLive() })
+	testkit.Eventually(t, "both caches live", func() bool { return a.CacheLive() && b.CacheLive() })
 	return a, b
 }
 
@@ -113,7 +113,7 @@ func TestWatchSession(t *testing.T) {
 		wctx, cancel := context.WithCancel(ctx)
 		ch := b.WatchSession(wctx, id)
 		cancel()
-		testkit.Eventually(t, "the condition", func() bool { return b.Watched() <= 1 }) // Alive's may remain until its cleanup
+		testkit.Eventually(t, "b to watch at most one session", func() bool { return b.Watched() <= 1 }) // Alive's may remain until its cleanup
 		who := authenticate(t, a, first.AccessToken)
 		if err := a.RevokeSession(ctx, who, is.Session.ID); err != nil {
 			t.Fatal(err)

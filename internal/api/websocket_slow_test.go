@@ -80,7 +80,7 @@ func TestWebSocketSlowHandler(t *testing.T) {
 			c := open2(t, slow, q.AccessToken)
 			c.Subscribe("1", testkit.SecurityEventsSubscription)
 			if tc.event {
-				testkit.Eventually(t, "the condition", func() bool { return s.svc.Watched() == 1 })
+				testkit.Eventually(t, "1 watched session(s)", func() bool { return s.svc.Watched() == 1 })
 				time.Sleep(200 * time.Millisecond)               // the stream has begun
 				s.Login(t, "slow@example.com", testkit.Password) // SIGNED_IN, for the stream
 			}
@@ -93,7 +93,7 @@ func TestWebSocketSlowHandler(t *testing.T) {
 			revoked := time.Now()
 			c.WantClose(4403, "SESSION_ENDED", 5*time.Second)
 			t.Logf("closed %v after the revocation returned (API.md: within 1s)", time.Since(revoked))
-			testkit.Eventually(t, "the condition", func() bool { return slow.wsCount() == 0 })
+			testkit.Eventually(t, "0 open WebSocket(s)", func() bool { return slow.wsCount() == 0 })
 		})
 	}
 }

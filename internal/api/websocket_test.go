@@ -141,7 +141,7 @@ func TestWebSocketLimits(t *testing.T) {
 
 	// One closes: room for another.
 	b.Conn.Close(coderws.StatusNormalClosure, "")
-	testkit.Eventually(t, "the condition", func() bool { return s.wsCount() == 1 })
+	testkit.Eventually(t, "1 open WebSocket(s)", func() bool { return s.wsCount() == 1 })
 	d := s.DialWS(t, nil)
 	d.MustInit(testkit.AuthInit(p.AccessToken))
 
@@ -240,7 +240,7 @@ func TestWebSocketAcrossInstances(t *testing.T) {
 	q := a.Login(t, "two@example.com", testkit.Password)
 	c := open2(t, b, q.AccessToken)
 	c.Subscribe("1", testkit.SecurityEventsSubscription)
-	testkit.Eventually(t, "the condition", func() bool { return b.svc.Watched() == 1 })
+	testkit.Eventually(t, "1 watched session(s)", func() bool { return b.svc.Watched() == 1 })
 	testkit.WantOK(t, a.Post(t, p.AccessToken, testkit.RevokeMutation, map[string]any{"id": q.Session.ID}))
 	got := c.WantClose(4403, "SESSION_ENDED", time.Second+500*time.Millisecond)
 	// The revocation recorded its event on a; b's device receives it
@@ -269,7 +269,7 @@ func TestWebSocketEventBeforeClose(t *testing.T) {
 	p := s.SignUp(t, "order@example.com")
 	c := open2(t, s, p.AccessToken)
 	c.Subscribe("1", testkit.SecurityEventsSubscription)
-	testkit.Eventually(t, "the condition", func() bool { return s.svc.Watched() == 1 })
+	testkit.Eventually(t, "1 watched session(s)", func() bool { return s.svc.Watched() == 1 })
 	time.Sleep(200 * time.Millisecond) // the subscription is running
 	ctx := testkit.Context(t)
 	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
@@ -346,7 +346,7 @@ func TestPlaygroundSubscription(t *testing.T) {
 	c := s.DialWS(t, nil)
 	c.MustInit(map[string]any{"authorization": "Bearer " + p.AccessToken})
 	send(c)
-	testkit.Eventually(t, "the condition", func() bool { return s.svc.Watched() == 1 })
+	testkit.Eventually(t, "1 watched session(s)", func() bool { return s.svc.Watched() == 1 })
 	if m, err := c.Read(700 * time.Millisecond); err == nil {
 		t.Fatalf("got %+v, want the subscription running quietly", m)
 	}
@@ -375,7 +375,7 @@ func TestWebSocketPing(t *testing.T) {
 			}
 		}
 	}()
-	testkit.Eventually(t, "the condition", func() bool { return s.wsCount() == 1 })
+	testkit.Eventually(t, "1 open WebSocket(s)", func() bool { return s.wsCount() == 1 })
 	time.Sleep(500 * time.Millisecond)
 	if n := s.wsCount(); n != 1 {
 		t.Fatalf("%d connections, want the answering one only", n)
@@ -401,7 +401,7 @@ func TestWebSocketStalledListener(t *testing.T) {
 	q := a.Login(t, "stall-ws@example.com", testkit.Password)
 	c := open2(t, b, q.AccessToken)
 	alive := open2(t, b, p.AccessToken)
-	testkit.Eventually(t, "the condition", func() bool { return b.svc.Watched() == 2 })
+	testkit.Eventually(t, "2 watched session(s)", func() bool { return b.svc.Watched() == 2 })
 
 	proxy.Stall()
 	testkit.WantOK(t, a.Post(t, p.AccessToken, testkit.RevokeMutation, map[string]any{"id": q.Session.ID}))
