@@ -96,7 +96,7 @@ func TestRunTouchesFlushesAtShutdown(t *testing.T) {
 		defer close(done)
 		s.RunHousekeeping(ctx, time.Hour)
 	}()
-	testkit.Eventually(t, "the deliverer to start flushing", func() bool {
+	testkit.Eventually(t, "the lastUsedAt flusher to start", func() bool {
 		s.touches.mu.Lock()
 		defer s.touches.mu.Unlock()
 		return s.touches.flusher > 0
