@@ -28,6 +28,23 @@ import (
 	"github.com/example/sessionauth/resolvers"
 )
 
+// Server is the API's handler (what ADDR serves) with the metrics its
+// requests feed (what METRICS_ADDR serves).
+type Server struct {
+	http.Handler
+	metrics *metrics
+	ws      *wsHub // its WebSocket connections, closed apart at shutdown
+}
+
+// Metrics serves GET /metrics, in the Prometheus text format, and nothing
+// else: for a listener of its own, never the API's.
+func (s *Server) Metrics() http.Handler { return s.metrics.handler() }
+
+// CloseWebSockets closes every WebSocket connection with 1001 (going away)
+// and returns when they are closed or ctx ends. A graceful stop calls it
+// beside http.Server.Shutdown, which does not see hijacked connections.
+func (s *Server) CloseWebSockets(ctx context.Context) { s.ws.closeAll(ctx) }
+
 // New assembles the whole HTTP handler over the domain service svc (and
 // db, which /readyz pings): the one the program serves and tests drive. Its
 // metrics are served apart (Server.Metrics), on a listener of their own.
