@@ -448,16 +448,8 @@ func TestReauthenticate(t *testing.T) {
 // needle, with how many.
 func tablesMentioning(t *testing.T, s *testServer, needle string) map[string]int {
 	t.Helper()
-	listTables := "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
-	if pgtest.SQLite() {
-		listTables = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-	}
-	var tables []string
-	if err := s.db.NewRaw(listTables).Scan(testkit.Context(t), &tables); err != nil {
-		t.Fatal(err)
-	}
 	out := map[string]int{}
-	for _, table := range tables {
+	for _, table := range testkit.Tables(t, s.db) {
 		rowText := fmt.Sprintf("SELECT t::text FROM %q t", table)
 		if pgtest.SQLite() {
 			var cols []string

@@ -108,13 +108,9 @@ func (s *testServer) backdate(t *testing.T, column, id string, ago time.Duration
 // both raw and in hex.
 func dumpDatabase(t *testing.T, db *bun.DB) string {
 	t.Helper()
-	listTables := "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
-	if pgtest.SQLite() {
-		listTables = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-	}
-	var tables []string
-	if err := db.NewRaw(listTables).Scan(testkit.Context(t), &tables); err != nil || len(tables) < 3 {
-		t.Fatalf("tables %v: %v", tables, err)
+	tables := testkit.Tables(t, db)
+	if len(tables) < 3 {
+		t.Fatalf("tables %v", tables)
 	}
 	var dump strings.Builder
 	for _, table := range tables {
@@ -126,20 +122,8 @@ func dumpDatabase(t *testing.T, db *bun.DB) string {
 			dump.WriteString(strings.Join(rows, "\n"))
 			continue
 		}
-		rows, err := db.QueryContext(testkit.Context(t), fmt.Sprintf("SELECT * FROM %q", table))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cols, _ := rows.Columns()
-		for rows.Next() {
-			values := make([]any, len(cols))
-			ptrs := make([]any, len(cols))
-			for i := range values {
-				ptrs[i] = &values[i]
-			}
-			if err := rows.Scan(ptrs...); err != nil {
-				t.Fatal(err)
-			}
+		_, rows := testkit.Rows(t, db, table)
+		for _, values := range rows {
 			for _, v := range values {
 				if b, ok := v.([]byte); ok {
 					fmt.Fprintf(&dump, "%s|%x|", b, b)
@@ -148,10 +132,6 @@ func dumpDatabase(t *testing.T, db *bun.DB) string {
 				}
 			}
 		}
-		if err := rows.Err(); err != nil {
-			t.Fatal(err)
-		}
-		rows.Close()
 	}
 	return dump.String()
 }
