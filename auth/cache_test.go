@@ -17,7 +17,7 @@ import (
 
 func identity(session, user string) *Identity {
 	return &Identity{
-		Session: &models.Session{ID: session, UserID: user, PrevSealed: make([]byte, 556)},
+		Session: &models.Session{ID: session, UserID: user, PrevSealed: make([]byte, 556), RefreshHash: make([]byte, 32)},
 		User:    &models.User{ID: user},
 		Now:     time.Now(),
 	}
@@ -45,8 +45,8 @@ func TestCacheStaysWithinItsSize(t *testing.T) {
 		if c.bySession[e.session.ID] != h {
 			t.Fatalf("index does not point at %s", h)
 		}
-		if e.session.PrevSealed != nil {
-			t.Fatal("an entry keeps the sealed pair, which no lookup needs")
+		if e.session.PrevSealed != nil || e.session.RefreshHash != nil {
+			t.Fatal("an entry keeps the sealed pair or the refresh hash, which no lookup needs")
 		}
 	}
 }
