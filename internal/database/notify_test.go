@@ -28,22 +28,17 @@ func TestNotifications(t *testing.T) {
 		testNoNotifications(t, dbURL, db)
 		return
 	}
-	t.Run("InCommitOrder", func(t *testing.T) {
-		t.Parallel()
-		testCommitOrder(t, dbURL, db)
-	})
-	t.Run("Pooled", func(t *testing.T) {
-		t.Parallel()
-		testPooled(t, dbURL, db)
-	})
-	t.Run("CutConnection", func(t *testing.T) {
-		t.Parallel()
-		testCut(t, dbURL, db)
-	})
-	t.Run("StalledConnection", func(t *testing.T) {
-		t.Parallel()
-		testStall(t, dbURL, db)
-	})
+	for name, test := range map[string]func(*testing.T, string, *bun.DB){
+		"InCommitOrder":     testCommitOrder,
+		"Pooled":            testPooled,
+		"CutConnection":     testCut,
+		"StalledConnection": testStall,
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			test(t, dbURL, db)
+		})
+	}
 }
 
 // TestSQLiteHasNoNotifications: on SQLite every entry point of the seam
@@ -254,7 +249,8 @@ func testStall(t *testing.T, dbURL string, db *bun.DB) {
 	l.Close() // returns, though its goodbye cannot be answered through a stall
 }
 
-// proxied returns dbURL through a TCP proxy of its own, which test t closes.
+// proxied returns dbURL through a TCP proxy of its own, which closes when t
+// ends.
 func proxied(t *testing.T, dbURL string) (string, *tcpproxy.Proxy) {
 	t.Helper()
 	u, err := url.Parse(dbURL)
