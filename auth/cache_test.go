@@ -51,6 +51,51 @@ func TestCacheStaysWithinItsSize(t *testing.T) {
 	}
 }
 
+// TestCacheSharesUserRecords: a user's cached sessions share one record,
+// counted, which goes with the last of them or with the user's invalidation.
+func TestCacheSharesUserRecords(t *testing.T) {
+	c := liveCache(10)
+	for i := range 3 {
+		c.put(c.begin(), fmt.Sprint("h", i), identity(fmt.Sprint("s", i), "u1"))
+	}
+	c.put(c.begin(), "h0", identity("s0", "u1")) // a newer copy of one entry
+	c.put(c.begin(), "solo", identity("s9", "u2"))
+	refs := func(user string) int {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if su := c.users[user]; su != nil {
+			return su.refs
+		}
+		return 0
+	}
+	if len(c.users) != 2 || refs("u1") != 3 || refs("u2") != 1 {
+		t.Fatalf("users %d, refs u1 %d u2 %d; want 2 records, 3 and 1 references", len(c.users), refs("u1"), refs("u2"))
+	}
+	a, _ := c.get("h0")
+	b, _ := c.get("h2")
+	if a.User != b.User {
+		t.Fatal("two sessions of one user hold two records")
+	}
+	c.mu.Lock()
+	c.evictSession("s1")
+	c.mu.Unlock()
+	if refs("u1") != 2 {
+		t.Fatalf("after one session's eviction, %d references, want 2", refs("u1"))
+	}
+	c.mu.Lock()
+	c.evictUser("u1")
+	c.mu.Unlock()
+	if refs("u1") != 0 || len(c.users) != 1 {
+		t.Fatalf("after the user's eviction: %d records, u1 has %d references", len(c.users), refs("u1"))
+	}
+	c.mu.Lock()
+	c.drop("solo")
+	c.mu.Unlock()
+	if len(c.users) != 0 {
+		t.Fatalf("%d user records left with no entry", len(c.users))
+	}
+}
+
 // TestCacheEvictions: a session's rotated-away token goes when its new one
 // is cached, a session invalidation takes whichever is cached, a user
 // invalidation every session of the user, and a read that raced any of
@@ -200,6 +245,14 @@ func BenchmarkRefreshCached(b *testing.B) {
 // BenchmarkCacheEntryMemory reports the heap one cache entry takes, with a
 // session and user as wide as real ones (what SESSION_CACHE_SIZE costs).
 func BenchmarkCacheEntryMemory(b *testing.B) {
+	// Each session its own user (the most an entry costs), and 10,000
+	// sessions of 32 users (the loadtest's -sessions), which share records.
+	for _, users := range []int{10_000, 32} {
+		b.Run(fmt.Sprintf("users=%d", users), func(b *testing.B) { benchmarkCacheEntryMemory(b, users) })
+	}
+}
+
+func benchmarkCacheEntryMemory(b *testing.B, users int) {
 	const n = 10_000
 	str := func(s string) *string { return &s }
 	for b.Loop() {
@@ -211,14 +264,14 @@ func BenchmarkCacheEntryMemory(b *testing.B) {
 			now := time.Now()
 			id := &Identity{
 				Session: &models.Session{
-					ID: fmt.Sprintf("%08d-6f1c-4b7e-9d0a-5c3e2f1a7b8c", i), UserID: fmt.Sprintf("%08d-0000-4b7e-9d0a-5c3e2f1a7b8c", i),
+					ID: fmt.Sprintf("%08d-6f1c-4b7e-9d0a-5c3e2f1a7b8c", i), UserID: fmt.Sprintf("%08d-0000-4b7e-9d0a-5c3e2f1a7b8c", i%users),
 					DeviceName: str("Ann's phone"), UserAgent: str("Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1"),
 					IPAddress: str("203.0.113.42"), CreatedAt: now, LastUsedAt: now,
 					AccessHash: make([]byte, 32), RefreshHash: make([]byte, 32), PrevRefreshHash: make([]byte, 32),
 					PrevRotatedAt: &now, PrevSealed: make([]byte, 556), AccessExpiresAt: now, RefreshExpiresAt: now,
 				},
 				User: &models.User{
-					ID: fmt.Sprintf("%08d-0000-4b7e-9d0a-5c3e2f1a7b8c", i), Email: "ann.example@example.com", EmailKey: "ann.example@example.com",
+					ID: fmt.Sprintf("%08d-0000-4b7e-9d0a-5c3e2f1a7b8c", i%users), Email: "ann.example@example.com", EmailKey: "ann.example@example.com",
 					PasswordHash: "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g", CreatedAt: now,
 				},
 				Now: now,

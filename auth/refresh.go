@@ -28,20 +28,12 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*Issued, er
 	var issued *Issued
 	var outcome *Error
 	// One transaction: the decision, the rotation and the user for the
-	// payload. It NOTIFYs nothing for a rotation (see coherence.go).
+	// payload (read with the session). It NOTIFYs nothing for a rotation
+	// (see coherence.go).
 	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		var err error
 		issued, outcome, err = s.refreshInTx(ctx, tx, refreshToken)
-		if err != nil {
-			return err
-		}
-		if issued != nil {
-			issued.User = new(models.User)
-			if err := tx.NewSelect().Model(issued.User).Where("id = ?", issued.Session.UserID).Scan(ctx); err != nil {
-				return err
-			}
-		}
-		return nil
+		return err
 	})
 	if err != nil {
 		return nil, dbError(err)
@@ -90,19 +82,17 @@ const (
 
 // lockByToken finds the session that a token with hash h belongs to, as its
 // refresh token, the one it replaced, or one retired before that (and, with
-// access, as its access token), reads it with the database's now and locks
-// it until the transaction ends. old is set for a superseded refresh token.
-func (s *Service) lockByToken(ctx context.Context, tx bun.Tx, h []byte, access bool) (*sessionRow, tokenRole, *superseded, error) {
-	where := "refresh_hash = ? OR prev_refresh_hash = ?"
+// access, as its access token), reads it with its user and the database's
+// now, and locks the session row (not the user's) until the transaction
+// ends. old is set for a superseded refresh token.
+func (s *Service) lockByToken(ctx context.Context, tx bun.Tx, h []byte, access bool) (*identityRow, tokenRole, *superseded, error) {
+	where := "session.refresh_hash = ? OR session.prev_refresh_hash = ?"
 	args := []any{h, h}
 	if access {
-		where, args = "access_hash = ? OR "+where, append(args, h)
+		where, args = "session.access_hash = ? OR "+where, append(args, h)
 	}
-	row := new(sessionRow)
-	err := tx.NewSelect().Model(row).
-		ColumnExpr("session.*").ColumnExpr(s.dialect.Now+" AS db_now").
-		Where(where, args...).
-		Apply(s.dialect.ForUpdate).Scan(ctx)
+	row := new(identityRow)
+	err := s.selectLocked(tx, row).Where(where, args...).Scan(ctx)
 	switch {
 	case err == nil && string(row.AccessHash) == string(h):
 		return row, currentAccess, nil, nil
@@ -123,10 +113,7 @@ func (s *Service) lockByToken(ctx context.Context, tx bun.Tx, h []byte, access b
 	if err != nil {
 		return nil, unknownToken, nil, err
 	}
-	err = tx.NewSelect().Model(row).
-		ColumnExpr("session.*").ColumnExpr(s.dialect.Now+" AS db_now").
-		Where("id = ?", retired.SessionID).
-		Apply(s.dialect.ForUpdate).Scan(ctx)
+	err = s.selectLocked(tx, row).Where("session.id = ?", retired.SessionID).Scan(ctx)
 	if err != nil {
 		return nil, unknownToken, nil, err
 	}
@@ -138,12 +125,21 @@ func (s *Service) lockByToken(ctx context.Context, tx bun.Tx, h []byte, access b
 	return row, supersededRefresh, old, nil
 }
 
+// selectLocked reads sessions with their users and the database's now,
+// locking the session rows.
+func (s *Service) selectLocked(tx bun.Tx, row *identityRow) *bun.SelectQuery {
+	return tx.NewSelect().Model(row).
+		ColumnExpr("session.*").ColumnExpr(s.dialect.Now + " AS db_now").
+		Relation("User").
+		Apply(s.dialect.ForUpdateOf("session"))
+}
+
 // judgeRefresh decides what presenting a refresh token (the current one, or
 // the superseded old) to its locked session amounts to: nil when it would
 // refresh, errRefreshReused for a replay (the caller revokes the session),
 // or the error to answer. Refresh and Logout decide alike, so that any
 // token that refreshes also logs out.
-func (s *Service) judgeRefresh(row *sessionRow, old *superseded) *Error {
+func (s *Service) judgeRefresh(row *identityRow, old *superseded) *Error {
 	sess := &row.Session
 	switch {
 	case sess.RevokedAt != nil:
@@ -182,7 +178,10 @@ func (s *Service) refreshInTx(ctx context.Context, tx bun.Tx, token string) (*Is
 	case outcome != nil:
 		return nil, outcome, nil
 	case old == nil:
-		issued, err := s.rotate(ctx, tx, row, token)
+		issued, err := s.rotate(ctx, tx, &row.sessionRow, token)
+		if issued != nil {
+			issued.User = row.User
+		}
 		return issued, nil, err
 	}
 	pair, err := openPair(token, sess.ID, old.sealed)
@@ -191,7 +190,7 @@ func (s *Service) refreshInTx(ctx context.Context, tx bun.Tx, token string) (*Is
 	}
 	view := *sess
 	view.AccessExpiresAt, view.RefreshExpiresAt = pair.AccessExpiresAt, pair.RefreshExpiresAt
-	return &Issued{AccessToken: pair.Access, RefreshToken: pair.Refresh, Session: &view, Now: row.DBNow}, nil, nil
+	return &Issued{AccessToken: pair.Access, RefreshToken: pair.Refresh, Session: &view, User: row.User, Now: row.DBNow}, nil, nil
 }
 
 // rotate replaces the session's pair, keeps the replaced refresh token's hash

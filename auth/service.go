@@ -63,6 +63,7 @@ type Service struct {
 	cache   *sessionCache // nil unless EnableCache was called
 	events  eventHub      // handlers of security events (events.go)
 	watch   watchHub      // sessions of long-lived connections (watch.go)
+	touches touchQueue    // lastUsedAt writes made in batches (touch.go)
 	streams streamHub     // securityEvents subscribers (eventstream.go)
 
 	verified, hashed atomic.Int64 // see PasswordWork

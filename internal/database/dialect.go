@@ -89,6 +89,17 @@ func (d Dialect) For(q *bun.SelectQuery, lock string) *bun.SelectQuery {
 // Use it with SelectQuery.Apply.
 func (d Dialect) ForUpdate(q *bun.SelectQuery) *bun.SelectQuery { return d.For(q, "UPDATE") }
 
+// ForUpdateOf is ForUpdate for a query that joins other tables: it locks
+// only the rows of the table with the given alias.
+func (d Dialect) ForUpdateOf(alias string) func(*bun.SelectQuery) *bun.SelectQuery {
+	return func(q *bun.SelectQuery) *bun.SelectQuery {
+		if d.sqlite {
+			return q
+		}
+		return q.For("UPDATE OF ?", bun.Ident(alias))
+	}
+}
+
 // ForUpdateSkipLocked is ForUpdate, passing over rows another transaction
 // has locked, for work that any instance may take.
 func (d Dialect) ForUpdateSkipLocked(q *bun.SelectQuery) *bun.SelectQuery {
