@@ -15,11 +15,11 @@ import (
 // Streaming security events as they are recorded (API.md, "Subscriptions":
 // securityEvents), on whichever instance they are recorded. The recording
 // transaction announces the accounts it wrote events for (recorded, in
-// events.go): where the database notifies (PostgreSQL) with a notification
-// on eventStreamChannel, delivered at commit to every instance's
-// invalidation listener (coherence.go); on SQLite in-process. A stream, woken for its account, reads the account's
-// events recorded since it started and sends those it has not sent yet, in
-// order of (at, id). While notifications cannot be trusted (no session
+// events.go): on PostgreSQL with a notification on eventStreamChannel,
+// delivered at commit to every instance's invalidation listener
+// (coherence.go); on SQLite, which cannot notify, in-process. A stream,
+// woken for its account, reads the account's events recorded since it
+// started and sends those it has not sent yet, in order of (at, id). While notifications cannot be trusted (no session
 // cache, its listener down) streams also look every watchPoll.
 //
 // Before a connection is closed because its session ended, DrainEvents has
