@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/example/sessionauth/internal/database"
 )
 
 // # How the caches stay coherent, and why revocation is instant
@@ -175,25 +175,13 @@ func (s *Service) listen(ctx context.Context, databaseURL string) {
 var errStalled = errors.New("no heartbeat came back within " + watchdogAfter.String())
 
 func (s *Service) listenOnce(ctx context.Context, databaseURL string) error {
-	connectCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	conn, err := pgx.Connect(connectCtx, databaseURL)
-	cancel()
+	l, err := database.Listen(ctx, databaseURL, eventStreamChannel, invalidationChannel)
 	if err != nil {
 		return err
 	}
 	connCtx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
-	defer func() {
-		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-		defer cancel()
-		conn.Close(closeCtx)
-	}()
-	if _, err := conn.Exec(connCtx, "LISTEN "+eventStreamChannel); err != nil {
-		return err
-	}
-	if _, err := conn.Exec(connCtx, "LISTEN "+invalidationChannel); err != nil {
-		return err
-	}
+	defer l.Close()
 	c := s.cache
 	now := time.Now()
 	c.mu.Lock()
@@ -206,7 +194,7 @@ func (s *Service) listenOnce(ctx context.Context, databaseURL string) error {
 	s.log.InfoContext(ctx, "session cache listening")
 	go s.watchdog(connCtx, stop)
 	for {
-		n, err := conn.WaitForNotification(connCtx)
+		n, err := l.WaitForNotification(connCtx)
 		if err != nil {
 			if cause := context.Cause(connCtx); cause != nil && ctx.Err() == nil {
 				return cause
@@ -420,8 +408,7 @@ func (s *Service) heartbeats(ctx context.Context) {
 		}
 		seq, payload, taken := c.compose()
 		sendCtx, cancel := context.WithTimeout(ctx, leaseDuration)
-		_, err := s.db.DB.ExecContext(sendCtx,
-			"SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)", invalidationChannel, payload)
+		err := s.dialect.Notify(sendCtx, s.db, invalidationChannel, payload, true)
 		cancel()
 		c.sent(seq, taken, err, time.Now())
 		if err != nil && ctx.Err() == nil {
