@@ -70,6 +70,8 @@ type Service struct {
 
 	lookupOnce sync.Once
 	lookupSQL  string // see lookupAccess
+	lockOnce   sync.Once
+	lockSQL    [3]string // see lockByToken, by lockBy
 }
 
 // NewService returns a Service over db, which must have been migrated.

@@ -140,6 +140,14 @@ func (d Dialect) QueryPrepared(ctx context.Context, db *bun.DB, query string, ar
 	return db.DB.QueryContext(ctx, query, args...)
 }
 
+// QueryPreparedTx is QueryPrepared inside tx.
+func (d Dialect) QueryPreparedTx(ctx context.Context, tx bun.Tx, query string, args ...any) (*sql.Rows, error) {
+	if !d.sqlite {
+		args = append([]any{pgx.QueryExecModeCacheStatement}, args...)
+	}
+	return tx.Tx.QueryContext(ctx, query, args...)
+}
+
 // IsUniqueViolation reports whether err is a unique-constraint violation.
 func IsUniqueViolation(err error) bool {
 	var pgErr *pgconn.PgError
