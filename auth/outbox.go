@@ -84,11 +84,17 @@ const (
 	retryBackoff    = time.Second
 	maxRetryBackoff = 10 * time.Minute
 	deliveryBatch   = 32
+	// wakeGather is how long a woken deliverer lets more events commit
+	// before it claims: every instance is woken by every event, so without
+	// it each event cost a claim query on every instance, a cost that grew
+	// with the write rate times the instances. With it, a deliverer claims
+	// at most 1/wakeGather times a second, a batch each time.
+	wakeGather = 20 * time.Millisecond
 )
 
 type deliveryTuning struct {
-	poll, lease, timeout, backoff, maxBackoff time.Duration
-	batch                                     int
+	poll, lease, timeout, backoff, maxBackoff, gather time.Duration
+	batch                                             int
 }
 
 type namedHandler struct {
@@ -175,6 +181,7 @@ func (h *eventHub) tune() deliveryTuning {
 	def(&t.timeout, handlerTimeout)
 	def(&t.backoff, retryBackoff)
 	def(&t.maxBackoff, maxRetryBackoff)
+	def(&t.gather, wakeGather)
 	if t.batch <= 0 {
 		t.batch = deliveryBatch
 	}
@@ -243,6 +250,17 @@ func (s *Service) deliverLoop(ctx context.Context, h namedHandler, wake <-chan s
 		case <-ctx.Done():
 			return
 		case <-wake:
+			// Let the events committing with this one come too, and
+			// take the wakes they sent meanwhile: one claim for all.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(t.gather):
+			}
+			select {
+			case <-wake:
+			default:
+			}
 		case <-timer.C:
 		}
 	}
