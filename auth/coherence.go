@@ -162,6 +162,9 @@ type syncWaiter struct {
 // and by heartbeats sent through the service's pool. It returns at once; the
 // cache is trusted only while its lease holds (see above), and the listener
 // reconnects until ctx ends. Config.SessionCacheSize bounds the entries.
+//
+// The same listener wakes the outbox's deliverers when events commit (in
+// place of DeliverEvents' own listener, when EnableCache is called first).
 func (s *Service) EnableCache(ctx context.Context, databaseURL string) {
 	s.cache = newSessionCache(s.cfg.SessionCacheSize)
 	go s.listen(ctx, databaseURL)
@@ -198,7 +201,7 @@ func (s *Service) listen(ctx context.Context, databaseURL string) {
 var errStalled = errors.New("no heartbeat came back within " + watchdogAfter.String())
 
 func (s *Service) listenOnce(ctx context.Context, databaseURL string) error {
-	l, err := database.Listen(ctx, databaseURL, eventStreamChannel, invalidationChannel, ackChannel(s.cache.self))
+	l, err := database.Listen(ctx, databaseURL, eventStreamChannel, eventsChannel, invalidationChannel, ackChannel(s.cache.self))
 	if err != nil {
 		return err
 	}
@@ -214,6 +217,7 @@ func (s *Service) listenOnce(ctx context.Context, databaseURL string) error {
 	c.reset()
 	c.mu.Unlock()
 	c.nudge()
+	s.events.signal() // deliverers: catch up with what committed before LISTEN
 	s.log.InfoContext(ctx, "session cache listening")
 	go s.watchdog(connCtx, stop)
 	for {
@@ -227,6 +231,9 @@ func (s *Service) listenOnce(ctx context.Context, databaseURL string) error {
 		switch n.Channel {
 		case eventStreamChannel:
 			s.streamNotified(n.Payload) // securityEvents (eventstream.go)
+			continue
+		case eventsChannel:
+			s.events.signal() // the outbox's deliverers (outbox.go)
 			continue
 		case invalidationChannel:
 		default:

@@ -214,7 +214,11 @@ func (s *Service) DeliverEvents(ctx context.Context) {
 	}()
 
 	var wg sync.WaitGroup
-	if s.dialect.CanListen() {
+	// With the session cache on, its listener wakes the deliverers (see
+	// listenOnce): one listening connection per instance, not two, and
+	// PostgreSQL signals every listening connection of the database for
+	// every NOTIFY, whatever its channel.
+	if s.dialect.CanListen() && s.cache == nil {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
