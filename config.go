@@ -29,7 +29,10 @@ type config struct {
 	// SoftMemoryLimit sets the runtime's soft memory limit to
 	// Auth.MemoryBudget (MEMORY_BUDGET), unless GOMEMLIMIT already set one.
 	SoftMemoryLimit bool
-	Auth            auth.Config
+	// GCPercent sets the collector's target to gcPercent, unless GOGC
+	// already set one.
+	GCPercent bool
+	Auth      auth.Config
 }
 
 // loadConfig reads the configuration through getenv, the one place the
@@ -72,6 +75,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 			EventRetention:     l.duration("SECURITY_EVENT_RETENTION", 2160*time.Hour, false),
 		},
 		SoftMemoryLimit: getenv("GOMEMLIMIT") == "",
+		GCPercent:       getenv("GOGC") == "",
 	}
 	if least := auth.MinMemoryBudget(cfg.Auth.SessionCacheSize); cfg.Auth.MemoryBudget < least && !l.bad["MEMORY_BUDGET"] && !l.bad["SESSION_CACHE_SIZE"] {
 		l.fail("MEMORY_BUDGET", "MEMORY_BUDGET=%d MiB: the server needs at least %d MiB with SESSION_CACHE_SIZE=%d (one password hash at a time); raise it or lower SESSION_CACHE_SIZE",

@@ -48,6 +48,12 @@ func TestConfigMemoryBudgetAndCacheSize(t *testing.T) {
 	if cfg, _ := configFrom(map[string]string{"GOMEMLIMIT": "100MiB"}); cfg.SoftMemoryLimit {
 		t.Error("MEMORY_BUDGET overrides GOMEMLIMIT")
 	}
+	if !cfg.GCPercent {
+		t.Error("the collector's target is left at Go's default")
+	}
+	if cfg, _ := configFrom(map[string]string{"GOGC": "200"}); cfg.GCPercent {
+		t.Error("the server's collector target overrides GOGC")
+	}
 }
 
 // TestConfigReportsEveryBadVariable: one start names every bad variable,

@@ -19,7 +19,16 @@ import (
 const (
 	// cacheTTL bounds how long an entry is served without a database
 	// read, which bounds staleness of everything that does not notify.
-	cacheTTL = 30 * time.Second
+	// What decides whether a token is accepted notifies (revocation,
+	// expiry, rotation, every change of the user, see coherence.go); what
+	// does not is lastUsedAt and successor_used (written by this instance's
+	// own uses, see checkAccess), a session's device name (never read from
+	// an identity) and authenticated_at (RequireRecentPassword asks the
+	// database before it refuses). So the TTL only bounds the case
+	// coherence.go leaves open: an instance dying between a rotation's
+	// commit and its heartbeat. At 10,000 busy sessions, 5 minutes is 33
+	// re-reads a second, where 30 s was 333.
+	cacheTTL = 5 * time.Minute
 	// DefaultCacheSize is SESSION_CACHE_SIZE's default: about 0.9 KiB an
 	// entry (BenchmarkCacheEntryMemory), so 9 MiB when full.
 	DefaultCacheSize = 10_000
@@ -60,6 +69,9 @@ type sessionCache struct {
 	userEvictedAt map[string]uint64          // user id -> the same
 	entries       map[string]*cachedIdentity // by access-token hash
 	bySession     map[string]string          // session id -> its cached access-token hash
+	// users holds one record per user for all of its cached sessions (a
+	// user's change evicts them all, so the shared record is current).
+	users map[string]*sharedUser
 
 	out   outbox
 	peers map[string]*peer
@@ -80,6 +92,7 @@ func newSessionCache(capacity int) *sessionCache {
 		capacity:  capacity,
 		entries:   map[string]*cachedIdentity{},
 		bySession: map[string]string{},
+		users:     map[string]*sharedUser{},
 		evictedAt: map[string]uint64{}, userEvictedAt: map[string]uint64{},
 		out:     outbox{sentAt: map[uint64]time.Time{}, acks: map[string]uint64{}},
 		peers:   map[string]*peer{},
@@ -122,7 +135,9 @@ func (c *sessionCache) begin() uint64 {
 func (c *sessionCache) put(epoch uint64, hash string, id *Identity) {
 	now := time.Now()
 	sess := *id.Session
-	sess.PrevSealed = nil // 0.5 KiB that a lookup never needs
+	// What a lookup never needs: the sealed pair (0.5 KiB) and the
+	// refresh token's hash (refresh and logout read the row itself).
+	sess.PrevSealed, sess.RefreshHash = nil, nil
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.connected || epoch < c.floor || c.evictedAt[sess.ID] > epoch || c.userEvictedAt[sess.UserID] > epoch {
@@ -131,23 +146,58 @@ func (c *sessionCache) put(epoch uint64, hash string, id *Identity) {
 	if old, ok := c.bySession[sess.ID]; ok && old != hash {
 		c.drop(old) // a rotated-away token of the same session
 	}
-	if _, ok := c.entries[hash]; !ok && len(c.entries) >= c.capacity {
+	if _, ok := c.entries[hash]; ok {
+		c.drop(hash) // replaced by a newer copy
+	} else if len(c.entries) >= c.capacity {
 		for k := range c.entries { // evict an arbitrary entry
 			c.drop(k)
 			break
 		}
 	}
-	c.entries[hash] = &cachedIdentity{session: sess, user: id.User, offset: id.Now.Sub(now), cachedAt: now}
+	c.entries[hash] = &cachedIdentity{session: sess, user: c.share(id.User), offset: id.Now.Sub(now), cachedAt: now}
 	c.bySession[sess.ID] = hash
+}
+
+// sharedUser is a user's record and the number of cached sessions using it.
+type sharedUser struct {
+	user *models.User
+	refs int
+}
+
+// share returns the record cached for u's user, or makes u that record;
+// c.mu is held. A session read after the last change of its user carries
+// the same values as the record cached (any change evicts the record, see
+// evictUser), so a user's sessions need only one.
+func (c *sessionCache) share(u *models.User) *models.User {
+	if u == nil {
+		return nil
+	}
+	su := c.users[u.ID]
+	if su == nil {
+		su = &sharedUser{user: u}
+		c.users[u.ID] = su
+	}
+	su.refs++
+	return su.user
 }
 
 // drop forgets the entry for hash; c.mu is held.
 func (c *sessionCache) drop(hash string) {
-	if e, ok := c.entries[hash]; ok {
-		if c.bySession[e.session.ID] == hash {
-			delete(c.bySession, e.session.ID)
+	e, ok := c.entries[hash]
+	if !ok {
+		return
+	}
+	if c.bySession[e.session.ID] == hash {
+		delete(c.bySession, e.session.ID)
+	}
+	delete(c.entries, hash)
+	if e.user == nil {
+		return
+	}
+	if su := c.users[e.user.ID]; su != nil && su.user == e.user {
+		if su.refs--; su.refs == 0 {
+			delete(c.users, e.user.ID)
 		}
-		delete(c.entries, hash)
 	}
 }
 
@@ -173,6 +223,7 @@ func (c *sessionCache) evictUser(id string) {
 			c.drop(k)
 		}
 	}
+	delete(c.users, id)
 }
 
 // reset drops every entry and fails every read in flight; c.mu is held.
@@ -183,6 +234,7 @@ func (c *sessionCache) reset() {
 	clear(c.userEvictedAt)
 	clear(c.entries)
 	clear(c.bySession)
+	clear(c.users)
 }
 
 // forget bounds the memory of recent invalidations: past 4,096 of them, it

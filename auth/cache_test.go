@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,7 +18,7 @@ import (
 
 func identity(session, user string) *Identity {
 	return &Identity{
-		Session: &models.Session{ID: session, UserID: user, PrevSealed: make([]byte, 556)},
+		Session: &models.Session{ID: session, UserID: user, PrevSealed: make([]byte, 556), RefreshHash: make([]byte, 32)},
 		User:    &models.User{ID: user},
 		Now:     time.Now(),
 	}
@@ -45,9 +46,54 @@ func TestCacheStaysWithinItsSize(t *testing.T) {
 		if c.bySession[e.session.ID] != h {
 			t.Fatalf("index does not point at %s", h)
 		}
-		if e.session.PrevSealed != nil {
-			t.Fatal("an entry keeps the sealed pair, which no lookup needs")
+		if e.session.PrevSealed != nil || e.session.RefreshHash != nil {
+			t.Fatal("an entry keeps the sealed pair or the refresh hash, which no lookup needs")
 		}
+	}
+}
+
+// TestCacheSharesUserRecords: a user's cached sessions share one record,
+// counted, which goes with the last of them or with the user's invalidation.
+func TestCacheSharesUserRecords(t *testing.T) {
+	c := liveCache(10)
+	for i := range 3 {
+		c.put(c.begin(), fmt.Sprint("h", i), identity(fmt.Sprint("s", i), "u1"))
+	}
+	c.put(c.begin(), "h0", identity("s0", "u1")) // a newer copy of one entry
+	c.put(c.begin(), "solo", identity("s9", "u2"))
+	refs := func(user string) int {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if su := c.users[user]; su != nil {
+			return su.refs
+		}
+		return 0
+	}
+	if len(c.users) != 2 || refs("u1") != 3 || refs("u2") != 1 {
+		t.Fatalf("users %d, refs u1 %d u2 %d; want 2 records, 3 and 1 references", len(c.users), refs("u1"), refs("u2"))
+	}
+	a, _ := c.get("h0")
+	b, _ := c.get("h2")
+	if a.User != b.User {
+		t.Fatal("two sessions of one user hold two records")
+	}
+	c.mu.Lock()
+	c.evictSession("s1")
+	c.mu.Unlock()
+	if refs("u1") != 2 {
+		t.Fatalf("after one session's eviction, %d references, want 2", refs("u1"))
+	}
+	c.mu.Lock()
+	c.evictUser("u1")
+	c.mu.Unlock()
+	if refs("u1") != 0 || len(c.users) != 1 {
+		t.Fatalf("after the user's eviction: %d records, u1 has %d references", len(c.users), refs("u1"))
+	}
+	c.mu.Lock()
+	c.drop("solo")
+	c.mu.Unlock()
+	if len(c.users) != 0 {
+		t.Fatalf("%d user records left with no entry", len(c.users))
 	}
 }
 
@@ -200,6 +246,14 @@ func BenchmarkRefreshCached(b *testing.B) {
 // BenchmarkCacheEntryMemory reports the heap one cache entry takes, with a
 // session and user as wide as real ones (what SESSION_CACHE_SIZE costs).
 func BenchmarkCacheEntryMemory(b *testing.B) {
+	// Each session its own user (the most an entry costs), and 10,000
+	// sessions of 32 users (the loadtest's -sessions), which share records.
+	for _, users := range []int{10_000, 32} {
+		b.Run(fmt.Sprintf("users=%d", users), func(b *testing.B) { benchmarkCacheEntryMemory(b, users) })
+	}
+}
+
+func benchmarkCacheEntryMemory(b *testing.B, users int) {
 	const n = 10_000
 	str := func(s string) *string { return &s }
 	for b.Loop() {
@@ -211,14 +265,14 @@ func BenchmarkCacheEntryMemory(b *testing.B) {
 			now := time.Now()
 			id := &Identity{
 				Session: &models.Session{
-					ID: fmt.Sprintf("%08d-6f1c-4b7e-9d0a-5c3e2f1a7b8c", i), UserID: fmt.Sprintf("%08d-0000-4b7e-9d0a-5c3e2f1a7b8c", i),
+					ID: fmt.Sprintf("%08d-6f1c-4b7e-9d0a-5c3e2f1a7b8c", i), UserID: fmt.Sprintf("%08d-0000-4b7e-9d0a-5c3e2f1a7b8c", i%users),
 					DeviceName: str("Ann's phone"), UserAgent: str("Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1"),
 					IPAddress: str("203.0.113.42"), CreatedAt: now, LastUsedAt: now,
 					AccessHash: make([]byte, 32), RefreshHash: make([]byte, 32), PrevRefreshHash: make([]byte, 32),
 					PrevRotatedAt: &now, PrevSealed: make([]byte, 556), AccessExpiresAt: now, RefreshExpiresAt: now,
 				},
 				User: &models.User{
-					ID: fmt.Sprintf("%08d-0000-4b7e-9d0a-5c3e2f1a7b8c", i), Email: "ann.example@example.com", EmailKey: "ann.example@example.com",
+					ID: fmt.Sprintf("%08d-0000-4b7e-9d0a-5c3e2f1a7b8c", i%users), Email: "ann.example@example.com", EmailKey: "ann.example@example.com",
 					PasswordHash: "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g", CreatedAt: now,
 				},
 				Now: now,
@@ -257,7 +311,8 @@ func TestRotationQueuedWithItsWaiter(t *testing.T) {
 		}
 		runtime.Gosched()
 	}
-	seq, payload, taken := c.compose()
+	msg := c.compose()
+	seq, payload, taken := msg.seq, msg.payload, msg.taken
 	var w *syncWaiter
 	c.mu.Lock()
 	for x := range c.waiters {
@@ -267,7 +322,7 @@ func TestRotationQueuedWithItsWaiter(t *testing.T) {
 	if w.marker != seq || len(taken) != 1 || !strings.HasSuffix(payload, "|s1") {
 		t.Fatalf("heartbeat %d %q: the waiter's marker is %d", seq, payload, w.marker)
 	}
-	c.sent(seq, taken, nil, time.Now())
+	c.sent(msg, nil, time.Now())
 	c.mu.Lock()
 	inStream := !w.inStream.IsZero()
 	c.mu.Unlock()
@@ -276,4 +331,49 @@ func TestRotationQueuedWithItsWaiter(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// TestAcknowledgementAloneGoesToTheAsker: an acknowledgement with nothing
+// else to say goes to the asking instance's channel only; with anything else
+// to say, or a heartbeat due, it rides in a broadcast heartbeat. A failed
+// send keeps it owed, and the asker counts it when it arrives.
+func TestAcknowledgementAloneGoesToTheAsker(t *testing.T) {
+	c := liveCache(10)
+	c.out.beat = time.Now() // a heartbeat just went out
+	c.out.acks["asker"] = 7
+	msg := c.compose()
+	if msg.seq != 0 || msg.channel != ackChannel("asker") || msg.payload != "a|"+c.self+"|7" {
+		t.Fatalf("alone: %+v, want an acknowledgement of 7 on the asker's channel", msg)
+	}
+	if len(c.out.acks) != 0 {
+		t.Fatal("the acknowledgement is still owed after it was composed")
+	}
+	c.sent(msg, errors.New("connection refused"), time.Now())
+	if c.out.acks["asker"] != 7 {
+		t.Fatalf("after a failed send %d is owed, want 7", c.out.acks["asker"])
+	}
+
+	c.out.evict = append(c.out.evict, eviction{session: "s1"})
+	if msg := c.compose(); msg.seq == 0 || msg.channel != invalidationChannel || !strings.Contains(msg.payload, "|asker.7|s1") {
+		t.Fatalf("with a rotation to announce: %+v, want one heartbeat carrying both", msg)
+	}
+	c.out.acks["asker"] = 8
+	c.out.beat = time.Now().Add(-heartbeatEvery)
+	if msg := c.compose(); msg.seq == 0 || !strings.Contains(msg.payload, "|asker.8|") {
+		t.Fatalf("with a heartbeat due: %+v, want the heartbeat, carrying the acknowledgement", msg)
+	}
+
+	// The asker's side: malformed payloads prove nothing; a well-formed
+	// one counts for that peer.
+	for _, bad := range []string{"", "a|x", "a|x|y", "h|x|1", "a|x|1|2"} {
+		c.applyAck(bad)
+	}
+	if len(c.peers) != 0 {
+		t.Fatalf("malformed acknowledgements registered peers: %v", c.peers)
+	}
+	c.applyAck("a|other|5")
+	c.applyAck("a|other|3") // late and older: never moves back
+	if p := c.peers["other"]; p == nil || p.acked != 5 || !p.seen.IsZero() {
+		t.Fatalf("peer after acknowledgements: %+v, want acked 5 and never seen", p)
+	}
 }

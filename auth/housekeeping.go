@@ -213,9 +213,11 @@ func (s *Service) eraseRetiredSeals(ctx context.Context, db bun.IDB, batch int) 
 // RunHousekeeping calls Housekeep every interval, and eraseSpentSeals every
 // sealSweepInterval (or interval, when shorter) on its own so that a long
 // round of deletions never delays it, until ctx ends, logging failures; the
-// next round retries. It returns when both have stopped.
+// next round retries. While it runs it also writes lastUsedAt in batches
+// (touch.go). It returns when all have stopped.
 func (s *Service) RunHousekeeping(ctx context.Context, interval time.Duration) {
 	var wg sync.WaitGroup
+	wg.Go(func() { s.runTouches(ctx) })
 	wg.Go(func() {
 		every(ctx, min(interval, sealSweepInterval), func(round context.Context) {
 			if _, err := s.eraseSpentSeals(round); err != nil {

@@ -2,17 +2,15 @@ package auth
 
 import (
 	"context"
-	"database/sql/driver"
-	"errors"
 	"fmt"
 	"regexp"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/uptrace/bun"
 
+	"github.com/example/sessionauth/internal/database"
 	"github.com/example/sessionauth/models"
 )
 
@@ -209,7 +207,7 @@ func (s *Service) DeliverEvents(ctx context.Context) {
 	}()
 
 	var wg sync.WaitGroup
-	if !s.isSQLite() {
+	if s.dialect.CanListen() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -431,31 +429,16 @@ func (s *Service) listenEvents(ctx context.Context) {
 }
 
 func (s *Service) listenEventsOnce(ctx context.Context) (listened bool, err error) {
-	conn, err := s.db.Conn(ctx)
-	if err != nil {
-		return false, err
-	}
-	defer conn.Close()
-	err = conn.Raw(func(dc any) error {
-		sc, ok := dc.(*stdlib.Conn)
-		if !ok {
-			return fmt.Errorf("not a pgx connection: %T", dc)
-		}
-		c := sc.Conn()
-		// The connection is never returned to the pool listening: every
-		// way out discards it.
-		if _, err := c.Exec(ctx, "LISTEN "+eventsChannel); err != nil {
-			return errors.Join(err, driver.ErrBadConn)
-		}
+	err = database.ListenPooled(ctx, s.db, func(l *database.Listener) error {
 		listened = true
 		s.events.signal() // catch up with what committed before LISTEN
 		for {
-			if _, err := c.WaitForNotification(ctx); err != nil {
-				return errors.Join(err, driver.ErrBadConn)
+			if _, err := l.WaitForNotification(ctx); err != nil {
+				return err
 			}
 			s.events.signal()
 		}
-	})
+	}, eventsChannel)
 	return listened, err
 }
 

@@ -2,6 +2,8 @@ package auth
 
 import (
 	"context"
+	"database/sql"
+	"strings"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -28,20 +30,12 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*Issued, er
 	var issued *Issued
 	var outcome *Error
 	// One transaction: the decision, the rotation and the user for the
-	// payload. It NOTIFYs nothing for a rotation (see coherence.go).
+	// payload (read with the session). It NOTIFYs nothing for a rotation
+	// (see coherence.go).
 	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		var err error
 		issued, outcome, err = s.refreshInTx(ctx, tx, refreshToken)
-		if err != nil {
-			return err
-		}
-		if issued != nil {
-			issued.User = new(models.User)
-			if err := tx.NewSelect().Model(issued.User).Where("id = ?", issued.Session.UserID).Scan(ctx); err != nil {
-				return err
-			}
-		}
-		return nil
+		return err
 	})
 	if err != nil {
 		return nil, dbError(err)
@@ -89,19 +83,15 @@ const (
 
 // lockByToken finds the session that a token with hash h belongs to, as its
 // refresh token, the one it replaced, or one retired before that (and, with
-// access, as its access token), reads it with the database's now and locks
-// it until the transaction ends. old is set for a superseded refresh token.
-func (s *Service) lockByToken(ctx context.Context, tx bun.Tx, h []byte, access bool) (*sessionRow, tokenRole, *superseded, error) {
-	where := "refresh_hash = ? OR prev_refresh_hash = ?"
-	args := []any{h, h}
+// access, as its access token), reads it with its user and the database's
+// now, and locks the session row (not the user's) until the transaction
+// ends. old is set for a superseded refresh token.
+func (s *Service) lockByToken(ctx context.Context, tx bun.Tx, h []byte, access bool) (*identityRow, tokenRole, *superseded, error) {
+	by := byRefresh
 	if access {
-		where, args = "access_hash = ? OR "+where, append(args, h)
+		by = byAnyToken
 	}
-	row := new(sessionRow)
-	err := tx.NewSelect().Model(row).
-		ColumnExpr("session.*").ColumnExpr(s.dialect.Now+" AS db_now").
-		Where(where, args...).
-		Apply(s.dialect.ForUpdate).Scan(ctx)
+	row, err := s.selectLocked(ctx, tx, by, h)
 	switch {
 	case err == nil && string(row.AccessHash) == string(h):
 		return row, currentAccess, nil, nil
@@ -122,11 +112,7 @@ func (s *Service) lockByToken(ctx context.Context, tx bun.Tx, h []byte, access b
 	if err != nil {
 		return nil, unknownToken, nil, err
 	}
-	err = tx.NewSelect().Model(row).
-		ColumnExpr("session.*").ColumnExpr(s.dialect.Now+" AS db_now").
-		Where("id = ?", retired.SessionID).
-		Apply(s.dialect.ForUpdate).Scan(ctx)
-	if err != nil {
+	if row, err = s.selectLocked(ctx, tx, byID, retired.SessionID); err != nil {
 		return nil, unknownToken, nil, err
 	}
 	// Its successor was used: the token after it was presented to rotate.
@@ -137,12 +123,61 @@ func (s *Service) lockByToken(ctx context.Context, tx bun.Tx, h []byte, access b
 	return row, supersededRefresh, old, nil
 }
 
+// lockBy is what selectLocked finds a session by.
+type lockBy int
+
+const (
+	byRefresh  lockBy = iota // its refresh token or the one that token replaced
+	byAnyToken               // the same, or its access token
+	byID                     // its id
+)
+
+// selectLocked reads the session that key identifies (see lockBy) with its
+// user and the database's now, and locks the session row, not the user's.
+// It runs on every refresh and logout, so its text is built once, with a
+// parameter, and prepared (as lookupAccess's): bun would write the hash into
+// the text, and PostgreSQL would parse and plan the join anew each time.
+// Errors: sql.ErrNoRows when there is no such session.
+func (s *Service) selectLocked(ctx context.Context, tx bun.Tx, by lockBy, key any) (*identityRow, error) {
+	s.lockOnce.Do(func() {
+		p := s.dialect.Placeholder(1)
+		for by, where := range [...]string{
+			byRefresh:  "session.refresh_hash = ? OR session.prev_refresh_hash = ?",
+			byAnyToken: "session.access_hash = ? OR session.refresh_hash = ? OR session.prev_refresh_hash = ?",
+			byID:       "session.id = ?",
+		} {
+			args := make([]any, strings.Count(where, "?"))
+			for i := range args {
+				args[i] = p
+			}
+			s.lockSQL[by] = s.db.NewSelect().Model((*identityRow)(nil)).
+				ColumnExpr("session.*").ColumnExpr(s.dialect.Now+" AS db_now").
+				Relation("User").
+				Where(where, args...).
+				Apply(s.dialect.ForUpdateOf("session")).
+				String()
+		}
+	})
+	rows, err := s.dialect.QueryPreparedTx(ctx, tx, s.lockSQL[by], key)
+	if err != nil {
+		return nil, err
+	}
+	row := new(identityRow)
+	if err := s.db.ScanRows(ctx, rows, row); err != nil {
+		return nil, err
+	}
+	if row.ID == "" { // ScanRows leaves the model as it was when no row came
+		return nil, sql.ErrNoRows
+	}
+	return row, nil
+}
+
 // judgeRefresh decides what presenting a refresh token (the current one, or
 // the superseded old) to its locked session amounts to: nil when it would
 // refresh, errRefreshReused for a replay (the caller revokes the session),
 // or the error to answer. Refresh and Logout decide alike, so that any
 // token that refreshes also logs out.
-func (s *Service) judgeRefresh(row *sessionRow, old *superseded) *Error {
+func (s *Service) judgeRefresh(row *identityRow, old *superseded) *Error {
 	sess := &row.Session
 	switch {
 	case sess.RevokedAt != nil:
@@ -181,7 +216,10 @@ func (s *Service) refreshInTx(ctx context.Context, tx bun.Tx, token string) (*Is
 	case outcome != nil:
 		return nil, outcome, nil
 	case old == nil:
-		issued, err := s.rotate(ctx, tx, row, token)
+		issued, err := s.rotate(ctx, tx, &row.sessionRow, token)
+		if issued != nil {
+			issued.User = row.User
+		}
 		return issued, nil, err
 	}
 	pair, err := openPair(token, sess.ID, old.sealed)
@@ -190,7 +228,7 @@ func (s *Service) refreshInTx(ctx context.Context, tx bun.Tx, token string) (*Is
 	}
 	view := *sess
 	view.AccessExpiresAt, view.RefreshExpiresAt = pair.AccessExpiresAt, pair.RefreshExpiresAt
-	return &Issued{AccessToken: pair.Access, RefreshToken: pair.Refresh, Session: &view, Now: row.DBNow}, nil, nil
+	return &Issued{AccessToken: pair.Access, RefreshToken: pair.Refresh, Session: &view, User: row.User, Now: row.DBNow}, nil, nil
 }
 
 // rotate replaces the session's pair, keeps the replaced refresh token's hash

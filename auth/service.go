@@ -64,12 +64,15 @@ type Service struct {
 	cache   *sessionCache // nil unless EnableCache was called
 	events  eventHub      // handlers of security events (events.go)
 	watch   watchHub      // sessions of long-lived connections (watch.go)
+	touches touchQueue    // lastUsedAt writes made in batches (touch.go)
 	streams streamHub     // securityEvents subscribers (eventstream.go)
 
 	verified, hashed atomic.Int64 // see PasswordWork
 
 	lookupOnce sync.Once
 	lookupSQL  string // see lookupAccess
+	lockOnce   sync.Once
+	lockSQL    [3]string // see lockByToken, by lockBy
 }
 
 // NewService returns a Service over db, which must have been migrated.

@@ -45,7 +45,7 @@ func (s *Service) authenticateAccess(ctx context.Context, token string) (*Identi
 	if s.cache != nil {
 		epoch = s.cache.begin()
 		if id, ok := s.cache.get(string(h)); ok {
-			return s.checkAccess(ctx, epoch, h, id)
+			return s.checkAccess(ctx, epoch, h, id, true)
 		}
 	}
 	row, err := s.lookupAccess(ctx, h)
@@ -55,12 +55,13 @@ func (s *Service) authenticateAccess(ctx context.Context, token string) (*Identi
 	if err != nil {
 		return nil, dbError(err)
 	}
-	return s.checkAccess(ctx, epoch, h, &Identity{Session: &row.Session, User: row.User, Now: row.DBNow})
+	return s.checkAccess(ctx, epoch, h, &Identity{Session: &row.Session, User: row.User, Now: row.DBNow}, false)
 }
 
-// checkAccess decides on an identity read at id.Now, records the use, and
-// caches the result when it is valid and no invalidation arrived since epoch.
-func (s *Service) checkAccess(ctx context.Context, epoch uint64, h []byte, id *Identity) (*Identity, error) {
+// checkAccess decides on an identity read at id.Now (from the cache when
+// cached), records the use, and caches the result when it is valid, changed
+// the cached copy, and no invalidation arrived since epoch.
+func (s *Service) checkAccess(ctx context.Context, epoch uint64, h []byte, id *Identity, cached bool) (*Identity, error) {
 	sess := id.Session
 	if sess.RevokedAt != nil {
 		return nil, errUnauthenticated
@@ -68,14 +69,25 @@ func (s *Service) checkAccess(ctx context.Context, epoch uint64, h []byte, id *I
 	if !id.Now.Before(sess.AccessExpiresAt) {
 		return nil, errAccessExpired
 	}
-	// The first use of a rotated pair also marks it used, which ends the
-	// grace for its predecessor refresh token (see Refresh).
-	if id.Now.Sub(sess.LastUsedAt) >= touchInterval || (sess.PrevRefreshHash != nil && !sess.SuccessorUsed) {
+	changed := !cached
+	switch {
+	case sess.PrevRefreshHash != nil && !sess.SuccessorUsed:
+		// The first use of a rotated pair also marks it used, which ends
+		// the grace for its predecessor refresh token (see Refresh): in
+		// this request, never queued.
 		if err := s.touch(ctx, sess); err != nil {
 			return nil, dbError(err)
 		}
+		changed = true
+	case id.Now.Sub(sess.LastUsedAt) >= touchInterval:
+		if s.touches.queue(sess.ID) {
+			sess.LastUsedAt = id.Now // written within touchFlushInterval
+		} else if err := s.touch(ctx, sess); err != nil {
+			return nil, dbError(err)
+		}
+		changed = true
 	}
-	if s.cache != nil {
+	if s.cache != nil && changed {
 		s.cache.put(epoch, string(h), id)
 	}
 	return id, nil

@@ -76,6 +76,7 @@ type watcher struct {
 	hash          []byte
 	expires       time.Time // the access token's, as last read
 	onEnd         func(EndReason)
+	ctx           context.Context // the holder's: once it ends, onEnd never runs
 	timer         *time.Timer
 	ended         bool // guarded by watchHub.mu
 }
@@ -109,7 +110,7 @@ func (s *Service) OnSessionEnd(ctx context.Context, id *Identity, f func(EndReas
 	h := &s.watch
 	w := &watcher{
 		session: id.Session.ID, user: id.Session.UserID, hash: id.Session.AccessHash,
-		expires: id.Session.AccessExpiresAt, onEnd: f,
+		expires: id.Session.AccessExpiresAt, onEnd: f, ctx: ctx,
 	}
 	h.mu.Lock()
 	if h.bySession == nil {
@@ -161,7 +162,9 @@ func (s *Service) endWatch(w *watcher, reason EndReason) {
 	w.timer.Stop()
 	remove(h.bySession, w.session, w)
 	remove(h.byUser, w.user, w)
-	if reason != 0 {
+	// An ended context tells nothing, even if the end raced it here
+	// before its own AfterFunc ran.
+	if reason != 0 && w.ctx.Err() == nil {
 		go w.onEnd(reason)
 	}
 }

@@ -5,6 +5,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -179,11 +182,11 @@ func TestSeveralInstances(t *testing.T) {
 }
 
 func TestParseFlags(t *testing.T) {
-	o, err := parseFlags([]string{"-c", "4", "-n", "10", "-scenarios", "a,b"}, io.Discard)
+	o, err := parseFlags([]string{"-c", "4", "-n", "10", "-scenarios", "a,b", "-peer-pids", "12, 34"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.Clients != 4 || o.PerClient != 10 || o.Warmup != 0 || len(o.Scenarios) != 2 {
+	if o.Clients != 4 || o.PerClient != 10 || o.Warmup != 0 || len(o.Scenarios) != 2 || !slices.Equal(o.PeerPIDs, []int{12, 34}) {
 		t.Errorf("options = %+v", o)
 	}
 	for _, bad := range [][]string{
@@ -195,6 +198,8 @@ func TestParseFlags(t *testing.T) {
 		{"-sessions", "10000"}, // needs -database-url
 		{"-sessions", "-1", "-database-url", "postgres://x/y"},
 		{"-url", " , "},
+		{"-peer-pids", "12,x"},
+		{"-peer-pids", "0"},
 	} {
 		if _, err := parseFlags(bad, io.Discard); err == nil {
 			t.Errorf("parseFlags(%q) accepted", bad)
@@ -220,6 +225,18 @@ func TestParseProcCPU(t *testing.T) {
 	}
 	if _, err := parseProcCPU([]byte("4242 (x) S 1")); err == nil {
 		t.Error("a short stat parsed")
+	}
+}
+
+func TestSumProcCPU(t *testing.T) {
+	self, err := readProcCPU(strconv.Itoa(os.Getpid()))
+	if err != nil {
+		t.Skip("no /proc here")
+	}
+	// Two readings of this process, and one pid that cannot exist (above
+	// Linux's pid_max), which counts nothing.
+	if got := sumProcCPU([]int{os.Getpid(), os.Getpid(), 1 << 23}); got < 2*self {
+		t.Errorf("sumProcCPU = %d, want at least twice this process's %d", got, self)
 	}
 }
 
@@ -266,7 +283,7 @@ func TestMeasureCountsRequests(t *testing.T) {
 			return fail
 		},
 	}
-	r := measure(context.Background(), ops, 0, 0, 10, 0, "")
+	r := measure(context.Background(), ops, 0, 0, 10, procs{})
 	if r.OK != 10 || r.Errors != 10 || r.ErrorCodes["UNAUTHENTICATED"] != 5 || r.ErrorCodes["CLIENT: boom"] != 5 {
 		t.Errorf("ok %d errors %d %v; want 10 ok, 5 UNAUTHENTICATED, 5 CLIENT: boom", r.OK, r.Errors, r.ErrorCodes)
 	}
@@ -283,7 +300,7 @@ func TestMeasureWindow(t *testing.T) {
 		return nil
 	}
 	start := time.Now()
-	r := measure(context.Background(), []op{sleepy, sleepy}, 20*time.Millisecond, 100*time.Millisecond, 0, 0, "")
+	r := measure(context.Background(), []op{sleepy, sleepy}, 20*time.Millisecond, 100*time.Millisecond, 0, procs{})
 	if took := time.Since(start); took > time.Second {
 		t.Errorf("measure took %v for a 120ms run", took)
 	}

@@ -28,6 +28,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -62,6 +63,7 @@ type options struct {
 	DatabaseURL  string
 	SQLMarkers   bool
 	PID          int
+	PeerPIDs     []int
 	JSON         bool
 	// The subscription scenario (subscriptions.go).
 	WSConns       int
@@ -94,6 +96,16 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.DatabaseURL, "database-url", "", "PostgreSQL URL of the server's database, for -prefill, -sql-markers and the table size")
 	fs.BoolVar(&o.SQLMarkers, "sql-markers", false, "run SELECT 'loadtest-marker <run> <scenario> begin|end' around each measurement (for counting statements in the PostgreSQL log)")
 	fs.IntVar(&o.PID, "pid", 0, "process id of the server (same machine), to report its peak VmRSS and CPU time per request")
+	fs.Func("peer-pids", "comma-separated process ids of the other instances (same machine), to report their CPU time per request too: what the measured instance's traffic costs the rest of the deployment", func(v string) error {
+		for f := range strings.SplitSeq(v, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n <= 0 {
+				return fmt.Errorf("not a process id: %q", f)
+			}
+			o.PeerPIDs = append(o.PeerPIDs, n)
+		}
+		return nil
+	})
 	fs.BoolVar(&o.JSON, "json", false, "print the results as JSON instead of a table")
 	fs.IntVar(&o.WSConns, "ws-conns", 0, "subscription scenario: hold this many idle authenticated WebSocket connections open on -url and report the server's memory per connection (with -pid and/or -metrics-url); replaces the HTTP scenarios")
 	fs.IntVar(&o.WSPerSession, "ws-per-session", 10, "connections per session for -ws-conns (at most the server's WEBSOCKET_MAX_CONNECTIONS_PER_SESSION)")
@@ -242,7 +254,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 			e.marker(ctx, sc.Key, "begin")
 			logf("scenario %s (round %d): running %d clients", sc.Key, round, len(ops))
-			r := measure(ctx, ops, o.Warmup, o.Duration, o.PerClient, o.PID, e.dbName)
+			r := measure(ctx, ops, o.Warmup, o.Duration, o.PerClient, procs{o.PID, o.PeerPIDs, e.dbName})
 			e.marker(ctx, sc.Key, "end")
 			r.Key, r.Title = sc.Key, sc.Title
 			if o.Rounds > 1 {

@@ -37,7 +37,14 @@ type result struct {
 // > 0 each op runs exactly that many times and all of them count; otherwise
 // the ops run for warmup + d and only requests that start after the warm-up
 // and end before its end count (so every sample has the same conditions).
-func measure(ctx context.Context, ops []op, warmup, d time.Duration, perClient, pid int, dbName string) result {
+// procs names the processes whose resources a measurement reports.
+type procs struct {
+	pid    int    // the measured server
+	peers  []int  // the deployment's other instances
+	dbName string // the database whose PostgreSQL backends count
+}
+
+func measure(ctx context.Context, ops []op, warmup, d time.Duration, perClient int, p procs) result {
 	type worker struct {
 		lat  []time.Duration
 		errs map[string]int
@@ -55,7 +62,7 @@ func measure(ctx context.Context, ops []op, warmup, d time.Duration, perClient, 
 		if timed {
 			sleep(ctx, time.Until(mStart))
 		}
-		s := startSampler(pid, dbName)
+		s := startSampler(p)
 		if timed {
 			sleep(ctx, time.Until(end))
 		} else {

@@ -24,6 +24,10 @@ type usage struct {
 	ServerPeakRSSKiB int64         `json:"serverPeakRssKiB,omitempty"`
 	ServerCPU        time.Duration `json:"serverCpuNs,omitempty"`
 	ServerCPUPerReq  time.Duration `json:"serverCpuPerRequestNs,omitempty"`
+	// Peer figures need -peer-pids: the other instances' CPU time, which
+	// the measured traffic costs them (invalidations, acknowledgements).
+	PeersCPU       time.Duration `json:"peersCpuNs,omitempty"`
+	PeersCPUPerReq time.Duration `json:"peersCpuPerRequestNs,omitempty"`
 	// LoadtestCPU is this process's own CPU time; MachineBusy the CPU time of
 	// every process on the machine (PostgreSQL included), MachineCPUs the
 	// number of CPUs it is spread over.
@@ -45,6 +49,7 @@ func (u *usage) perRequest(n int) {
 		return
 	}
 	u.ServerCPUPerReq = u.ServerCPU / time.Duration(n)
+	u.PeersCPUPerReq = u.PeersCPU / time.Duration(n)
 	u.PostgresCPUPerReq = u.PostgresCPU / time.Duration(n)
 	u.MachineCPUPerReq = u.MachineBusy / time.Duration(n)
 }
@@ -54,6 +59,8 @@ func (u *usage) perRequest(n int) {
 type procSampler struct {
 	pid     int
 	dbName  string
+	peerPID []int
+	peers   uint64         // CPU ticks of the other instances at start
 	backend map[int]uint64 // CPU ticks of the database's backends at start
 	started time.Time
 	server  uint64 // CPU ticks of the server at start
@@ -67,8 +74,9 @@ type procSampler struct {
 	wg      sync.WaitGroup
 }
 
-func startSampler(pid int, dbName string) *procSampler {
-	s := &procSampler{pid: pid, dbName: dbName, started: time.Now(), done: make(chan struct{})}
+func startSampler(p procs) *procSampler {
+	pid, dbName := p.pid, p.dbName
+	s := &procSampler{pid: pid, dbName: dbName, peerPID: p.peers, started: time.Now(), done: make(chan struct{})}
 	var err error
 	if s.machine, err = readMachineCPU(); err != nil {
 		return s // no /proc: no figures
@@ -78,6 +86,7 @@ func startSampler(pid int, dbName string) *procSampler {
 		s.backend = backendTicks(dbName)
 	}
 	s.ok = true
+	s.peers = sumProcCPU(s.peerPID)
 	if pid > 0 {
 		s.server, _ = readProcCPU(strconv.Itoa(pid))
 		s.wg.Add(1)
@@ -126,6 +135,9 @@ func (s *procSampler) stop() *usage {
 		}
 		u.PostgresCPU = ticks(sum)
 	}
+	if len(s.peerPID) > 0 {
+		u.PeersCPU = ticks(sumProcCPU(s.peerPID) - s.peers)
+	}
 	if s.pid > 0 {
 		if server, err := readProcCPU(strconv.Itoa(s.pid)); err == nil {
 			u.ServerCPU = ticks(server - s.server)
@@ -160,6 +172,17 @@ func parseVmRSS(status []byte) (int64, error) {
 		return strconv.ParseInt(f[0], 10, 64)
 	}
 	return 0, fmt.Errorf("no VmRSS line")
+}
+
+// sumProcCPU is the CPU ticks of pids together; one that cannot be read
+// counts nothing.
+func sumProcCPU(pids []int) uint64 {
+	var sum uint64
+	for _, pid := range pids {
+		t, _ := readProcCPU(strconv.Itoa(pid))
+		sum += t
+	}
+	return sum
 }
 
 func readProcCPU(pid string) (uint64, error) {

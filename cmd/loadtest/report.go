@@ -109,12 +109,15 @@ func (r *report) writeTable(w io.Writer) {
 	fmt.Fprintln(w)
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "scenario\t\treq/s\tok\terrors\tp50\tp90\tp99\tmax\tsrv CPU/req\tpg CPU/req\tall CPU/req\tsrv peak RSS")
+	fmt.Fprintln(tw, "scenario\t\treq/s\tok\terrors\tp50\tp90\tp99\tmax\tsrv CPU/req\tpeers CPU/req\tpg CPU/req\tall CPU/req\tsrv peak RSS")
 	for _, x := range r.Results {
-		srvCPU, pgCPU, allCPU, rss := "-", "-", "-", "-"
+		srvCPU, peersCPU, pgCPU, allCPU, rss := "-", "-", "-", "-", "-"
 		if u := x.Usage; u != nil {
 			if u.ServerCPU > 0 {
 				srvCPU = fmtDur(u.ServerCPUPerReq)
+			}
+			if u.PeersCPU > 0 {
+				peersCPU = fmtDur(u.PeersCPUPerReq)
 			}
 			if u.PostgresCPU > 0 {
 				pgCPU = fmtDur(u.PostgresCPUPerReq)
@@ -126,9 +129,9 @@ func (r *report) writeTable(w io.Writer) {
 				rss = fmt.Sprintf("%.1f MiB", float64(u.ServerPeakRSSKiB)/1024)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
 			x.label(), x.Title, x.Throughput, x.OK, x.Errors,
-			fmtDur(x.P50), fmtDur(x.P90), fmtDur(x.P99), fmtDur(x.Max), srvCPU, pgCPU, allCPU, rss)
+			fmtDur(x.P50), fmtDur(x.P90), fmtDur(x.P99), fmtDur(x.Max), srvCPU, peersCPU, pgCPU, allCPU, rss)
 	}
 	tw.Flush()
 
@@ -151,9 +154,9 @@ func (r *report) writeTable(w io.Writer) {
 				}
 				return fmt.Sprintf("%.0f%%", 100*d.Seconds()/u.Wall.Seconds())
 			}
-			other := u.MachineBusy - u.ServerCPU - u.PostgresCPU - u.LoadtestCPU - u.MachineIRQ
-			fmt.Fprintf(w, "  %s: machine %s = server %s + PostgreSQL backends %s + loadtest %s + irq/softirq %s + other processes %s\n",
-				x.label(), pct(u.MachineBusy), pct(u.ServerCPU), pct(u.PostgresCPU), pct(u.LoadtestCPU), pct(u.MachineIRQ), pct(max(0, other)))
+			other := u.MachineBusy - u.ServerCPU - u.PeersCPU - u.PostgresCPU - u.LoadtestCPU - u.MachineIRQ
+			fmt.Fprintf(w, "  %s: machine %s = server %s + other instances %s + PostgreSQL backends %s + loadtest %s + irq/softirq %s + other processes %s\n",
+				x.label(), pct(u.MachineBusy), pct(u.ServerCPU), pct(u.PeersCPU), pct(u.PostgresCPU), pct(u.LoadtestCPU), pct(u.MachineIRQ), pct(max(0, other)))
 		}
 	}
 	if r.RatioBA != nil {
