@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/example/sessionauth/auth"
+	"github.com/example/sessionauth/internal/api/cookies"
 	"github.com/example/sessionauth/internal/pgtest"
 )
 
@@ -35,7 +35,7 @@ func (b *browser) do(method, contentType, query string, cookie *http.Cookie) (gq
 	body, _ := json.Marshal(map[string]any{"query": query})
 	req, _ := http.NewRequest(method, b.s.URL+"/graphql", bytes.NewReader(body))
 	req.Header.Set("Content-Type", contentType)
-	req.Header.Set(auth.TransportHeader, "cookie")
+	req.Header.Set(cookies.TransportHeader, "cookie")
 	if b.origin != "" {
 		req.Header.Set("Origin", b.origin)
 	}
@@ -56,11 +56,11 @@ func (b *browser) do(method, contentType, query string, cookie *http.Cookie) (gq
 func refreshCookie(t *testing.T, resp *http.Response) *http.Cookie {
 	t.Helper()
 	for _, c := range resp.Cookies() {
-		if c.Name == auth.RefreshCookie {
+		if c.Name == cookies.Refresh {
 			return c
 		}
 	}
-	t.Fatalf("no %s cookie in %v", auth.RefreshCookie, resp.Header["Set-Cookie"])
+	t.Fatalf("no %s cookie in %v", cookies.Refresh, resp.Header["Set-Cookie"])
 	return nil
 }
 
@@ -130,7 +130,7 @@ func TestCookieTransport(t *testing.T) {
 	})
 
 	t.Run("CookieRefreshWithoutTransportHeaderStaysInCookie", func(t *testing.T) {
-		h := http.Header{"Cookie": {auth.RefreshCookie + "=" + c2.Value}}
+		h := http.Header{"Cookie": {cookies.Refresh + "=" + c2.Value}}
 		body, _ := json.Marshal(map[string]any{"query": refreshMutation})
 		req, _ := http.NewRequest(http.MethodPost, s.URL+"/graphql", bytes.NewReader(body))
 		req.Header = h
@@ -163,7 +163,7 @@ func TestCookieTransport(t *testing.T) {
 
 	t.Run("HeaderWinsOverCookie", func(t *testing.T) {
 		q := s.signUp(t, "both@example.com")
-		h := http.Header{"Authorization": {"Bearer " + q.refresh()}, "Cookie": {auth.RefreshCookie + "=" + c.Value}}
+		h := http.Header{"Authorization": {"Bearer " + q.refresh()}, "Cookie": {cookies.Refresh + "=" + c.Value}}
 		var got payload
 		s.postHeader(t, h, refreshMutation, nil).field(t, "refresh", &got)
 		if got.Session.ID != q.Session.ID {

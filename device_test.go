@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/example/sessionauth/auth"
+	"github.com/example/sessionauth/internal/api/cookies"
 	"github.com/example/sessionauth/internal/database"
 )
 
@@ -42,7 +42,7 @@ func loginOn(t *testing.T, s *testServer, device, email, password string) gqlRes
 	t.Helper()
 	h := http.Header{}
 	if device != "" {
-		h.Set(auth.DeviceHeader, device)
+		h.Set(cookies.DeviceHeader, device)
 	}
 	return s.postHeader(t, h, loginDeviceMutation, loginVars(email, password))
 }
@@ -163,14 +163,14 @@ func r2(r gqlResponse, _ *http.Response) gqlResponse { return r }
 func deviceCookie(t *testing.T, resp *http.Response) *http.Cookie {
 	t.Helper()
 	for _, c := range resp.Cookies() {
-		if c.Name == auth.DeviceCookie {
+		if c.Name == cookies.Device {
 			if !c.HttpOnly || !c.Secure || c.SameSite != http.SameSiteStrictMode || c.Path != "/" || c.Domain != "" || c.MaxAge <= 0 || len(c.Value) != 256 {
 				t.Fatalf("device cookie %+v", c)
 			}
 			return c
 		}
 	}
-	t.Fatalf("no %s cookie in %v", auth.DeviceCookie, resp.Header["Set-Cookie"])
+	t.Fatalf("no %s cookie in %v", cookies.Device, resp.Header["Set-Cookie"])
 	return nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/example/sessionauth/auth"
+	"github.com/example/sessionauth/internal/api/cookies"
 	"github.com/example/sessionauth/internal/pgtest"
 	"github.com/example/sessionauth/models"
 )
@@ -730,7 +731,7 @@ func TestDeleteMyAccountClearsRefreshCookie(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodPost, s.URL+"/graphql", strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Origin", app)
-	req.Header.Set(auth.TransportHeader, "cookie")
+	req.Header.Set(cookies.TransportHeader, "cookie")
 	req.Header.Set("Authorization", "Bearer "+p.AccessToken)
 	req.AddCookie(&http.Cookie{Name: cookie.Name, Value: cookie.Value})
 	res, err := http.DefaultClient.Do(req)

@@ -158,7 +158,6 @@ func (s *Service) DeleteMyAccount(ctx context.Context, who *Identity, password s
 	}
 	// The place was on the counter just deleted: nothing to settle.
 	s.syncInvalidations(ctx)
-	clearRefreshCookie(ctx)
 	return nil
 }
 

@@ -53,7 +53,6 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*Issued, er
 	if outcome != nil {
 		return nil, outcome
 	}
-	issued.RefreshInCookie = deliverRefreshCookie(ctx, issued)
 	return issued, nil
 }
 
