@@ -99,6 +99,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// svc.OnEvent, before the first request, and likewise in every command
 	// that records events (docs/EXTENDING.md, "Acting on security events");
 	// the built-in one logs.
+	if cfg.SessionCache && cfg.Database.Backend == database.Postgres {
+		// One SQLite process needs no cache: its lookups are local reads.
+		// Before the deliverers start: its listener wakes them too.
+		svc.EnableCache(bg, cfg.Database.URL)
+	}
 	delivering := make(chan struct{})
 	go func() {
 		defer close(delivering)
@@ -108,10 +113,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		stopBackground()
 		<-delivering
 	}()
-	if cfg.SessionCache && cfg.Database.Backend == database.Postgres {
-		// One SQLite process needs no cache: its lookups are local reads.
-		svc.EnableCache(bg, cfg.Database.URL)
-	}
 	h := api.New(cfg.Config, db, svc, logger)
 	srv := &http.Server{
 		Addr:              cfg.Addr,

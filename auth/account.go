@@ -158,7 +158,6 @@ func (s *Service) DeleteMyAccount(ctx context.Context, who *Identity, password s
 	}
 	// The place was on the counter just deleted: nothing to settle.
 	s.syncInvalidations(ctx)
-	clearRefreshCookie(ctx)
 	return nil
 }
 
@@ -176,8 +175,5 @@ func (s *Service) DeleteMyAccount(ctx context.Context, who *Identity, password s
 // insert its event (the foreign key), which NO KEY UPDATE does not block:
 // so never lock a user's row FOR UPDATE while its sessions may be locked.
 func (s *Service) lockUser(q *bun.SelectQuery, lock string) *bun.SelectQuery {
-	if s.isSQLite() {
-		return q
-	}
-	return q.For(lock)
+	return s.dialect.For(q, lock)
 }

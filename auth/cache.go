@@ -135,7 +135,9 @@ func (c *sessionCache) begin() uint64 {
 func (c *sessionCache) put(epoch uint64, hash string, id *Identity) {
 	now := time.Now()
 	sess := *id.Session
-	sess.PrevSealed = nil // 0.5 KiB that a lookup never needs
+	// What a lookup never needs: the sealed pair (0.5 KiB) and the
+	// refresh token's hash (refresh and logout read the row itself).
+	sess.PrevSealed, sess.RefreshHash = nil, nil
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.connected || epoch < c.floor || c.evictedAt[sess.ID] > epoch || c.userEvictedAt[sess.UserID] > epoch {

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,7 +18,7 @@ import (
 
 func identity(session, user string) *Identity {
 	return &Identity{
-		Session: &models.Session{ID: session, UserID: user, PrevSealed: make([]byte, 556)},
+		Session: &models.Session{ID: session, UserID: user, PrevSealed: make([]byte, 556), RefreshHash: make([]byte, 32)},
 		User:    &models.User{ID: user},
 		Now:     time.Now(),
 	}
@@ -45,8 +46,8 @@ func TestCacheStaysWithinItsSize(t *testing.T) {
 		if c.bySession[e.session.ID] != h {
 			t.Fatalf("index does not point at %s", h)
 		}
-		if e.session.PrevSealed != nil {
-			t.Fatal("an entry keeps the sealed pair, which no lookup needs")
+		if e.session.PrevSealed != nil || e.session.RefreshHash != nil {
+			t.Fatal("an entry keeps the sealed pair or the refresh hash, which no lookup needs")
 		}
 	}
 }
@@ -310,7 +311,8 @@ func TestRotationQueuedWithItsWaiter(t *testing.T) {
 		}
 		runtime.Gosched()
 	}
-	seq, payload, taken := c.compose()
+	msg := c.compose()
+	seq, payload, taken := msg.seq, msg.payload, msg.taken
 	var w *syncWaiter
 	c.mu.Lock()
 	for x := range c.waiters {
@@ -320,7 +322,7 @@ func TestRotationQueuedWithItsWaiter(t *testing.T) {
 	if w.marker != seq || len(taken) != 1 || !strings.HasSuffix(payload, "|s1") {
 		t.Fatalf("heartbeat %d %q: the waiter's marker is %d", seq, payload, w.marker)
 	}
-	c.sent(seq, taken, nil, time.Now())
+	c.sent(msg, nil, time.Now())
 	c.mu.Lock()
 	inStream := !w.inStream.IsZero()
 	c.mu.Unlock()
@@ -329,4 +331,49 @@ func TestRotationQueuedWithItsWaiter(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// TestAcknowledgementAloneGoesToTheAsker: an acknowledgement with nothing
+// else to say goes to the asking instance's channel only; with anything else
+// to say, or a heartbeat due, it rides in a broadcast heartbeat. A failed
+// send keeps it owed, and the asker counts it when it arrives.
+func TestAcknowledgementAloneGoesToTheAsker(t *testing.T) {
+	c := liveCache(10)
+	c.out.beat = time.Now() // a heartbeat just went out
+	c.out.acks["asker"] = 7
+	msg := c.compose()
+	if msg.seq != 0 || msg.channel != ackChannel("asker") || msg.payload != "a|"+c.self+"|7" {
+		t.Fatalf("alone: %+v, want an acknowledgement of 7 on the asker's channel", msg)
+	}
+	if len(c.out.acks) != 0 {
+		t.Fatal("the acknowledgement is still owed after it was composed")
+	}
+	c.sent(msg, errors.New("connection refused"), time.Now())
+	if c.out.acks["asker"] != 7 {
+		t.Fatalf("after a failed send %d is owed, want 7", c.out.acks["asker"])
+	}
+
+	c.out.evict = append(c.out.evict, eviction{session: "s1"})
+	if msg := c.compose(); msg.seq == 0 || msg.channel != invalidationChannel || !strings.Contains(msg.payload, "|asker.7|s1") {
+		t.Fatalf("with a rotation to announce: %+v, want one heartbeat carrying both", msg)
+	}
+	c.out.acks["asker"] = 8
+	c.out.beat = time.Now().Add(-heartbeatEvery)
+	if msg := c.compose(); msg.seq == 0 || !strings.Contains(msg.payload, "|asker.8|") {
+		t.Fatalf("with a heartbeat due: %+v, want the heartbeat, carrying the acknowledgement", msg)
+	}
+
+	// The asker's side: malformed payloads prove nothing; a well-formed
+	// one counts for that peer.
+	for _, bad := range []string{"", "a|x", "a|x|y", "h|x|1", "a|x|1|2"} {
+		c.applyAck(bad)
+	}
+	if len(c.peers) != 0 {
+		t.Fatalf("malformed acknowledgements registered peers: %v", c.peers)
+	}
+	c.applyAck("a|other|5")
+	c.applyAck("a|other|3") // late and older: never moves back
+	if p := c.peers["other"]; p == nil || p.acked != 5 || !p.seen.IsZero() {
+		t.Fatalf("peer after acknowledgements: %+v, want acked 5 and never seen", p)
+	}
 }

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/example/sessionauth/internal/database"
 )
 
 // # How the caches stay coherent, and why revocation is instant
@@ -30,6 +30,15 @@ import (
 //     transactions through their WAL flush, which capped refresh under
 //     1,000/s. A heartbeat that wants acknowledgements is a marker; the
 //     others acknowledge it in their next heartbeat.
+//
+// An acknowledgement with nothing else to say goes only to the instance that
+// asked, as "a|<instance>|<seq>" on that instance's own channel
+// (ackChannel), never durably either: it is for the asker alone, and
+// broadcast it would cost every listener a notification, so that a marker
+// answered by n-1 others cost n*n deliveries instead of 2n-1. It renews
+// nobody's lease (its sender does not hear it back); an instance still
+// broadcasts a heartbeat at least every heartbeatEvery, and those alone
+// make leases (below).
 //
 // The lease. An instance trusts its cache at local time t only while it is
 // connected and t < s + L, where s is when it began sending a heartbeat of
@@ -100,13 +109,27 @@ const (
 	maxEvictionsPerHeartbeat = 150
 )
 
+// ackChannel is where instance id hears acknowledgements meant for it alone.
+func ackChannel(id string) string { return "sessionauth_ack_" + id }
+
 // outbox is what the next heartbeat carries; guarded by sessionCache.mu.
 type outbox struct {
 	seq    uint64
 	sentAt map[uint64]time.Time // own heartbeats in flight, by seq
 	evict  []eviction           // rotated sessions not yet announced
 	acks   map[string]uint64    // peer -> its latest marker to acknowledge
-	last   time.Time            // when the last heartbeat started
+	last   time.Time            // when the last message started
+	beat   time.Time            // when the last heartbeat (broadcast) started
+}
+
+// outgoing is one message of the heartbeat sender: a heartbeat (seq > 0),
+// or an acknowledgement for one peer alone.
+type outgoing struct {
+	channel, payload string
+	seq              uint64
+	taken            []eviction
+	ackTo            string
+	ackSeq           uint64
 }
 
 type eviction struct {
@@ -139,6 +162,9 @@ type syncWaiter struct {
 // and by heartbeats sent through the service's pool. It returns at once; the
 // cache is trusted only while its lease holds (see above), and the listener
 // reconnects until ctx ends. Config.SessionCacheSize bounds the entries.
+//
+// The same listener wakes the outbox's deliverers when events commit (in
+// place of DeliverEvents' own listener, when EnableCache is called first).
 func (s *Service) EnableCache(ctx context.Context, databaseURL string) {
 	s.cache = newSessionCache(s.cfg.SessionCacheSize)
 	go s.listen(ctx, databaseURL)
@@ -175,25 +201,13 @@ func (s *Service) listen(ctx context.Context, databaseURL string) {
 var errStalled = errors.New("no heartbeat came back within " + watchdogAfter.String())
 
 func (s *Service) listenOnce(ctx context.Context, databaseURL string) error {
-	connectCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	conn, err := pgx.Connect(connectCtx, databaseURL)
-	cancel()
+	l, err := database.Listen(ctx, databaseURL, eventStreamChannel, eventsChannel, invalidationChannel, ackChannel(s.cache.self))
 	if err != nil {
 		return err
 	}
 	connCtx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
-	defer func() {
-		closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-		defer cancel()
-		conn.Close(closeCtx)
-	}()
-	if _, err := conn.Exec(connCtx, "LISTEN "+eventStreamChannel); err != nil {
-		return err
-	}
-	if _, err := conn.Exec(connCtx, "LISTEN "+invalidationChannel); err != nil {
-		return err
-	}
+	defer l.Close()
 	c := s.cache
 	now := time.Now()
 	c.mu.Lock()
@@ -203,18 +217,27 @@ func (s *Service) listenOnce(ctx context.Context, databaseURL string) error {
 	c.reset()
 	c.mu.Unlock()
 	c.nudge()
+	s.events.signal() // deliverers: catch up with what committed before LISTEN
 	s.log.InfoContext(ctx, "session cache listening")
 	go s.watchdog(connCtx, stop)
 	for {
-		n, err := conn.WaitForNotification(connCtx)
+		n, err := l.WaitForNotification(connCtx)
 		if err != nil {
 			if cause := context.Cause(connCtx); cause != nil && ctx.Err() == nil {
 				return cause
 			}
 			return err
 		}
-		if n.Channel == eventStreamChannel {
+		switch n.Channel {
+		case eventStreamChannel:
 			s.streamNotified(n.Payload) // securityEvents (eventstream.go)
+			continue
+		case eventsChannel:
+			s.events.signal() // the outbox's deliverers (outbox.go)
+			continue
+		case invalidationChannel:
+		default:
+			s.cache.applyAck(n.Payload)
 			continue
 		}
 		s.watchInvalidated(n.Payload) // subscriptions' sessions (watch.go)
@@ -315,6 +338,31 @@ func (s *Service) apply(payload string) {
 		c.out.acks[from] = seq
 		c.nudge()
 	}
+}
+
+// applyAck handles "a|<peer>|<seq>": peer has applied our marker seq.
+func (c *sessionCache) applyAck(payload string) {
+	f := strings.Split(payload, "|")
+	if len(f) != 3 || f[0] != "a" {
+		return // not ours to judge: an unknown acknowledgement proves nothing
+	}
+	m, err := strconv.ParseUint(f[2], 10, 64)
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.peers[f[1]]
+	if p == nil {
+		// Not seen yet: no waiter counts on it (see markerBack); its
+		// next heartbeat will date it.
+		p = &peer{}
+		c.peers[f[1]] = p
+	}
+	if m > p.acked {
+		p.acked = m
+	}
+	c.settle(time.Now())
 }
 
 // markerBack starts step 2 for the waiters whose marker is seq; c.mu is held.
@@ -418,31 +466,39 @@ func (s *Service) heartbeats(ctx context.Context) {
 		if wait > 0 {
 			time.Sleep(wait)
 		}
-		seq, payload, taken := c.compose()
+		msg := c.compose()
 		sendCtx, cancel := context.WithTimeout(ctx, leaseDuration)
-		_, err := s.db.DB.ExecContext(sendCtx,
-			"SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)", invalidationChannel, payload)
+		err := s.dialect.Notify(sendCtx, s.db, msg.channel, msg.payload, true)
 		cancel()
-		c.sent(seq, taken, err, time.Now())
+		c.sent(msg, err, time.Now())
 		if err != nil && ctx.Err() == nil {
 			s.log.WarnContext(ctx, "session cache: sending a heartbeat", "err", err)
 		}
-		idle.Reset(heartbeatEvery)
+		c.mu.Lock()
+		due := time.Until(c.out.beat.Add(heartbeatEvery))
+		c.mu.Unlock()
+		idle.Reset(max(due, heartbeatSpacing))
 	}
 }
 
-// compose builds the next heartbeat and assigns it as marker to the waiters
-// that need one.
-func (c *sessionCache) compose() (seq uint64, payload string, taken []eviction) {
+// compose builds the next message: an acknowledgement for one peer alone
+// when that is all there is to say, else a heartbeat, which it assigns as
+// marker to the waiters that need one.
+func (c *sessionCache) compose() outgoing {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := time.Now()
-	c.out.seq++
-	seq = c.out.seq
-	c.out.sentAt[seq] = now // before the NOTIFY is sent: never later than it
 	c.out.last = now
+	if peer, m, ok := c.ackOnly(now); ok {
+		delete(c.out.acks, peer)
+		return outgoing{channel: ackChannel(peer), payload: "a|" + c.self + "|" + strconv.FormatUint(m, 10), ackTo: peer, ackSeq: m}
+	}
+	c.out.beat = now
+	c.out.seq++
+	seq := c.out.seq
+	c.out.sentAt[seq] = now // before the NOTIFY is sent: never later than it
 	n := min(len(c.out.evict), maxEvictionsPerHeartbeat)
-	taken = c.out.evict[:n:n]
+	taken := c.out.evict[:n:n]
 	c.out.evict = c.out.evict[n:]
 	want := false
 	for w := range c.waiters {
@@ -478,7 +534,25 @@ func (c *sessionCache) compose() (seq uint64, payload string, taken []eviction) 
 			delete(c.peers, id)
 		}
 	}
-	return seq, b.String(), taken
+	return outgoing{channel: invalidationChannel, payload: b.String(), seq: seq, taken: taken}
+}
+
+// ackOnly returns the acknowledgement to send alone: when it is the only one
+// owed, nothing else waits to be said, and no heartbeat is due; c.mu is
+// held.
+func (c *sessionCache) ackOnly(now time.Time) (string, uint64, bool) {
+	if len(c.out.acks) != 1 || len(c.out.evict) > 0 || now.Sub(c.out.beat) >= heartbeatEvery {
+		return "", 0, false
+	}
+	for w := range c.waiters {
+		if w.marker == 0 && !w.done {
+			return "", 0, false // it needs a heartbeat as its marker
+		}
+	}
+	for peer, m := range c.out.acks {
+		return peer, m, true
+	}
+	return "", 0, false
 }
 
 func hasWaiter(evs []eviction, w *syncWaiter) bool {
@@ -493,9 +567,19 @@ func hasWaiter(evs []eviction, w *syncWaiter) bool {
 // sent records the outcome of heartbeat seq: committed (its evictions are in
 // the stream from now on), or failed (they go back to the queue, and its
 // waiters need another marker).
-func (c *sessionCache) sent(seq uint64, taken []eviction, err error, now time.Time) {
+func (c *sessionCache) sent(msg outgoing, err error, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	seq, taken := msg.seq, msg.taken
+	if msg.seq == 0 { // an acknowledgement alone
+		if m, ok := c.out.acks[msg.ackTo]; err != nil && (!ok || m < msg.ackSeq) {
+			c.out.acks[msg.ackTo] = msg.ackSeq // owed still
+		}
+		if len(c.out.acks) > 0 || len(c.out.evict) > 0 {
+			c.nudge()
+		}
+		return
+	}
 	if err != nil {
 		delete(c.out.sentAt, seq)
 		c.out.evict = append(taken, c.out.evict...)

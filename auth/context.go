@@ -21,8 +21,6 @@ type request struct {
 	bearer    string // the raw token after "Bearer ", "" when absent
 	hasBearer bool   // an Authorization header was sent
 	client    clientInfo
-	cookie    cookieState
-	device    string // the device proof presented, "" when none (see device.go)
 
 	once     sync.Once
 	identity *Identity
@@ -84,8 +82,6 @@ func (s *Service) Middleware(next http.Handler) http.Handler {
 			svc:       s,
 			hasBearer: has,
 			client:    clientInfo{UserAgent: r.UserAgent(), IP: clientIP(r, s.cfg.TrustedProxies)},
-			cookie:    s.cookieState(w, r),
-			device:    presentedDevice(r),
 		}
 		if has && len(header) == 1 {
 			req.bearer = ParseBearer(header[0])
@@ -108,6 +104,11 @@ func ParseBearer(header string) string {
 	}
 	return token
 }
+
+// WellFormed reports whether token could be one of ours (TokenLength
+// characters of the URL-safe base64 alphabet), so that a transport can
+// ignore garbage it carries. It never touches the database.
+func WellFormed(token string) bool { return wellFormed(token) }
 
 // clientIP returns the client's address: the peer's, unless the peer is a
 // trusted proxy, in which case the nearest X-Forwarded-For entry that is not
@@ -174,23 +175,16 @@ func IdentityFromContext(ctx context.Context) *Identity {
 	return id
 }
 
-// SessionToken returns the token that refresh and logout act on: the bearer
-// token when an Authorization header was sent, else the refresh-token cookie
-// of a browser client, if that request passes the CSRF checks.
-// Errors: UNAUTHENTICATED.
-func SessionToken(ctx context.Context) (string, error) {
-	r := requestFromContext(ctx)
-	switch {
-	case r == nil:
-		return "", errUnauthenticated
-	case r.hasBearer:
-		if r.bearer == "" {
-			return "", errUnauthenticated
-		}
-		return r.bearer, nil
-	default:
-		return r.cookie.token()
+// BearerToken returns the token of the request's Authorization header, ""
+// when the header is not a bearer token that could be one of ours, and
+// whether the header was sent at all: refresh and logout act on it when it
+// was, and a transport may offer another token (a cookie) when it was not.
+// Refresh and Logout refuse "" as UNAUTHENTICATED.
+func BearerToken(ctx context.Context) (token string, sent bool) {
+	if r := requestFromContext(ctx); r != nil {
+		return r.bearer, r.hasBearer
 	}
+	return "", false
 }
 
 // ClientAddress returns the client's address as the per-address login limit

@@ -6,10 +6,12 @@ import (
 	"github.com/example/sessionauth/internal/database"
 )
 
-// The SQL that differs between PostgreSQL and SQLite (the database's clock,
-// interval arithmetic, row locks) comes from s.dialect, a database.Dialect:
-// queries here never spell it themselves. Validity is decided against the
-// database's clock, s.dialect.Now, which every instance shares.
+// What differs between PostgreSQL and SQLite comes from package database,
+// never spelt here: the SQL (the database's clock, interval arithmetic, row
+// locks, a prepared lookup) from s.dialect, a database.Dialect, and the
+// notifications between instances (database.Listen, s.dialect.Notify),
+// which only PostgreSQL has (s.dialect.CanListen). Validity is decided
+// against the database's clock, s.dialect.Now, which every instance shares.
 
 // errUnavailable is what clients see when the database cannot be reached.
 var errUnavailable = &Error{Code: CodeServiceUnavailable, Message: "the service is temporarily unavailable; retry shortly"}

@@ -2,7 +2,6 @@ package auth
 
 import (
 	"context"
-	"net/http"
 
 	"github.com/google/uuid"
 	"github.com/uptrace/bun"
@@ -21,7 +20,9 @@ import (
 //     Mobile and API clients get it as AuthPayload.deviceToken and send it
 //     back on login as the header X-Device-Token; browsers (X-Token-Transport:
 //     cookie) get it as the HttpOnly cookie __Host-device_token, which they
-//     send by themselves.
+//     send by themselves. The transport (internal/api/cookies) carries it
+//     both ways: Login takes it as Credentials.DeviceProof, and sign-in
+//     returns the new one as Issued.DeviceToken.
 //   - A login that presents a live proof of the account it names is counted
 //     on that proof alone: it is exempt from the per-email and per-address
 //     lockouts (the proof is bound to one user, so it cannot help spraying),
@@ -41,45 +42,13 @@ import (
 // window per proof they managed to steal, while the owner keeps signing in
 // from every device they already used.
 
-const (
-	// DeviceHeader carries a device proof on login, for clients that keep
-	// it themselves.
-	DeviceHeader = "X-Device-Token"
-	// DeviceCookie carries a device proof for browser clients; the __Host-
-	// prefix makes browsers insist on Secure, Path=/ and no Domain.
-	DeviceCookie = "__Host-device_token"
-)
-
-// presentedDevice returns the device proof r carries: the header, else the
-// cookie; "" when neither holds something that could be one of our tokens.
-// The cookie needs no CSRF check: it proves nothing on its own, it only
-// decides which counter a password check is counted on.
-func presentedDevice(r *http.Request) string {
-	if v := r.Header.Get(DeviceHeader); v != "" {
-		if wellFormed(v) {
-			return v
-		}
-		return ""
-	}
-	if c, err := r.Cookie(DeviceCookie); err == nil && wellFormed(c.Value) {
-		return c.Value
-	}
-	return ""
-}
-
-func deviceFromContext(ctx context.Context) string {
-	if r := requestFromContext(ctx); r != nil {
-		return r.device
-	}
-	return ""
-}
-
 // reserveDevice counts one attempt on the device proof token of user, in one
 // statement that counts and answers like reserve's. It returns nil when the
 // token is not a live proof of user's device with attempts left: the login
-// is then counted like any other.
+// is then counted like any other, as it is when token could not be a proof
+// at all ("" for none).
 func (s *Service) reserveDevice(ctx context.Context, token, userID string) (*reservation, error) {
-	if token == "" || s.cfg.Throttle.DeviceTokenTTL <= 0 {
+	if !wellFormed(token) || s.cfg.Throttle.DeviceTokenTTL <= 0 {
 		return nil, nil
 	}
 	if userID == "" {

@@ -9,7 +9,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect"
 
 	"github.com/example/sessionauth/models"
 )
@@ -207,7 +206,7 @@ func (s *Service) recordEvents(ctx context.Context, db bun.IDB, events []Event) 
 // NOTIFYs every instance at commit instead), and announces the events ids
 // to the securityEvents streams (eventstream.go).
 func (s *Service) recorded(ctx context.Context, db bun.IDB, ids ...string) error {
-	if s.isSQLite() {
+	if !s.dialect.CanListen() {
 		s.events.signal()
 	}
 	if len(ids) == 0 {
@@ -357,9 +356,6 @@ func (s *Service) UserEmail(ctx context.Context, id string) (string, error) {
 	}
 	return email, nil
 }
-
-// isSQLite reports whether s runs on the embedded SQLite file.
-func (s *Service) isSQLite() bool { return s.db.Dialect().Name() == dialect.SQLite }
 
 // endedColumns are what a statement ending sessions returns for their
 // events (see endedEvents).

@@ -15,11 +15,11 @@ import (
 // Streaming security events as they are recorded (API.md, "Subscriptions":
 // securityEvents), on whichever instance they are recorded. The recording
 // transaction announces the accounts it wrote events for (recorded, in
-// events.go): on PostgreSQL with pg_notify on eventStreamChannel, delivered
-// at commit to every instance's invalidation listener (auth/cache.go); on
-// SQLite in-process. A stream, woken for its account, reads the account's
-// events recorded since it started and sends those it has not sent yet, in
-// order of (at, id). While notifications cannot be trusted (no session
+// events.go): on PostgreSQL with a notification on eventStreamChannel,
+// delivered at commit to every instance's invalidation listener
+// (coherence.go); on SQLite, which cannot notify, in-process. A stream,
+// woken for its account, reads the account's events recorded since it
+// started and sends those it has not sent yet, in order of (at, id). While notifications cannot be trusted (no session
 // cache, its listener down) streams also look every watchPoll.
 //
 // Before a connection is closed because its session ended, DrainEvents has
@@ -85,7 +85,7 @@ func SecurityEventStream[T any](ctx context.Context, s *Service, who *Identity, 
 		h.byUser[st.user] = map[*eventStream]struct{}{}
 	}
 	h.byUser[st.user][st] = struct{}{}
-	if s.isSQLite() && !h.polling {
+	if !s.dialect.CanListen() && !h.polling {
 		h.polling = true
 		go s.pollStreams()
 	}
@@ -154,7 +154,8 @@ func (st *eventStream) finish(drain bool) {
 // on PostgreSQL: thousands of streams each polling would take the pool from
 // everything else just when the listener is down.
 
-// pollStreams wakes every stream each streamPoll while there are any (SQLite).
+// pollStreams wakes every stream each streamPoll while there are any, where
+// the database cannot notify (SQLite).
 func (s *Service) pollStreams() {
 	tick := time.NewTicker(streamPoll)
 	defer tick.Stop()
@@ -241,23 +242,21 @@ func (s *Service) streamNotified(user string) { s.wakeStreams(user) }
 
 // announceEvents tells every instance's streams that the events ids, just
 // written by db's transaction, are there for their users: on PostgreSQL a
-// NOTIFY that leaves at commit (identical ones of one transaction are sent
-// once); on SQLite in-process (a stream's read waits for the one
-// connection, so it sees the commit).
+// notification per user that leaves at commit, in the statement's one round
+// trip; on SQLite in-process (a stream's read waits for the one connection,
+// so it sees the commit).
 func (s *Service) announceEvents(ctx context.Context, db bun.IDB, ids ...string) error {
-	if s.isSQLite() {
-		var users []string
-		err := db.NewSelect().Table("security_events").ColumnExpr("DISTINCT user_id").
-			Where("id IN (?)", bun.In(ids)).Scan(ctx, &users)
-		if err != nil {
-			return err
-		}
-		s.wakeStreams(users...)
-		return nil
+	users := db.NewSelect().Table("security_events").ColumnExpr("DISTINCT user_id").
+		Where("id IN (?)", bun.In(ids))
+	if s.dialect.CanListen() {
+		return s.dialect.NotifyEach(ctx, db, eventStreamChannel, users)
 	}
-	_, err := db.ExecContext(ctx, `SELECT pg_notify(?, user_id::text) FROM security_events WHERE id IN (?)`,
-		eventStreamChannel, bun.In(ids))
-	return err
+	var woken []string
+	if err := users.Scan(ctx, &woken); err != nil {
+		return err
+	}
+	s.wakeStreams(woken...)
+	return nil
 }
 
 // DrainEvents has the event streams of ctx's connection send what has been

@@ -3,10 +3,6 @@ package auth
 import (
 	"context"
 	"database/sql"
-
-	"github.com/jackc/pgx/v5"
-	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect"
 )
 
 // lookupAccess reads the session whose access token hashes to h, with its
@@ -14,25 +10,18 @@ import (
 // authenticated request. bun would inline h into the SQL, making every
 // lookup a new text that PostgreSQL parses and plans from scratch (0.25 ms
 // against 0.09 ms, BENCHMARKS.md); so the text is built once, with a
-// parameter, and on PostgreSQL run as a statement prepared once per pooled
-// connection, whatever the pool's default mode.
+// parameter, and run with the dialect's QueryPrepared: on PostgreSQL as a
+// statement prepared once per pooled connection, whatever the pool's
+// default mode.
 func (s *Service) lookupAccess(ctx context.Context, h []byte) (*identityRow, error) {
 	s.lookupOnce.Do(func() {
-		param := "?"
-		if s.db.Dialect().Name() == dialect.PG {
-			param = "$1"
-		}
 		s.lookupSQL = s.db.NewSelect().Model((*identityRow)(nil)).
 			ColumnExpr("session.*").ColumnExpr(s.dialect.Now+" AS db_now").
 			Relation("User").
-			Where("session.access_hash = ?", bun.Safe(param)).
+			Where("session.access_hash = ?", s.dialect.Placeholder(1)).
 			String()
 	})
-	args := []any{h}
-	if s.db.Dialect().Name() == dialect.PG {
-		args = []any{pgx.QueryExecModeCacheStatement, h}
-	}
-	rows, err := s.db.DB.QueryContext(ctx, s.lookupSQL, args...)
+	rows, err := s.dialect.QueryPrepared(ctx, s.db, s.lookupSQL, h)
 	if err != nil {
 		return nil, err
 	}

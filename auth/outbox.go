@@ -2,17 +2,15 @@ package auth
 
 import (
 	"context"
-	"database/sql/driver"
-	"errors"
 	"fmt"
 	"regexp"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/uptrace/bun"
 
+	"github.com/example/sessionauth/internal/database"
 	"github.com/example/sessionauth/models"
 )
 
@@ -86,11 +84,17 @@ const (
 	retryBackoff    = time.Second
 	maxRetryBackoff = 10 * time.Minute
 	deliveryBatch   = 32
+	// wakeGather is how long a woken deliverer lets more events commit
+	// before it claims: every instance is woken by every event, so without
+	// it each event cost a claim query on every instance, a cost that grew
+	// with the write rate times the instances. With it, a deliverer claims
+	// at most 1/wakeGather times a second, a batch each time.
+	wakeGather = 20 * time.Millisecond
 )
 
 type deliveryTuning struct {
-	poll, lease, timeout, backoff, maxBackoff time.Duration
-	batch                                     int
+	poll, lease, timeout, backoff, maxBackoff, gather time.Duration
+	batch                                             int
 }
 
 type namedHandler struct {
@@ -177,6 +181,7 @@ func (h *eventHub) tune() deliveryTuning {
 	def(&t.timeout, handlerTimeout)
 	def(&t.backoff, retryBackoff)
 	def(&t.maxBackoff, maxRetryBackoff)
+	def(&t.gather, wakeGather)
 	if t.batch <= 0 {
 		t.batch = deliveryBatch
 	}
@@ -209,7 +214,11 @@ func (s *Service) DeliverEvents(ctx context.Context) {
 	}()
 
 	var wg sync.WaitGroup
-	if !s.isSQLite() {
+	// With the session cache on, its listener wakes the deliverers (see
+	// listenOnce): one listening connection per instance, not two, and
+	// PostgreSQL signals every listening connection of the database for
+	// every NOTIFY, whatever its channel.
+	if s.dialect.CanListen() && s.cache == nil {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -245,6 +254,17 @@ func (s *Service) deliverLoop(ctx context.Context, h namedHandler, wake <-chan s
 		case <-ctx.Done():
 			return
 		case <-wake:
+			// Let the events committing with this one come too, and
+			// take the wakes they sent meanwhile: one claim for all.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(t.gather):
+			}
+			select {
+			case <-wake:
+			default:
+			}
 		case <-timer.C:
 		}
 	}
@@ -431,31 +451,16 @@ func (s *Service) listenEvents(ctx context.Context) {
 }
 
 func (s *Service) listenEventsOnce(ctx context.Context) (listened bool, err error) {
-	conn, err := s.db.Conn(ctx)
-	if err != nil {
-		return false, err
-	}
-	defer conn.Close()
-	err = conn.Raw(func(dc any) error {
-		sc, ok := dc.(*stdlib.Conn)
-		if !ok {
-			return fmt.Errorf("not a pgx connection: %T", dc)
-		}
-		c := sc.Conn()
-		// The connection is never returned to the pool listening: every
-		// way out discards it.
-		if _, err := c.Exec(ctx, "LISTEN "+eventsChannel); err != nil {
-			return errors.Join(err, driver.ErrBadConn)
-		}
+	err = database.ListenPooled(ctx, s.db, func(l *database.Listener) error {
 		listened = true
 		s.events.signal() // catch up with what committed before LISTEN
 		for {
-			if _, err := c.WaitForNotification(ctx); err != nil {
-				return errors.Join(err, driver.ErrBadConn)
+			if _, err := l.WaitForNotification(ctx); err != nil {
+				return err
 			}
 			s.events.signal()
 		}
-	})
+	}, eventsChannel)
 	return listened, err
 }
 

@@ -460,3 +460,40 @@ func TestFailureHoldsBackTheUsersLaterRows(t *testing.T) {
 		t.Fatalf("claimed %d rows while a's head waits and b's is leased: %v", len(again), err)
 	}
 }
+
+// TestCacheListenerWakesDeliverers: with the session cache on, its listener
+// wakes the deliverers, and the instance keeps one listening connection, not
+// two (PostgreSQL signals every listening connection for every NOTIFY).
+// Polling is off here, so a delivery proves the wake.
+func TestCacheListenerWakesDeliverers(t *testing.T) {
+	t.Parallel()
+	url := pgtest.New(t)
+	s := newTestServiceOn(t, url, nil)
+	if !s.dialect.CanListen() {
+		t.Skip("SQLite has no LISTEN: its deliverers are woken in-process")
+	}
+	other := newTestServiceOn(t, url, s.hasher)
+	s.events.tuning = deliveryTuning{poll: time.Hour}
+	mail := &recorder{}
+	s.OnEvent("mail", mail.handler("s"))
+	other.OnEvent("mail", mail.handler("other")) // it queues for "mail", but delivers nothing
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.EnableCache(ctx, url)
+	testkit.Eventually(t, "the cache listening", s.CacheLive)
+	runDeliverer(t, s)
+
+	id := newUser(t, other, "woken@example.com")
+	if err := other.recordEvent(context.Background(), other.db, Event{Kind: EventSessionRenamed, UserID: id}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, "the event delivered on a wake", func() bool { return len(mail.snapshot()) == 1 })
+	var listening int
+	err := s.db.NewRaw("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'").Scan(context.Background(), &listening)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if listening != 1 {
+		t.Fatalf("%d listening connections, want the cache's alone", listening)
+	}
+}

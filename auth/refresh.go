@@ -2,6 +2,8 @@ package auth
 
 import (
 	"context"
+	"database/sql"
+	"strings"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -51,7 +53,6 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*Issued, er
 	if outcome != nil {
 		return nil, outcome
 	}
-	issued.RefreshInCookie = deliverRefreshCookie(ctx, issued)
 	return issued, nil
 }
 
@@ -86,13 +87,11 @@ const (
 // now, and locks the session row (not the user's) until the transaction
 // ends. old is set for a superseded refresh token.
 func (s *Service) lockByToken(ctx context.Context, tx bun.Tx, h []byte, access bool) (*identityRow, tokenRole, *superseded, error) {
-	where := "session.refresh_hash = ? OR session.prev_refresh_hash = ?"
-	args := []any{h, h}
+	by := byRefresh
 	if access {
-		where, args = "session.access_hash = ? OR "+where, append(args, h)
+		by = byAnyToken
 	}
-	row := new(identityRow)
-	err := s.selectLocked(tx, row).Where(where, args...).Scan(ctx)
+	row, err := s.selectLocked(ctx, tx, by, h)
 	switch {
 	case err == nil && string(row.AccessHash) == string(h):
 		return row, currentAccess, nil, nil
@@ -113,8 +112,7 @@ func (s *Service) lockByToken(ctx context.Context, tx bun.Tx, h []byte, access b
 	if err != nil {
 		return nil, unknownToken, nil, err
 	}
-	err = s.selectLocked(tx, row).Where("session.id = ?", retired.SessionID).Scan(ctx)
-	if err != nil {
+	if row, err = s.selectLocked(ctx, tx, byID, retired.SessionID); err != nil {
 		return nil, unknownToken, nil, err
 	}
 	// Its successor was used: the token after it was presented to rotate.
@@ -125,13 +123,53 @@ func (s *Service) lockByToken(ctx context.Context, tx bun.Tx, h []byte, access b
 	return row, supersededRefresh, old, nil
 }
 
-// selectLocked reads sessions with their users and the database's now,
-// locking the session rows.
-func (s *Service) selectLocked(tx bun.Tx, row *identityRow) *bun.SelectQuery {
-	return tx.NewSelect().Model(row).
-		ColumnExpr("session.*").ColumnExpr(s.dialect.Now + " AS db_now").
-		Relation("User").
-		Apply(s.dialect.ForUpdateOf("session"))
+// lockBy is what selectLocked finds a session by.
+type lockBy int
+
+const (
+	byRefresh  lockBy = iota // its refresh token or the one that token replaced
+	byAnyToken               // the same, or its access token
+	byID                     // its id
+)
+
+// selectLocked reads the session that key identifies (see lockBy) with its
+// user and the database's now, and locks the session row, not the user's.
+// It runs on every refresh and logout, so its text is built once, with a
+// parameter, and prepared (as lookupAccess's): bun would write the hash into
+// the text, and PostgreSQL would parse and plan the join anew each time.
+// Errors: sql.ErrNoRows when there is no such session.
+func (s *Service) selectLocked(ctx context.Context, tx bun.Tx, by lockBy, key any) (*identityRow, error) {
+	s.lockOnce.Do(func() {
+		p := s.dialect.Placeholder(1)
+		for by, where := range [...]string{
+			byRefresh:  "session.refresh_hash = ? OR session.prev_refresh_hash = ?",
+			byAnyToken: "session.access_hash = ? OR session.refresh_hash = ? OR session.prev_refresh_hash = ?",
+			byID:       "session.id = ?",
+		} {
+			args := make([]any, strings.Count(where, "?"))
+			for i := range args {
+				args[i] = p
+			}
+			s.lockSQL[by] = s.db.NewSelect().Model((*identityRow)(nil)).
+				ColumnExpr("session.*").ColumnExpr(s.dialect.Now+" AS db_now").
+				Relation("User").
+				Where(where, args...).
+				Apply(s.dialect.ForUpdateOf("session")).
+				String()
+		}
+	})
+	rows, err := s.dialect.QueryPreparedTx(ctx, tx, s.lockSQL[by], key)
+	if err != nil {
+		return nil, err
+	}
+	row := new(identityRow)
+	if err := s.db.ScanRows(ctx, rows, row); err != nil {
+		return nil, err
+	}
+	if row.ID == "" { // ScanRows leaves the model as it was when no row came
+		return nil, sql.ErrNoRows
+	}
+	return row, nil
 }
 
 // judgeRefresh decides what presenting a refresh token (the current one, or

@@ -40,7 +40,8 @@ type Config struct {
 	// (TRUSTED_PROXIES).
 	TrustedProxies []netip.Prefix
 	// AllowedOrigins may send cookie-authenticated mutations and get CORS
-	// with credentials (ALLOWED_ORIGINS).
+	// with credentials (ALLOWED_ORIGINS). The transport reads it; the
+	// domain sees no cookies and no origins.
 	AllowedOrigins []string
 	// SessionCacheSize bounds the session cache's entries
 	// (SESSION_CACHE_SIZE; 0: DefaultCacheSize).
@@ -70,6 +71,8 @@ type Service struct {
 
 	lookupOnce sync.Once
 	lookupSQL  string // see lookupAccess
+	lockOnce   sync.Once
+	lockSQL    [3]string // see lockByToken, by lockBy
 }
 
 // NewService returns a Service over db, which must have been migrated.
@@ -91,27 +94,29 @@ type Credentials struct {
 	Email      string
 	Password   string
 	DeviceName *string
+	// DeviceProof is the device proof the client presented (device.go), ""
+	// when none; login only. One that is not a live proof of the account's
+	// device is ignored.
+	DeviceProof string
 }
 
 // Issued is a freshly issued (or, for a retried refresh, re-issued) token
-// pair with its session and user.
+// pair with its session and user: everything the client must be handed.
+// How each token travels (the body, a cookie) is the transport's choice.
 type Issued struct {
-	AccessToken  string
+	AccessToken string
+	// RefreshToken expires at Session.RefreshExpiresAt.
 	RefreshToken string
 	Session      *models.Session
 	User         *models.User
 	// Now is the database's clock when the pair was read, for the
-	// expires-in fields.
+	// expires-in fields and a cookie's Max-Age.
 	Now time.Time
-	// RefreshInCookie is set when the refresh token went to the client as
-	// an HttpOnly cookie and must not appear in the response body.
-	RefreshInCookie bool
 	// DeviceToken is a new device proof (device.go), after signUp and login
-	// only; DeviceInCookie is set when it went to the client as an HttpOnly
-	// cookie and must not appear in the response body.
-	DeviceToken    string
-	DeviceInCookie bool
-	rotated        bool // a new pair, not a retry's copy of the last one
+	// only, "" when device proofs are off; it expires at DeviceExpiresAt.
+	DeviceToken     string
+	DeviceExpiresAt time.Time
+	rotated         bool // a new pair, not a retry's copy of the last one
 }
 
 // sessionRow is a session read together with the database's clock.
@@ -209,7 +214,6 @@ func (s *Service) SignUp(ctx context.Context, c Credentials) (*Issued, error) {
 	if err != nil {
 		return nil, dbError(err)
 	}
-	s.delivered(ctx, issued)
 	return issued, nil
 }
 
@@ -233,7 +237,7 @@ func (s *Service) Login(ctx context.Context, c Credentials) (*Issued, error) {
 	if err != nil && !isNoRows(err) {
 		return nil, dbError(err)
 	}
-	proof, err := s.reserveDevice(ctx, deviceFromContext(ctx), user.ID)
+	proof, err := s.reserveDevice(ctx, c.DeviceProof, user.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -274,7 +278,6 @@ func (s *Service) Login(ctx context.Context, c Credentials) (*Issued, error) {
 	if s.cfg.MaxSessionsPerUser > 0 {
 		s.syncInvalidations(ctx)
 	}
-	s.delivered(ctx, issued)
 	return issued, nil
 }
 
@@ -309,6 +312,10 @@ func (s *Service) signIn(ctx context.Context, tx bun.Tx, user *models.User, devi
 	if issued.DeviceToken, err = s.issueDevice(ctx, tx, user.ID, proof); err != nil {
 		return nil, err
 	}
+	if issued.DeviceToken != "" {
+		// issueDevice stored now + DeviceTokenTTL, by the same clock.
+		issued.DeviceExpiresAt = issued.Now.Add(s.cfg.Throttle.DeviceTokenTTL)
+	}
 	sess := issued.Session
 	events := []Event{{Kind: kind, UserID: user.ID, SessionID: &sess.ID, DeviceName: sess.DeviceName}}
 	if s.cfg.MaxSessionsPerUser > 0 {
@@ -319,12 +326,6 @@ func (s *Service) signIn(ctx context.Context, tx bun.Tx, user *models.User, devi
 		events = append(events, endedEvents(EventSessionExpired, user.ID, ended, &sess.ID)...)
 	}
 	return issued, s.recordEvents(ctx, tx, events)
-}
-
-// delivered hands the tokens that travel as cookies to the transport.
-func (s *Service) delivered(ctx context.Context, issued *Issued) {
-	issued.RefreshInCookie = deliverRefreshCookie(ctx, issued)
-	issued.DeviceInCookie = deliverDeviceCookie(ctx, issued.DeviceToken, s.cfg.Throttle.DeviceTokenTTL)
 }
 
 // PasswordWork is how many argon2id computations a Service has run.

@@ -118,7 +118,8 @@ func (s *Service) touch(ctx context.Context, sess *models.Session) error {
 // may still present, see Refresh), so that a client which lost a refresh
 // response can still log out. A superseded refresh token past that is a
 // replay, as it is for Refresh: the session is revoked all the same and the
-// answer says so.
+// answer says so. The session is over when it returns nil or
+// REFRESH_TOKEN_REUSED (a browser client's cookie may go), and not otherwise.
 // Errors: UNAUTHENTICATED, TOKEN_EXPIRED, REFRESH_TOKEN_REUSED,
 // SERVICE_UNAVAILABLE.
 func (s *Service) Logout(ctx context.Context, token string) error {
@@ -165,9 +166,8 @@ func (s *Service) Logout(ctx context.Context, token string) error {
 		return outcome
 	}
 	s.syncInvalidations(ctx)
-	clearRefreshCookie(ctx) // the session is over either way
 	if outcome != nil {
-		return outcome
+		return outcome // REFRESH_TOKEN_REUSED: the session is over all the same
 	}
 	return nil
 }

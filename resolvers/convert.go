@@ -37,17 +37,13 @@ func toCallerSession(s *models.Session, who *auth.Identity) *graph.Session {
 // toPayload converts an issued pair. The session it describes is the one the
 // new tokens belong to, so it is "current" from the client's point of view.
 func toPayload(i *auth.Issued) *graph.AuthPayload {
-	var refresh *string
-	if !i.RefreshInCookie {
-		refresh = &i.RefreshToken
-	}
 	var device *string
-	if i.DeviceToken != "" && !i.DeviceInCookie {
+	if i.DeviceToken != "" {
 		device = &i.DeviceToken
 	}
 	return &graph.AuthPayload{
 		AccessToken:           i.AccessToken,
-		RefreshToken:          refresh,
+		RefreshToken:          &i.RefreshToken,
 		AccessTokenExpiresAt:  i.Session.AccessExpiresAt.UTC(),
 		RefreshTokenExpiresAt: i.Session.RefreshExpiresAt.UTC(),
 		AccessTokenExpiresIn:  secondsUntil(i, i.Session.AccessExpiresAt),

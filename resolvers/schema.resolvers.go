@@ -14,25 +14,25 @@ import (
 
 // SignUp is the resolver for the signUp field.
 func (r *mutationResolver) SignUp(ctx context.Context, input graph.SignUpInput) (*graph.AuthPayload, error) {
-	issued, err := r.Auth.SignUp(ctx, auth.Credentials{Email: input.Email, Password: input.Password, DeviceName: input.DeviceName})
+	issued, err := r.Auth.SignUp(ctx, credentials(ctx, input.Email, input.Password, input.DeviceName))
 	if err != nil {
 		return nil, err
 	}
-	return toPayload(issued), nil
+	return deliver(ctx, issued), nil
 }
 
 // Login is the resolver for the login field.
 func (r *mutationResolver) Login(ctx context.Context, input graph.LoginInput) (*graph.AuthPayload, error) {
-	issued, err := r.Auth.Login(ctx, auth.Credentials{Email: input.Email, Password: input.Password, DeviceName: input.DeviceName})
+	issued, err := r.Auth.Login(ctx, credentials(ctx, input.Email, input.Password, input.DeviceName))
 	if err != nil {
 		return nil, err
 	}
-	return toPayload(issued), nil
+	return deliver(ctx, issued), nil
 }
 
 // Refresh is the resolver for the refresh field.
 func (r *mutationResolver) Refresh(ctx context.Context) (*graph.AuthPayload, error) {
-	token, err := auth.SessionToken(ctx)
+	token, err := sessionToken(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -40,16 +40,18 @@ func (r *mutationResolver) Refresh(ctx context.Context) (*graph.AuthPayload, err
 	if err != nil {
 		return nil, err
 	}
-	return toPayload(issued), nil
+	return deliver(ctx, issued), nil
 }
 
 // Logout is the resolver for the logout field.
 func (r *mutationResolver) Logout(ctx context.Context) (bool, error) {
-	token, err := auth.SessionToken(ctx)
+	token, err := sessionToken(ctx)
 	if err != nil {
 		return false, err
 	}
-	if err := r.Auth.Logout(ctx, token); err != nil {
+	err = r.Auth.Logout(ctx, token)
+	sessionEnded(ctx, err)
+	if err != nil {
 		return false, err
 	}
 	return true, nil
@@ -98,7 +100,9 @@ func (r *mutationResolver) Reauthenticate(ctx context.Context, password string) 
 
 // DeleteMyAccount is the resolver for the deleteMyAccount field.
 func (r *mutationResolver) DeleteMyAccount(ctx context.Context, password string) (bool, error) {
-	if err := r.Auth.DeleteMyAccount(ctx, auth.IdentityFromContext(ctx), password); err != nil {
+	err := r.Auth.DeleteMyAccount(ctx, auth.IdentityFromContext(ctx), password)
+	sessionEnded(ctx, err)
+	if err != nil {
 		return false, err
 	}
 	return true, nil

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/example/sessionauth/auth"
+	"github.com/example/sessionauth/internal/api/cookies"
 	"github.com/example/sessionauth/internal/pgtest"
 	"github.com/example/sessionauth/internal/testkit"
 )
@@ -36,7 +36,7 @@ func (b *browser) doAs(token, contentType, query string, cookie *http.Cookie) te
 	b.t.Helper()
 	h := testkit.Bearer(token)
 	h.Set("Content-Type", contentType)
-	h.Set(auth.TransportHeader, "cookie")
+	h.Set(cookies.TransportHeader, "cookie")
 	if b.origin != "" {
 		h.Set("Origin", b.origin)
 	}
@@ -50,11 +50,11 @@ func (b *browser) doAs(token, contentType, query string, cookie *http.Cookie) te
 func refreshCookie(t *testing.T, r testkit.Response) *http.Cookie {
 	t.Helper()
 	for _, c := range r.Cookies {
-		if c.Name == auth.RefreshCookie {
+		if c.Name == cookies.Refresh {
 			return c
 		}
 	}
-	t.Fatalf("no %s cookie in %v", auth.RefreshCookie, r.Header["Set-Cookie"])
+	t.Fatalf("no %s cookie in %v", cookies.Refresh, r.Header["Set-Cookie"])
 	return nil
 }
 
@@ -124,7 +124,7 @@ func TestCookieTransport(t *testing.T) {
 	})
 
 	t.Run("CookieRefreshWithoutTransportHeaderStaysInCookie", func(t *testing.T) {
-		r := s.Send(t, http.Header{"Cookie": {auth.RefreshCookie + "=" + c2.Value}}, map[string]any{"query": testkit.RefreshMutation})
+		r := s.Send(t, http.Header{"Cookie": {cookies.Refresh + "=" + c2.Value}}, map[string]any{"query": testkit.RefreshMutation})
 		var m testkit.Payload
 		r.Field(t, "refresh", &m)
 		if m.RefreshToken != nil {
@@ -146,7 +146,7 @@ func TestCookieTransport(t *testing.T) {
 
 	t.Run("HeaderWinsOverCookie", func(t *testing.T) {
 		q := s.SignUp(t, "both@example.com")
-		h := http.Header{"Authorization": {"Bearer " + q.Refresh()}, "Cookie": {auth.RefreshCookie + "=" + c.Value}}
+		h := http.Header{"Authorization": {"Bearer " + q.Refresh()}, "Cookie": {cookies.Refresh + "=" + c.Value}}
 		var got testkit.Payload
 		s.PostHeader(t, h, testkit.RefreshMutation, nil).Field(t, "refresh", &got)
 		if got.Session.ID != q.Session.ID {

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/example/sessionauth/auth"
+	"github.com/example/sessionauth/internal/api/cookies"
 	"github.com/example/sessionauth/internal/database"
 	"github.com/example/sessionauth/internal/testkit"
 )
@@ -43,7 +43,7 @@ func loginOn(t *testing.T, s *testServer, device, email, password string) testki
 	t.Helper()
 	h := http.Header{}
 	if device != "" {
-		h.Set(auth.DeviceHeader, device)
+		h.Set(cookies.DeviceHeader, device)
 	}
 	return s.PostHeader(t, h, loginDeviceMutation, testkit.LoginVars(email, password))
 }
@@ -162,14 +162,14 @@ func TestDeviceProofForBrowsers(t *testing.T) {
 func deviceCookie(t *testing.T, r testkit.Response) *http.Cookie {
 	t.Helper()
 	for _, c := range r.Cookies {
-		if c.Name == auth.DeviceCookie {
+		if c.Name == cookies.Device {
 			if !c.HttpOnly || !c.Secure || c.SameSite != http.SameSiteStrictMode || c.Path != "/" || c.Domain != "" || c.MaxAge <= 0 || len(c.Value) != 256 {
 				t.Fatalf("device cookie %+v", c)
 			}
 			return c
 		}
 	}
-	t.Fatalf("no %s cookie in %v", auth.DeviceCookie, r.Header["Set-Cookie"])
+	t.Fatalf("no %s cookie in %v", cookies.Device, r.Header["Set-Cookie"])
 	return nil
 }
 

@@ -25,6 +25,7 @@ import (
 
 	"github.com/example/sessionauth/auth"
 	"github.com/example/sessionauth/graph"
+	"github.com/example/sessionauth/internal/api/cookies"
 	"github.com/example/sessionauth/resolvers"
 )
 
@@ -96,9 +97,11 @@ func New(cfg Config, db *bun.DB, svc *auth.Service, logger *slog.Logger) *Server
 	})
 
 	mux := http.NewServeMux()
-	overHTTP := noStore(m.instrument("graphql", withCORS(cfg.Auth.AllowedOrigins, limitBody(maxBodyBytes, svc.Middleware(gql)))))
+	overHTTP := noStore(m.instrument("graphql", withCORS(cfg.Auth.AllowedOrigins, limitBody(maxBodyBytes, cookies.Middleware(cfg.Auth.AllowedOrigins, svc.Middleware(gql))))))
 	// A WebSocket is long-lived: no body limit, no latency histogram (it
 	// has its own gauge and closes counter), no deadline (withDeadline).
+	// No cookies either: Set-Cookie cannot reach a client over an upgraded
+	// connection, so its tokens travel in the messages.
 	overWS := noStore(ws.handler(cfg.Auth.AllowedOrigins, svc.Middleware(gql)))
 	mux.HandleFunc("/graphql", func(w http.ResponseWriter, r *http.Request) {
 		if isWebSocketUpgrade(r) {
@@ -262,7 +265,7 @@ func withCORS(allowed []string, next http.Handler) http.Handler {
 		h.Set("Access-Control-Allow-Credentials", "true")
 		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
 			h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
-			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, "+auth.TransportHeader+", "+auth.DeviceHeader)
+			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, "+cookies.TransportHeader+", "+cookies.DeviceHeader)
 			h.Set("Access-Control-Max-Age", "600")
 			w.WriteHeader(http.StatusNoContent)
 			return

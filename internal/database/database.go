@@ -1,8 +1,10 @@
 // Package database is everything that differs between the two databases the
 // service runs on: PostgreSQL, for production and several instances, and an
 // embedded SQLite file, for development with nothing installed. It opens
-// either from a DATABASE_URL (this file) and gives the domain the few SQL
-// fragments that are spelled differently on each (dialect.go). The schema of
+// either from a DATABASE_URL (this file), gives the domain the few SQL
+// fragments that are spelled differently on each (dialect.go), and the
+// notifications between instances that only PostgreSQL has (notify.go). The
+// domain imports no driver and spells no backend's own SQL. The schema of
 // each lives in its own directory of package migrations.
 package database
 

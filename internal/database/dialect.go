@@ -9,9 +9,11 @@ import (
 	"io"
 	"math"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect"
@@ -20,9 +22,10 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 )
 
-// Dialect holds the SQL that is spelled differently on each backend. Queries
-// use it instead of naming now(), intervals or row locks themselves, so
-// they read the same on both.
+// Dialect holds the SQL that is spelled differently on each backend, and
+// what one backend can do and the other cannot (notifications, notify.go;
+// prepared statements, QueryPrepared). Queries use it instead of naming
+// now(), intervals or row locks themselves, so they read the same on both.
 //
 // The clock: validity is decided against the database's clock, Now, never
 // the server's. On PostgreSQL that is now(), which every instance shares and
@@ -72,14 +75,19 @@ func (d Dialect) SecondsSince(column string) string {
 	return "extract(epoch FROM now() - " + column + ")"
 }
 
-// ForUpdate locks the rows q reads until the transaction ends (see Dialect).
-// Use it with SelectQuery.Apply.
-func (d Dialect) ForUpdate(q *bun.SelectQuery) *bun.SelectQuery {
+// For locks the rows q reads with lock, a PostgreSQL row-lock strength
+// ("UPDATE", "NO KEY UPDATE", "SHARE", "KEY SHARE"), until the transaction
+// ends; on SQLite it returns q as it is (see Dialect).
+func (d Dialect) For(q *bun.SelectQuery, lock string) *bun.SelectQuery {
 	if d.sqlite {
 		return q
 	}
-	return q.For("UPDATE")
+	return q.For(lock)
 }
+
+// ForUpdate locks the rows q reads until the transaction ends (see Dialect).
+// Use it with SelectQuery.Apply.
+func (d Dialect) ForUpdate(q *bun.SelectQuery) *bun.SelectQuery { return d.For(q, "UPDATE") }
 
 // ForUpdateOf is ForUpdate for a query that joins other tables: it locks
 // only the rows of the table with the given alias.
@@ -108,6 +116,36 @@ func (d Dialect) Offset(q *bun.SelectQuery, n int64) *bun.SelectQuery {
 		q = q.Limit(math.MaxInt64) // no limit
 	}
 	return q.Offset(n)
+}
+
+// Placeholder returns the placeholder of the nth argument (from 1) of a
+// query run with QueryPrepared, to write into its text with bun.Safe: bun
+// leaves it be, and the driver binds the argument.
+func (d Dialect) Placeholder(n int) bun.Safe {
+	if d.sqlite {
+		return bun.Safe("?" + strconv.Itoa(n))
+	}
+	return bun.Safe("$" + strconv.Itoa(n))
+}
+
+// QueryPrepared runs query on db's pool as it is, its arguments written with
+// Placeholder, for a hot query whose text never changes: bun would write the
+// values into the text, so that each run is a new statement for the
+// database to parse and plan. On PostgreSQL it runs as a statement prepared
+// once per pooled connection and reused, whatever the pool's default mode.
+func (d Dialect) QueryPrepared(ctx context.Context, db *bun.DB, query string, args ...any) (*sql.Rows, error) {
+	if !d.sqlite {
+		args = append([]any{pgx.QueryExecModeCacheStatement}, args...)
+	}
+	return db.DB.QueryContext(ctx, query, args...)
+}
+
+// QueryPreparedTx is QueryPrepared inside tx.
+func (d Dialect) QueryPreparedTx(ctx context.Context, tx bun.Tx, query string, args ...any) (*sql.Rows, error) {
+	if !d.sqlite {
+		args = append([]any{pgx.QueryExecModeCacheStatement}, args...)
+	}
+	return tx.Tx.QueryContext(ctx, query, args...)
 }
 
 // IsUniqueViolation reports whether err is a unique-constraint violation.

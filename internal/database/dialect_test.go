@@ -176,6 +176,14 @@ func testDialect(t *testing.T, db *bun.DB) {
 				return fmt.Errorf("OFFSET 2 read %v, want [3 4]", got)
 			}
 			got = nil
+			q = tx.NewSelect().Table("nums").Column("n").Where("n = 2")
+			if err := d.For(q, "NO KEY UPDATE").Scan(ctx, &got); err != nil {
+				return err
+			}
+			if !slices.Equal(got, []int{2}) {
+				return fmt.Errorf("FOR NO KEY UPDATE read %v, want [2]", got)
+			}
+			got = nil
 			q = tx.NewSelect().Table("nums").Column("n").Order("n").Limit(1)
 			if err := q.Apply(d.ForUpdateSkipLocked).Scan(ctx, &got); err != nil {
 				return err
@@ -187,6 +195,22 @@ func testDialect(t *testing.T, db *bun.DB) {
 		})
 		if err != nil {
 			t.Fatal(err)
+		}
+	})
+	t.Run("PreparedQuery", func(t *testing.T) {
+		query := db.NewSelect().ColumnExpr("? || '-' || ?", d.Placeholder(2), d.Placeholder(1)).String()
+		for _, args := range [][2]string{{"a", "b"}, {"c", "d"}} {
+			rows, err := d.QueryPrepared(ctx, db, query, args[0], args[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got string
+			if err := db.ScanRows(ctx, rows, &got); err != nil {
+				t.Fatal(err)
+			}
+			if want := args[1] + "-" + args[0]; got != want {
+				t.Fatalf("%q with %v = %q, want %q", query, args, got, want)
+			}
 		}
 	})
 }
