@@ -2,12 +2,14 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/example/sessionauth/auth"
+	"github.com/example/sessionauth/internal/api"
 	"github.com/example/sessionauth/internal/database"
 )
 
@@ -19,20 +21,19 @@ type config struct {
 	MetricsAddr string
 	// Database is DATABASE_URL: PostgreSQL, or by default an embedded
 	// SQLite file for development.
-	Database   database.Source
-	Playground bool
+	Database database.Source
 	// SessionCache answers access-token lookups from memory, kept coherent
 	// across instances by LISTEN/NOTIFY (SESSION_CACHE; PostgreSQL only).
 	SessionCache bool
-	// WebSocket bounds subscription connections (WEBSOCKET_*).
-	WebSocket wsLimits
 	// SoftMemoryLimit sets the runtime's soft memory limit to
 	// Auth.MemoryBudget (MEMORY_BUDGET), unless GOMEMLIMIT already set one.
 	SoftMemoryLimit bool
 	// GCPercent sets the collector's target to gcPercent, unless GOGC
 	// already set one.
 	GCPercent bool
-	Auth      auth.Config
+	// Config is the transport's and the domain's: Playground, WebSocket,
+	// Auth.
+	api.Config
 }
 
 // loadConfig reads the configuration through getenv, the one place the
@@ -41,38 +42,41 @@ type config struct {
 // once, each with what is wrong, so one start is enough to see them all.
 func loadConfig(getenv func(string) string) (config, error) {
 	l := loader{getenv: getenv}
+	def := api.DefaultConfig()
 	cfg := config{
 		Addr:         l.str("ADDR", ":8080"),
 		MetricsAddr:  l.str("METRICS_ADDR", ""),
 		Database:     l.database("DATABASE_URL"),
-		Playground:   l.boolean("PLAYGROUND", true),
 		SessionCache: l.boolean("SESSION_CACHE", true),
-		WebSocket: wsLimits{
-			InitTimeout:              l.duration("WEBSOCKET_INIT_TIMEOUT", 10*time.Second, false),
-			PingInterval:             l.duration("WEBSOCKET_PING_INTERVAL", 25*time.Second, true),
-			MaxSubscriptions:         l.integer("WEBSOCKET_MAX_SUBSCRIPTIONS", 20),
-			MaxConnectionsPerSession: l.integer("WEBSOCKET_MAX_CONNECTIONS_PER_SESSION", 10),
-		},
-		Auth: auth.Config{
-			AccessTTL:   l.duration("ACCESS_TOKEN_TTL", 15*time.Minute, false),
-			RefreshTTL:  l.duration("REFRESH_TOKEN_TTL", 168*time.Hour, false),
-			ReuseWindow: l.duration("REFRESH_REUSE_WINDOW", 30*time.Second, true),
-			AllowSignUp: l.boolean("ALLOW_SIGNUP", true),
-			Throttle: auth.ThrottleConfig{
-				MaxFailures:      l.integer("LOGIN_MAX_FAILURES", 5),
-				MaxFailuresPerIP: l.integer("LOGIN_MAX_FAILURES_PER_IP", 100),
-				Window:           l.duration("LOGIN_FAILURE_WINDOW", 15*time.Minute, false),
-				MaxSignUpsPerIP:  l.integer("SIGNUP_MAX_PER_IP", 100),
-				SignUpWindow:     l.duration("SIGNUP_WINDOW", 15*time.Minute, false),
-				DeviceTokenTTL:   l.duration("DEVICE_TOKEN_TTL", 4320*time.Hour, true),
+		Config: api.Config{
+			Playground: l.boolean("PLAYGROUND", def.Playground),
+			WebSocket: api.WebSocketLimits{
+				InitTimeout:              l.duration("WEBSOCKET_INIT_TIMEOUT", def.WebSocket.InitTimeout, false),
+				PingInterval:             l.duration("WEBSOCKET_PING_INTERVAL", def.WebSocket.PingInterval, true),
+				MaxSubscriptions:         l.integer("WEBSOCKET_MAX_SUBSCRIPTIONS", def.WebSocket.MaxSubscriptions),
+				MaxConnectionsPerSession: l.integer("WEBSOCKET_MAX_CONNECTIONS_PER_SESSION", def.WebSocket.MaxConnectionsPerSession),
 			},
-			SessionMaxLifetime: l.duration("SESSION_MAX_LIFETIME", 0, true),
-			MaxSessionsPerUser: l.integer("MAX_SESSIONS_PER_USER", 0),
-			TrustedProxies:     l.prefixes("TRUSTED_PROXIES"),
-			AllowedOrigins:     l.list("ALLOWED_ORIGINS"),
-			SessionCacheSize:   l.positive("SESSION_CACHE_SIZE", auth.DefaultCacheSize),
-			MemoryBudget:       l.bytes("MEMORY_BUDGET", auth.DefaultMemoryBudget),
-			EventRetention:     l.duration("SECURITY_EVENT_RETENTION", 2160*time.Hour, false),
+			Auth: auth.Config{
+				AccessTTL:   l.duration("ACCESS_TOKEN_TTL", def.Auth.AccessTTL, false),
+				RefreshTTL:  l.duration("REFRESH_TOKEN_TTL", def.Auth.RefreshTTL, false),
+				ReuseWindow: l.duration("REFRESH_REUSE_WINDOW", def.Auth.ReuseWindow, true),
+				AllowSignUp: l.boolean("ALLOW_SIGNUP", def.Auth.AllowSignUp),
+				Throttle: auth.ThrottleConfig{
+					MaxFailures:      l.integer("LOGIN_MAX_FAILURES", def.Auth.Throttle.MaxFailures),
+					MaxFailuresPerIP: l.integer("LOGIN_MAX_FAILURES_PER_IP", def.Auth.Throttle.MaxFailuresPerIP),
+					Window:           l.duration("LOGIN_FAILURE_WINDOW", def.Auth.Throttle.Window, false),
+					MaxSignUpsPerIP:  l.integer("SIGNUP_MAX_PER_IP", def.Auth.Throttle.MaxSignUpsPerIP),
+					SignUpWindow:     l.duration("SIGNUP_WINDOW", def.Auth.Throttle.SignUpWindow, false),
+					DeviceTokenTTL:   l.duration("DEVICE_TOKEN_TTL", def.Auth.Throttle.DeviceTokenTTL, true),
+				},
+				SessionMaxLifetime: l.duration("SESSION_MAX_LIFETIME", def.Auth.SessionMaxLifetime, true),
+				MaxSessionsPerUser: l.integer("MAX_SESSIONS_PER_USER", def.Auth.MaxSessionsPerUser),
+				TrustedProxies:     l.prefixes("TRUSTED_PROXIES"),
+				AllowedOrigins:     l.list("ALLOWED_ORIGINS"),
+				SessionCacheSize:   l.positive("SESSION_CACHE_SIZE", def.Auth.SessionCacheSize),
+				MemoryBudget:       l.bytes("MEMORY_BUDGET", def.Auth.MemoryBudget),
+				EventRetention:     l.duration("SECURITY_EVENT_RETENTION", def.Auth.EventRetention, false),
+			},
 		},
 		SoftMemoryLimit: getenv("GOMEMLIMIT") == "",
 		GCPercent:       getenv("GOGC") == "",
@@ -222,4 +226,40 @@ func (l *loader) bytes(name string, def int64) int64 {
 		return def
 	}
 	return n * unit
+}
+
+// checkMetricsAddr refuses a METRICS_ADDR that is not host:port, or that
+// would share the API's listener: the same port on the same host, or on
+// every host. Port 0 (any free port, as in tests) never collides.
+func checkMetricsAddr(addr, metricsAddr string) error {
+	if metricsAddr == "" {
+		return nil
+	}
+	mHost, mPort, err := net.SplitHostPort(metricsAddr)
+	if err != nil {
+		return fmt.Errorf("METRICS_ADDR=%q: want host:port, such as 127.0.0.1:9091 or :9091", metricsAddr)
+	}
+	mp, err := net.LookupPort("tcp", mPort)
+	if err != nil {
+		return fmt.Errorf("METRICS_ADDR=%q: unknown port %q", metricsAddr, mPort)
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil // ADDR's own error comes when it is listened on
+	}
+	p, err := net.LookupPort("tcp", port)
+	if err != nil || p != mp || p == 0 {
+		return nil
+	}
+	if host == mHost || anyHost(host) || anyHost(mHost) {
+		return fmt.Errorf("METRICS_ADDR=%q is the API's own ADDR=%q: metrics must not be served to the API's clients; "+
+			"give them a port of their own, such as 127.0.0.1:9091", metricsAddr, addr)
+	}
+	return nil
+}
+
+// anyHost reports whether a listen address's host means every interface.
+func anyHost(host string) bool {
+	ip := net.ParseIP(host)
+	return host == "" || ip != nil && ip.IsUnspecified()
 }

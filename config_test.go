@@ -3,6 +3,7 @@ package main
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/example/sessionauth/auth"
 )
@@ -98,5 +99,35 @@ func TestConfigReportsEveryBadVariable(t *testing.T) {
 	_, err = configFrom(map[string]string{"PLAYGROUND": "maybe"})
 	if err == nil || err.Error() != `PLAYGROUND="maybe": want true or false` {
 		t.Errorf("one bad variable: %v", err)
+	}
+}
+
+// TestThrottleVariables reads the variables of sign-up throttling and device
+// proofs, and refuses values that do not parse, naming the variable.
+func TestThrottleVariables(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"SIGNUP_MAX_PER_IP": "7", "SIGNUP_WINDOW": "2h", "DEVICE_TOKEN_TTL": "0"}
+	cfg, err := loadConfig(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	th := cfg.Auth.Throttle
+	if th.MaxSignUpsPerIP != 7 || th.SignUpWindow != 2*time.Hour || th.DeviceTokenTTL != 0 {
+		t.Fatalf("throttle config %+v", th)
+	}
+	def, _ := loadConfig(func(string) string { return "" })
+	if th := def.Auth.Throttle; th.MaxSignUpsPerIP != 100 || th.SignUpWindow != 15*time.Minute || th.DeviceTokenTTL != 4320*time.Hour {
+		t.Fatalf("defaults %+v", th)
+	}
+	for _, kv := range [][2]string{{"SIGNUP_MAX_PER_IP", "-1"}, {"SIGNUP_WINDOW", "0"}, {"DEVICE_TOKEN_TTL", "forever"}} {
+		_, err := loadConfig(func(k string) string {
+			if k == kv[0] {
+				return kv[1]
+			}
+			return ""
+		})
+		if err == nil || !strings.Contains(err.Error(), kv[0]) {
+			t.Errorf("%s=%s: %v, want an error naming the variable", kv[0], kv[1], err)
+		}
 	}
 }

@@ -1,19 +1,14 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/example/sessionauth/internal/database"
+	"github.com/example/sessionauth/internal/testkit"
 )
 
 // TestEmbeddedDefault is a frontend developer's first minute: the real
@@ -23,18 +18,11 @@ import (
 // restart.
 func TestEmbeddedDefault(t *testing.T) {
 	t.Parallel()
-	bin := filepath.Join(t.TempDir(), "sessionauth")
-	args := []string{"build", "-o", bin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	if out, err := exec.Command("go", append(args, ".")...).CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := testkit.Build(t, ".")
 	dir := t.TempDir()
 
-	srv := startBinary(t, bin, dir)
-	first := srv.firstLogLine(t)
+	srv := testkit.StartBinary(t, bin, dir, nil)
+	first := firstLogLine(t, srv.Logs.String())
 	wantFile := filepath.Join(dir, database.DefaultSQLiteFile)
 	if first["level"] != "WARN" || !strings.Contains(first["msg"].(string), "development mode") ||
 		first["database"] != "sqlite" || !samePath(t, first["path"].(string), wantFile) {
@@ -44,89 +32,32 @@ func TestEmbeddedDefault(t *testing.T) {
 		t.Fatalf("the data file's path %q is not absolute", first["path"])
 	}
 
-	client := &testServer{URL: srv.base}
-	p := client.signUp(t, "first-minute@example.com")
-	wantOK(t, client.post(t, p.AccessToken, meQuery, nil))
-	n := client.refresh(t, p.refresh())
+	p := srv.SignUp(t, "first-minute@example.com")
+	testkit.WantOK(t, srv.Post(t, p.AccessToken, testkit.MeQuery, nil))
+	n := srv.Refresh(t, p.Refresh())
 	if n.Session.ID != p.Session.ID || n.AccessToken == p.AccessToken {
 		t.Fatalf("refresh did not rotate the session's pair: %+v", n.Session)
 	}
-	wantCode(t, client.post(t, p.AccessToken, meQuery, nil), "UNAUTHENTICATED")
-	wantOK(t, client.post(t, n.AccessToken, meQuery, nil))
-	wantOK(t, client.post(t, n.AccessToken, logoutMutation, nil))
-	wantCode(t, client.post(t, n.AccessToken, meQuery, nil), "UNAUTHENTICATED")
-	srv.stop(t)
+	testkit.WantCode(t, srv.Post(t, p.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
+	testkit.WantOK(t, srv.Post(t, n.AccessToken, testkit.MeQuery, nil))
+	testkit.WantOK(t, srv.Post(t, n.AccessToken, testkit.LogoutMutation, nil))
+	testkit.WantCode(t, srv.Post(t, n.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
 
 	if fi, err := os.Stat(wantFile); err != nil || fi.Size() == 0 {
 		t.Fatalf("no data in %s: %v", wantFile, err)
 	}
 	// The account is still there after a restart.
-	again := startBinary(t, bin, dir)
-	wantOK(t, (&testServer{URL: again.base}).post(t, "", loginMutation, loginVars("first-minute@example.com", testPassword)))
-	again.stop(t)
+	again := testkit.StartBinary(t, bin, dir, nil)
+	testkit.WantOK(t, again.Post(t, "", testkit.LoginMutation, testkit.LoginVars("first-minute@example.com", testkit.Password)))
 }
 
-type binaryServer struct {
-	base string
-	cmd  *exec.Cmd
-	out  *syncBuffer
-	done chan error
-}
-
-// startBinary runs bin in dir on a free port, with the test's environment
-// less DATABASE_URL, and waits until it serves.
-func startBinary(t *testing.T, bin, dir string) *binaryServer {
+// firstLogLine decodes the first line of logs.
+func firstLogLine(t *testing.T, logs string) map[string]any {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-
-	cmd := exec.Command(bin)
-	cmd.Dir = dir
-	var env []string
-	for _, kv := range cmd.Environ() {
-		if !strings.HasPrefix(kv, "DATABASE_URL=") && !strings.HasPrefix(kv, "ADDR=") {
-			env = append(env, kv)
-		}
-	}
-	cmd.Env = append(env, "ADDR="+addr)
-	s := &binaryServer{base: "http://" + addr, cmd: cmd, out: new(syncBuffer), done: make(chan error, 1)}
-	cmd.Stdout = s.out
-	cmd.Stderr = s.out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { s.done <- cmd.Wait() }()
-	t.Cleanup(func() { cmd.Process.Kill() })
-
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(s.base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return s
-			}
-		}
-		select {
-		case err := <-s.done:
-			t.Fatalf("the server exited (%v):\n%s", err, s.out)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the server did not come up: %v\n%s", err, s.out)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// firstLogLine decodes the first line the server wrote.
-func (s *binaryServer) firstLogLine(t *testing.T) map[string]any {
-	t.Helper()
-	line, _, _ := strings.Cut(s.out.String(), "\n")
+	line, _, _ := strings.Cut(logs, "\n")
 	var m map[string]any
 	if err := json.Unmarshal([]byte(line), &m); err != nil {
 		t.Fatalf("first log line %q: %v", line, err)
@@ -137,22 +68,6 @@ func (s *binaryServer) firstLogLine(t *testing.T) map[string]any {
 		}
 	}
 	return m
-}
-
-// stop ends the server as an operator would and waits for a clean exit.
-func (s *binaryServer) stop(t *testing.T) {
-	t.Helper()
-	s.cmd.Process.Signal(syscall.SIGTERM)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	select {
-	case err := <-s.done:
-		if err != nil {
-			t.Fatalf("the server exited with %v:\n%s", err, s.out)
-		}
-	case <-ctx.Done():
-		t.Fatalf("the server did not stop:\n%s", s.out)
-	}
 }
 
 // samePath reports whether a and b name one file, symbolic links resolved.
@@ -183,8 +98,8 @@ func TestRunKeepsSQLiteFilePrivate(t *testing.T) {
 					}
 				}
 			}
-			srv := startRun(t, map[string]string{"DATABASE_URL": "sqlite://" + path})
-			(&testServer{URL: srv.base}).signUp(t, "private@example.com") // writes, through the WAL
+			srv := testkit.StartRun(t, run, map[string]string{"DATABASE_URL": "sqlite://" + path})
+			srv.SignUp(t, "private@example.com") // writes, through the WAL
 			for _, p := range database.SQLiteFiles(path) {
 				fi, err := os.Stat(p)
 				if err != nil {
@@ -194,12 +109,12 @@ func TestRunKeepsSQLiteFilePrivate(t *testing.T) {
 					t.Errorf("%s has mode %v, want 0600", filepath.Base(p), fi.Mode().Perm())
 				}
 			}
-			if err := srv.stop(t); err != nil {
+			if err := srv.Stop(); err != nil {
 				t.Fatal(err)
 			}
-			warned := strings.Count(srv.logs.String(), "made it private (0600)")
+			warned := strings.Count(srv.Logs.String(), "made it private (0600)")
 			if want := map[bool]int{false: 0, true: 2}[existing]; warned != want {
-				t.Fatalf("%d warnings about a readable file, want %d:\n%s", warned, want, srv.logs)
+				t.Fatalf("%d warnings about a readable file, want %d:\n%s", warned, want, srv.Logs)
 			}
 		})
 	}

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"testing"
+
+	"github.com/example/sessionauth/internal/testkit"
 )
 
 // TestEventsUnderCuts cuts the database conversation of changes at every
@@ -11,10 +13,10 @@ import (
 // all.
 func TestEventsUnderCuts(t *testing.T) {
 	t.Parallel()
-	viaProxy, direct, proxy := proxiedDatabase(t)
-	prog := startProgram(t, map[string]string{"DATABASE_URL": viaProxy})
-	c := newAPIClient(t, prog.base)
-	db := openDirect(t, direct)
+	viaProxy, direct, proxy := testkit.ProxiedDatabase(t)
+	prog := testkit.StartRun(t, run, map[string]string{"DATABASE_URL": viaProxy})
+	c := prog.WithPatience()
+	db := testkit.OpenDirect(t, direct)
 	ctx := context.Background()
 
 	// ended reports whether the session is revoked, and fails unless it
@@ -36,29 +38,29 @@ func TestEventsUnderCuts(t *testing.T) {
 	}
 
 	t.Run("Logout", func(t *testing.T) {
-		c.signUp(t, "cut-logout@example.com")
-		var s payload
+		c.SignUp(t, "cut-logout@example.com")
+		var s testkit.Payload
 		cutSweep(t, proxy, db, 24, func(int) {
-			s = c.login(t, "cut-logout@example.com", testPassword)
-		}, func(int) (gqlResponse, error) {
-			return c.call(s.AccessToken, logoutMutation, nil)
-		}, func(n int, r gqlResponse) bool {
+			s = c.Login(t, "cut-logout@example.com", testkit.Password)
+		}, func(int) (testkit.Response, error) {
+			return c.Call(s.AccessToken, testkit.LogoutMutation, nil)
+		}, func(n int, r testkit.Response) bool {
 			return ended(t, n, s.Session.ID, "SIGNED_OUT")
 		})
 	})
 	t.Run("RevokeSession", func(t *testing.T) {
-		owner := c.signUp(t, "cut-revoke@example.com")
-		var s payload
+		owner := c.SignUp(t, "cut-revoke@example.com")
+		var s testkit.Payload
 		cutSweep(t, proxy, db, 24, func(int) {
-			s = c.login(t, "cut-revoke@example.com", testPassword)
-		}, func(int) (gqlResponse, error) {
-			return c.call(owner.AccessToken, revokeMutation, map[string]any{"id": s.Session.ID})
-		}, func(n int, r gqlResponse) bool {
+			s = c.Login(t, "cut-revoke@example.com", testkit.Password)
+		}, func(int) (testkit.Response, error) {
+			return c.Call(owner.AccessToken, testkit.RevokeMutation, map[string]any{"id": s.Session.ID})
+		}, func(n int, r testkit.Response) bool {
 			return ended(t, n, s.Session.ID, "SESSION_REVOKED")
 		})
 	})
 	t.Run("Login", func(t *testing.T) {
-		owner := c.signUp(t, "cut-login@example.com")
+		owner := c.SignUp(t, "cut-login@example.com")
 		count := func(n int) int {
 			var sessions, events int
 			err := db.NewRaw(`SELECT (SELECT count(*) FROM sessions WHERE user_id = ?),
@@ -73,9 +75,9 @@ func TestEventsUnderCuts(t *testing.T) {
 			return sessions
 		}
 		var before int
-		cutSweep(t, proxy, db, 24, func(n int) { before = count(n) }, func(int) (gqlResponse, error) {
-			return c.call("", loginMutation, map[string]any{"email": "cut-login@example.com", "password": testPassword})
-		}, func(n int, r gqlResponse) bool {
+		cutSweep(t, proxy, db, 24, func(n int) { before = count(n) }, func(int) (testkit.Response, error) {
+			return c.Call("", testkit.LoginMutation, map[string]any{"email": "cut-login@example.com", "password": testkit.Password})
+		}, func(n int, r testkit.Response) bool {
 			return count(n) == before+1
 		})
 	})

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/example/sessionauth/internal/pgtest"
+	"github.com/example/sessionauth/internal/testkit"
 )
 
 // TestRunRedactsDatabaseSecrets starts the real program with a DATABASE_URL
@@ -49,7 +50,7 @@ func TestRunRedactsDatabaseSecrets(t *testing.T) {
 			t.Parallel()
 			u := fmt.Sprintf("postgres://%s@%s/x?sslmode=disable&connect_timeout=2&%s", pl.user, dead, pl.query)
 			env := map[string]string{"DATABASE_URL": u, "ADDR": "127.0.0.1:0"}
-			var logs syncBuffer
+			var logs testkit.SyncBuffer
 			err := run(t.Context(), nil, func(k string) string { return env[k] }, &logs, io.Discard)
 			if err == nil {
 				t.Fatal("run served on a database that does not answer")
@@ -73,7 +74,7 @@ func TestRunRedactsDatabaseSecrets(t *testing.T) {
 			u.RawQuery += "&" + pl.query
 			if pl.refused {
 				env := map[string]string{"DATABASE_URL": u.String(), "ADDR": "127.0.0.1:0"}
-				var logs syncBuffer
+				var logs testkit.SyncBuffer
 				err := run(t.Context(), nil, func(k string) string { return env[k] }, &logs, io.Discard)
 				if err == nil {
 					t.Fatal("run served with a parameter the server refuses")
@@ -82,18 +83,17 @@ func TestRunRedactsDatabaseSecrets(t *testing.T) {
 				check(t, "run's error", err.Error())
 				return
 			}
-			srv := startRun(t, map[string]string{"DATABASE_URL": u.String(), "METRICS_ADDR": "127.0.0.1:0"})
-			client := &testServer{URL: srv.base}
-			p := client.signUp(t, "redact@example.com")
-			wantCode(t, client.post(t, "", loginMutation, loginVars("redact@example.com", "wrong-password")), "INVALID_CREDENTIALS")
-			wantOK(t, client.post(t, p.AccessToken, logoutMutation, nil))
-			if err := srv.stop(t); err != nil {
+			srv := testkit.StartRun(t, run, map[string]string{"DATABASE_URL": u.String(), "METRICS_ADDR": "127.0.0.1:0"})
+			p := srv.SignUp(t, "redact@example.com")
+			testkit.WantCode(t, srv.Post(t, "", testkit.LoginMutation, testkit.LoginVars("redact@example.com", "wrong-password")), "INVALID_CREDENTIALS")
+			testkit.WantOK(t, srv.Post(t, p.AccessToken, testkit.LogoutMutation, nil))
+			if err := srv.Stop(); err != nil {
 				t.Fatalf("run returned %v", err)
 			}
-			if !strings.Contains(srv.logs.String(), `"msg":"request"`) {
-				t.Fatalf("no request lines:\n%s", srv.logs)
+			if !strings.Contains(srv.Logs.String(), `"msg":"request"`) {
+				t.Fatalf("no request lines:\n%s", srv.Logs)
 			}
-			check(t, "the log", srv.logs.String())
+			check(t, "the log", srv.Logs.String())
 		})
 	}
 }

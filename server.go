@@ -20,6 +20,7 @@ import (
 
 	"github.com/example/sessionauth/auth"
 	"github.com/example/sessionauth/graph"
+	"github.com/example/sessionauth/internal/api"
 	"github.com/example/sessionauth/internal/database"
 	"github.com/example/sessionauth/migrations"
 	"github.com/example/sessionauth/resolvers"
@@ -112,13 +113,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		stopBackground()
 		<-delivering
 	}()
-	h := newServer(cfg, db, svc, logger)
+	h := api.New(cfg.Config, db, svc, logger)
 	srv := &http.Server{
 		Addr:              cfg.Addr,
 		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
-		WriteTimeout:      requestTimeout + 20*time.Second,
+		WriteTimeout:      api.RequestTimeout + 20*time.Second,
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
@@ -136,7 +137,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return fmt.Errorf("METRICS_ADDR=%s: cannot serve metrics: %w", cfg.MetricsAddr, err)
 		}
 		servers = append(servers, &http.Server{
-			Handler:           h.metrics.handler(),
+			Handler:           h.Metrics(),
 			ReadHeaderTimeout: 5 * time.Second,
 			ReadTimeout:       5 * time.Second,
 			WriteTimeout:      30 * time.Second,
@@ -173,7 +174,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	closedWS := make(chan struct{})
 	go func() {
 		defer close(closedWS)
-		h.ws.closeAll(shutdownCtx)
+		h.CloseWebSockets(shutdownCtx)
 	}()
 	for _, s := range servers {
 		if err := s.Shutdown(shutdownCtx); err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/example/sessionauth/internal/pgtest"
+	"github.com/example/sessionauth/internal/testkit"
 	"github.com/example/sessionauth/models"
 )
 
@@ -36,19 +37,6 @@ func runDeliverer(t *testing.T, s *Service) (stop func()) {
 	stop = func() { once.Do(func() { cancel(); <-done }) }
 	t.Cleanup(stop)
 	return stop
-}
-
-// eventually waits for cond, failing the test after a generous deadline
-// (a guard against hanging, not a timing assertion).
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // delivery is one call of a test handler.
@@ -135,7 +123,7 @@ func TestDeliveryRetriesInOrder(t *testing.T) {
 	a1, a2, b1 := eventID(t, s, a.ID, "a1"), eventID(t, s, a.ID, "a2"), eventID(t, s, b.ID, "b1")
 
 	runDeliverer(t, s)
-	eventually(t, "every delivery", func() bool { return outboxLeft(t, s) == 0 })
+	testkit.Eventually(t, "every delivery", func() bool { return outboxLeft(t, s) == 0 })
 
 	calls := mail.snapshot()
 	var seq []string
@@ -208,7 +196,7 @@ func TestDeliveryAfterCrash(t *testing.T) {
 	mail := &recorder{}
 	second.OnEvent("mail", mail.handler("second"))
 	runDeliverer(t, second)
-	eventually(t, "delivery after the restart", func() bool { return outboxLeft(t, second) == 0 })
+	testkit.Eventually(t, "delivery after the restart", func() bool { return outboxLeft(t, second) == 0 })
 	var got []string
 	for _, c := range mail.snapshot() {
 		got = append(got, *c.event.DeviceName)
@@ -239,7 +227,7 @@ func TestDeliveryStoppedBeforeRunning(t *testing.T) {
 	}
 	// The process starts again (same Service: its handlers stay registered).
 	runDeliverer(t, s)
-	eventually(t, "delivery after the restart", func() bool { return len(mail.succeeded()) == 1 })
+	testkit.Eventually(t, "delivery after the restart", func() bool { return len(mail.succeeded()) == 1 })
 }
 
 func TestTwoInstancesDrainTogether(t *testing.T) {
@@ -276,7 +264,7 @@ func TestTwoInstancesDrainTogether(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	eventually(t, "the outbox drained", func() bool { return outboxLeft(t, instances[0]) == 0 })
+	testkit.Eventually(t, "the outbox drained", func() bool { return outboxLeft(t, instances[0]) == 0 })
 
 	calls := mail.snapshot()
 	if len(calls) != users*perUser {
@@ -334,7 +322,7 @@ func TestAccountDeletedDelivery(t *testing.T) {
 		t.Fatalf("%d outbox rows, want both events for both handlers", n)
 	}
 	runDeliverer(t, s)
-	eventually(t, "delivery", func() bool { return len(mail.succeeded()) == 2 })
+	testkit.Eventually(t, "delivery", func() bool { return len(mail.succeeded()) == 2 })
 	calls := mail.snapshot()
 	signedIn, deleted := calls[0].event, calls[1].event
 	if signedIn.Kind != EventSignedIn || deleted.Kind != EventAccountDeleted {
@@ -372,7 +360,7 @@ func TestOnEventMisuse(t *testing.T) {
 	}
 	stop := runDeliverer(t, s)
 	defer stop()
-	eventually(t, "the deliverer started", func() bool {
+	testkit.Eventually(t, "the deliverer started", func() bool {
 		s.events.mu.Lock()
 		defer s.events.mu.Unlock()
 		return s.events.running
@@ -402,7 +390,7 @@ func TestHandlerPanicIsRetried(t *testing.T) {
 	user := signUpQuiet(t, s, "panic@example.com").User
 	record(t, s, s.db, Event{Kind: EventSignedIn, UserID: user.ID})
 	runDeliverer(t, s)
-	eventually(t, "delivery", func() bool { return outboxLeft(t, s) == 0 })
+	testkit.Eventually(t, "delivery", func() bool { return outboxLeft(t, s) == 0 })
 	if calls != 2 {
 		t.Fatalf("%d calls, want a panic and a retry", calls)
 	}
@@ -412,13 +400,13 @@ func TestLogHandlerLogsIDsOnly(t *testing.T) {
 	t.Parallel()
 	s := newTestService(t, testConfig)
 	fastDelivery(s)
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	s.log = slog.New(slog.NewJSONHandler(&logs, nil))
 	user := signUpQuiet(t, s, "logged@example.com").User
 	record(t, s, s.db, Event{Kind: EventSignedIn, UserID: user.ID, SessionID: ptr(user.ID),
 		DeviceName: ptr("Alice's iPhone"), IPAddress: ptr("198.51.100.23"), UserAgent: ptr("SecretAgent/1.0")})
 	runDeliverer(t, s)
-	eventually(t, "the log line", func() bool { return outboxLeft(t, s) == 0 })
+	testkit.Eventually(t, "the log line", func() bool { return outboxLeft(t, s) == 0 })
 	out := logs.String()
 	for _, want := range []string{`"msg":"security event"`, `"kind":"SIGNED_IN"`, `"user_id":"` + user.ID, `"session_id":"` + user.ID} {
 		if !strings.Contains(out, want) {
@@ -430,23 +418,6 @@ func TestLogHandlerLogsIDsOnly(t *testing.T) {
 			t.Errorf("log holds %q: %s", secret, out)
 		}
 	}
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // TestFailureHoldsBackTheUsersLaterRows: after a failed attempt, the user's
@@ -509,14 +480,14 @@ func TestCacheListenerWakesDeliverers(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s.EnableCache(ctx, url)
-	eventually(t, "the cache listening", s.CacheLive)
+	testkit.Eventually(t, "the cache listening", s.CacheLive)
 	runDeliverer(t, s)
 
 	id := newUser(t, other, "woken@example.com")
 	if err := other.recordEvent(context.Background(), other.db, Event{Kind: EventSessionRenamed, UserID: id}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the event delivered on a wake", func() bool { return len(mail.snapshot()) == 1 })
+	testkit.Eventually(t, "the event delivered on a wake", func() bool { return len(mail.snapshot()) == 1 })
 	var listening int
 	err := s.db.NewRaw("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'").Scan(context.Background(), &listening)
 	if err != nil {

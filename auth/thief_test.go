@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/example/sessionauth/internal/pgtest"
+	"github.com/example/sessionauth/internal/testkit"
 )
 
 // A thief holds a copy of the database and old tokens of a session (from a
@@ -36,48 +36,17 @@ func (c cell) String() string { return c.table + "." + c.column }
 // database's catalog lists, without knowing the schema.
 func dumpEveryTable(t *testing.T, s *Service) []cell {
 	t.Helper()
-	ctx := context.Background()
-	listTables := `SELECT table_name FROM information_schema.tables
-		WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'`
-	if pgtest.SQLite() {
-		listTables = "SELECT name FROM sqlite_master WHERE type = 'table'"
-	}
-	var tables []string
-	if err := s.db.NewRaw(listTables).Scan(ctx, &tables); err != nil {
-		t.Fatalf("listing tables: %v", err)
-	}
+	tables := testkit.Tables(t, s.db)
 	var cells []cell
 	seen := map[string]bool{}
 	for _, table := range tables {
 		seen[table] = true
-		rows, err := s.db.QueryContext(ctx, fmt.Sprintf("SELECT * FROM %q", table))
-		if err != nil {
-			t.Fatalf("dumping %s: %v", table, err)
-		}
-		cols, err := rows.Columns()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for rows.Next() {
-			values := make([]any, len(cols))
-			ptrs := make([]any, len(cols))
-			for i := range values {
-				ptrs[i] = &values[i]
-			}
-			if err := rows.Scan(ptrs...); err != nil {
-				t.Fatalf("dumping %s: %v", table, err)
-			}
+		cols, rows := testkit.Rows(t, s.db, table)
+		for _, values := range rows {
 			for i, v := range values {
-				if b, ok := v.([]byte); ok {
-					v = bytes.Clone(b)
-				}
 				cells = append(cells, cell{table, cols[i], v})
 			}
 		}
-		if err := rows.Err(); err != nil {
-			t.Fatal(err)
-		}
-		rows.Close()
 	}
 	for _, want := range []string{"users", "sessions", "retired_refresh_tokens"} {
 		if !seen[want] {

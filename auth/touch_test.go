@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/example/sessionauth/internal/testkit"
 	"github.com/example/sessionauth/models"
 )
 
@@ -95,7 +96,7 @@ func TestRunTouchesFlushesAtShutdown(t *testing.T) {
 		defer close(done)
 		s.RunHousekeeping(ctx, time.Hour)
 	}()
-	eventuallyAuth(t, func() bool {
+	testkit.Eventually(t, "the lastUsedAt flusher to start", func() bool {
 		s.touches.mu.Lock()
 		defer s.touches.mu.Unlock()
 		return s.touches.flusher > 0

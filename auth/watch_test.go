@@ -8,6 +8,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/example/sessionauth/internal/pgtest"
+	"github.com/example/sessionauth/internal/testkit"
 	"github.com/example/sessionauth/models"
 )
 
@@ -26,19 +27,8 @@ func instances(t *testing.T) (a, b *Service) {
 	b = newTestServiceOn(t, url, a.hasher)
 	a.EnableCache(t.Context(), url)
 	b.EnableCache(t.Context(), url)
-	eventuallyAuth(t, func() bool { return a.CacheLive() && b.CacheLive() })
+	testkit.Eventually(t, "both caches live", func() bool { return a.CacheLive() && b.CacheLive() })
 	return a, b
-}
-
-func eventuallyAuth(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func wantEnd(t *testing.T, ch <-chan EndReason, want EndReason, within time.Duration) {
@@ -123,7 +113,7 @@ func TestWatchSession(t *testing.T) {
 		wctx, cancel := context.WithCancel(ctx)
 		ch := b.WatchSession(wctx, id)
 		cancel()
-		eventuallyAuth(t, func() bool { return b.Watched() <= 1 }) // Alive's may remain until its cleanup
+		testkit.Eventually(t, "b to watch at most one session", func() bool { return b.Watched() <= 1 }) // Alive's may remain until its cleanup
 		who := authenticate(t, a, first.AccessToken)
 		if err := a.RevokeSession(ctx, who, is.Session.ID); err != nil {
 			t.Fatal(err)

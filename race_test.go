@@ -1,7 +1,0 @@
-//go:build race
-
-package main
-
-// raceEnabled reports whether the tests were built with -race, so that a
-// binary they build for themselves matches them (and reuses their cache).
-const raceEnabled = true
