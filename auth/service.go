@@ -54,6 +54,28 @@ type Config struct {
 	EventRetention time.Duration
 }
 
+// DefaultConfig is the policy when no variable says otherwise (README,
+// "Configuration"): the defaults are the domain's, stated once.
+func DefaultConfig() Config {
+	return Config{
+		AccessTTL:   15 * time.Minute,
+		RefreshTTL:  168 * time.Hour,
+		ReuseWindow: 30 * time.Second,
+		AllowSignUp: true,
+		Throttle: ThrottleConfig{
+			MaxFailures:      5,
+			MaxFailuresPerIP: 100,
+			Window:           15 * time.Minute,
+			MaxSignUpsPerIP:  100,
+			SignUpWindow:     15 * time.Minute,
+			DeviceTokenTTL:   4320 * time.Hour,
+		},
+		SessionCacheSize: DefaultCacheSize,
+		MemoryBudget:     DefaultMemoryBudget,
+		EventRetention:   2160 * time.Hour,
+	}
+}
+
 // Service carries out every session-auth operation against the database.
 type Service struct {
 	db      *bun.DB

@@ -30,22 +30,6 @@ func DefaultConfig() Config {
 			MaxSubscriptions:         20,
 			MaxConnectionsPerSession: 10,
 		},
-		Auth: auth.Config{
-			AccessTTL:   15 * time.Minute,
-			RefreshTTL:  168 * time.Hour,
-			ReuseWindow: 30 * time.Second,
-			AllowSignUp: true,
-			Throttle: auth.ThrottleConfig{
-				MaxFailures:      5,
-				MaxFailuresPerIP: 100,
-				Window:           15 * time.Minute,
-				MaxSignUpsPerIP:  100,
-				SignUpWindow:     15 * time.Minute,
-				DeviceTokenTTL:   4320 * time.Hour,
-			},
-			SessionCacheSize: auth.DefaultCacheSize,
-			MemoryBudget:     auth.DefaultMemoryBudget,
-			EventRetention:   2160 * time.Hour,
-		},
+		Auth: auth.DefaultConfig(),
 	}
 }
