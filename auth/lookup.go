@@ -21,16 +21,24 @@ func (s *Service) lookupAccess(ctx context.Context, h []byte) (*identityRow, err
 			Where("session.access_hash = ?", s.dialect.Placeholder(1)).
 			String()
 	})
-	rows, err := s.dialect.QueryPrepared(ctx, s.db, s.lookupSQL, h)
-	if err != nil {
-		return nil, err
+	return s.scanIdentity(ctx)(s.dialect.QueryPrepared(ctx, s.db, s.lookupSQL, h))
+}
+
+// scanIdentity returns a function scanning the one row of a query's result
+// into an identityRow (called on the query's results directly); no row is
+// sql.ErrNoRows.
+func (s *Service) scanIdentity(ctx context.Context) func(*sql.Rows, error) (*identityRow, error) {
+	return func(rows *sql.Rows, err error) (*identityRow, error) {
+		if err != nil {
+			return nil, err
+		}
+		row := new(identityRow)
+		if err := s.db.ScanRows(ctx, rows, row); err != nil {
+			return nil, err
+		}
+		if row.ID == "" { // ScanRows leaves the model as it was when no row came
+			return nil, sql.ErrNoRows
+		}
+		return row, nil
 	}
-	row := new(identityRow)
-	if err := s.db.ScanRows(ctx, rows, row); err != nil {
-		return nil, err
-	}
-	if row.ID == "" { // ScanRows leaves the model as it was when no row came
-		return nil, sql.ErrNoRows
-	}
-	return row, nil
 }

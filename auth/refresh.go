@@ -2,7 +2,6 @@ package auth
 
 import (
 	"context"
-	"database/sql"
 	"strings"
 	"time"
 
@@ -158,18 +157,7 @@ func (s *Service) selectLocked(ctx context.Context, tx bun.Tx, by lockBy, key an
 				String()
 		}
 	})
-	rows, err := s.dialect.QueryPreparedTx(ctx, tx, s.lockSQL[by], key)
-	if err != nil {
-		return nil, err
-	}
-	row := new(identityRow)
-	if err := s.db.ScanRows(ctx, rows, row); err != nil {
-		return nil, err
-	}
-	if row.ID == "" { // ScanRows leaves the model as it was when no row came
-		return nil, sql.ErrNoRows
-	}
-	return row, nil
+	return s.scanIdentity(ctx)(s.dialect.QueryPreparedTx(ctx, tx, s.lockSQL[by], key))
 }
 
 // judgeRefresh decides what presenting a refresh token (the current one, or
