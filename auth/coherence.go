@@ -201,7 +201,7 @@ func (s *Service) listen(ctx context.Context, databaseURL string) {
 var errStalled = errors.New("no heartbeat came back within " + watchdogAfter.String())
 
 func (s *Service) listenOnce(ctx context.Context, databaseURL string) error {
-	l, err := database.Listen(ctx, databaseURL, eventStreamChannel, eventsChannel, invalidationChannel, ackChannel(s.cache.self))
+	l, err := database.Listen(ctx, databaseURL, eventStreamChannel, invalidationChannel, ackChannel(s.cache.self))
 	if err != nil {
 		return err
 	}
@@ -230,10 +230,10 @@ func (s *Service) listenOnce(ctx context.Context, databaseURL string) error {
 		}
 		switch n.Channel {
 		case eventStreamChannel:
-			s.streamNotified(n.Payload) // securityEvents (eventstream.go)
-			continue
-		case eventsChannel:
-			s.events.signal() // the outbox's deliverers (outbox.go)
+			// Events committed: securityEvents (eventstream.go) and the
+			// outbox's deliverers (outbox.go).
+			s.streamNotified(n.Payload)
+			s.events.signal()
 			continue
 		case invalidationChannel:
 		default:

@@ -123,10 +123,15 @@ func (s *Service) recordEvent(ctx context.Context, db bun.IDB, e Event) error {
 			(handler, event_id, user_id, kind, at, available_at)
 			SELECT h.name, ?, ?, ?, `+s.dialect.Now+`, `+s.dialect.Now+` FROM (`+handlers+`) AS h`,
 			append([]any{id.String(), user, string(e.Kind)}, handlerArgs...)...)
-		if err == nil {
-			s.recorded(ctx, db)
+		if err != nil {
+			return err
 		}
-		return err
+		if s.dialect.CanListen() {
+			// No event for the streams to announce: wake the deliverers
+			// with the announcement's channel all the same, at commit.
+			return s.dialect.Notify(ctx, db, eventStreamChannel, user, false)
+		}
+		return s.recorded(ctx, db)
 	}
 	query := `INSERT INTO security_events
 		(id, user_id, kind, at, session_id, device_name, ip_address, user_agent, by_session_id)
@@ -202,9 +207,9 @@ func (s *Service) recordEvents(ctx context.Context, db bun.IDB, events []Event) 
 }
 
 // recorded wakes the local deliverers on SQLite, where a claim waits for
-// the recording transaction on the one connection (PostgreSQL's trigger
-// NOTIFYs every instance at commit instead), and announces the events ids
-// to the securityEvents streams (eventstream.go).
+// the recording transaction on the one connection, and announces the events
+// ids to the securityEvents streams (eventstream.go): on PostgreSQL that
+// announcement, at commit, is also what wakes every instance's deliverers.
 func (s *Service) recorded(ctx context.Context, db bun.IDB, ids ...string) error {
 	if !s.dialect.CanListen() {
 		s.events.signal()

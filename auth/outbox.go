@@ -35,8 +35,10 @@ import (
 //     see the event again;
 //   - every instance at once: claims are one UPDATE over rows chosen FOR
 //     UPDATE SKIP LOCKED (on SQLite the statement holds the write lock);
-//   - promptly: on PostgreSQL a trigger NOTIFYs on each commit that queued
-//     rows, on SQLite recordEvent wakes the local deliverer; either way
+//   - promptly: on PostgreSQL the notification that announces a commit's
+//     events to the streams (eventstream.go) wakes the deliverers of every
+//     instance too (one NOTIFY per user and commit, not one more for the
+//     outbox), on SQLite recordEvent wakes the local deliverer; either way
 //     deliverers also poll every pollInterval.
 //
 // Handlers are registered per process, before DeliverEvents starts, and an
@@ -423,9 +425,6 @@ func (s *Service) logEvent(ctx context.Context, e DeliveredEvent) error {
 	return nil
 }
 
-// eventsChannel is NOTIFYed by a trigger on security_event_outbox.
-const eventsChannel = "sessionauth_events"
-
 // listenEvents wakes the local deliverers whenever any instance commits
 // events, over a pool connection kept for LISTEN, reconnecting until ctx
 // ends. While it is down the deliverers poll.
@@ -460,7 +459,7 @@ func (s *Service) listenEventsOnce(ctx context.Context) (listened bool, err erro
 			}
 			s.events.signal()
 		}
-	}, eventsChannel)
+	}, eventStreamChannel)
 	return listened, err
 }
 
