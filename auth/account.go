@@ -118,8 +118,8 @@ func (s *Service) Reauthenticate(ctx context.Context, who *Identity, password st
 
 // DeleteMyAccount proves the password again and then, in one transaction,
 // deletes who's account with everything of it: its sessions (so every
-// instance stops accepting their tokens: the deletes notify, and the call
-// waits until every instance has applied them), retired tokens, security
+// instance stops accepting their tokens: the call waits until every
+// instance has applied the deletion), retired tokens, security
 // events, device proofs and per-email throttle counter. It queues
 // EventAccountDeleted for the handlers, with the user's id and nothing
 // else of theirs; the email may sign up again at once.
@@ -131,7 +131,14 @@ func (s *Service) DeleteMyAccount(ctx context.Context, who *Identity, password s
 		return err
 	}
 	id := who.User.ID
+	var changed *announcement
 	err = s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		ctx, a, err := s.announcing(ctx, tx)
+		if err != nil {
+			return err
+		}
+		changed = a
+		a.users = append(a.users, id) // its sessions and record go
 		// NO KEY UPDATE, not UPDATE: a logout or revocation holding one of
 		// the user's sessions takes a key-share lock on the user to insert
 		// its event, and must get it, or the two would deadlock; the
@@ -157,8 +164,7 @@ func (s *Service) DeleteMyAccount(ctx context.Context, who *Identity, password s
 		return dbError(err)
 	}
 	// The place was on the counter just deleted: nothing to settle.
-	s.syncInvalidations(ctx)
-	return nil
+	return s.announce(ctx, changed)
 }
 
 // lockUser has q, a select of one user's row, lock it with lock (a

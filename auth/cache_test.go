@@ -319,7 +319,7 @@ func TestRotationQueuedWithItsWaiter(t *testing.T) {
 		w = x
 	}
 	c.mu.Unlock()
-	if w.marker != seq || len(taken) != 1 || !strings.HasSuffix(payload, "|s1") {
+	if w.marker != seq || len(taken) != 1 || !strings.HasSuffix(payload, "|s1||") {
 		t.Fatalf("heartbeat %d %q: the waiter's marker is %d", seq, payload, w.marker)
 	}
 	c.sent(msg, nil, time.Now())
@@ -375,5 +375,77 @@ func TestAcknowledgementAloneGoesToTheAsker(t *testing.T) {
 	c.applyAck("a|other|3") // late and older: never moves back
 	if p := c.peers["other"]; p == nil || p.acked != 5 || !p.seen.IsZero() {
 		t.Fatalf("peer after acknowledgements: %+v, want acked 5 and never seen", p)
+	}
+}
+
+// TestAnnouncementSpanningHeartbeats: a change of more sessions than one
+// heartbeat carries makes its waiter's marker the heartbeat that carries the
+// last of them, not the first: until that one commits, some instance may
+// not have heard of the rest.
+func TestAnnouncementSpanningHeartbeats(t *testing.T) {
+	c := liveCache(10)
+	s := &Service{cache: c, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	a := &announcement{users: []string{"u1"}, events: []string{"u1"}}
+	for i := range maxEvictionsPerHeartbeat + 10 {
+		a.sessions = append(a.sessions, fmt.Sprint("s", i))
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.announce(ctx, a) }()
+	want := len(a.sessions) + 2
+	for {
+		c.mu.Lock()
+		queued := len(c.out.evict)
+		c.mu.Unlock()
+		if queued == want {
+			break
+		}
+		runtime.Gosched()
+	}
+	first := c.compose()
+	second := c.compose()
+	var w *syncWaiter
+	c.mu.Lock()
+	for x := range c.waiters {
+		w = x
+	}
+	c.mu.Unlock()
+	if w.marker != second.seq || len(first.taken)+len(second.taken) != want {
+		t.Fatalf("marker %d, heartbeats %d and %d carrying %d and %d; want the second as marker, %d in all",
+			w.marker, first.seq, second.seq, len(first.taken), len(second.taken), want)
+	}
+	f := strings.Split(second.payload, "|")
+	if len(f) != 8 || f[6] != "u1" || f[7] != "u1" || strings.Count(f[5], ",") != 9 {
+		t.Fatalf("second heartbeat %q: want 10 sessions, user u1 and events of u1", second.payload)
+	}
+	cancel()
+	<-done
+}
+
+// TestHeartbeatFormats: a heartbeat of this version evicts its sessions and
+// users and names the users with new events; one of the version before (six
+// fields) still evicts its sessions; anything else drops the whole cache.
+func TestHeartbeatFormats(t *testing.T) {
+	c := liveCache(10)
+	s := &Service{cache: c, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	fill := func() {
+		for _, id := range []string{"s1", "s2", "s3"} {
+			c.put(c.begin(), "h"+id, identity(id, "u"+id))
+		}
+	}
+	cached := func(id string) bool { _, ok := c.get("h" + id); return ok }
+	fill()
+	if got := s.apply("h|peer|1|0||s1|us2|ux,uy"); got != "ux,uy" || cached("s1") || cached("s2") || !cached("s3") {
+		t.Fatalf("eight fields: events %q, s1 %v s2 %v s3 %v; want ux,uy and only s3 left", got, cached("s1"), cached("s2"), cached("s3"))
+	}
+	fill()
+	if got := s.apply("h|peer|2|0||s1"); got != "" || cached("s1") || !cached("s2") {
+		t.Fatalf("six fields: events %q, s1 %v s2 %v", got, cached("s1"), cached("s2"))
+	}
+	fill()
+	s.apply("h|peer|3|0||s1|us2")
+	if cached("s3") {
+		t.Fatal("a heartbeat of an unknown shape left the cache")
 	}
 }

@@ -3,9 +3,12 @@ package auth
 import (
 	"context"
 	"errors"
+	"iter"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/uptrace/bun"
 
 	"github.com/example/sessionauth/internal/database"
 )
@@ -16,20 +19,29 @@ import (
 // Two kinds of message travel on it, and PostgreSQL delivers them to every
 // listener in the order their transactions committed:
 //
-//   - "s:<session>" and "u:<user>", NOTIFYed by a trigger from inside the
-//     transaction that revokes or deletes a session or changes a user
-//     (migrations/postgres/…_notify_invalidations and
-//     …_rotations_announced_by_heartbeat).
-//     These writes are rare; one NOTIFY each, however many instances run.
-//   - heartbeats "h|<instance>|<seq>|<want ack>|<acks>|<evicted sessions>",
-//     each sent by one instance in a transaction of its own, never durably
-//     (synchronous_commit off), at most one in flight per instance. A
-//     heartbeat also carries the sessions whose tokens this instance rotated
-//     since its last one, so that a refresh needs no NOTIFY in its own
-//     transaction: PostgreSQL serialises the commits of NOTIFYing
-//     transactions through their WAL flush, which capped refresh under
-//     1,000/s. A heartbeat that wants acknowledgements is a marker; the
-//     others acknowledge it in their next heartbeat.
+//   - "s:<session>" and "u:<user>", NOTIFYed by a trigger from inside a
+//     transaction that revokes or deletes a session or changes a user,
+//     unless the transaction is the server's own (see announcing):
+//     an operator's SQL, a command without the cache, an older instance
+//     (migrations/postgres/…_notify_invalidations,
+//     …_rotations_announced_by_heartbeat and
+//     …_revocations_announced_by_instance).
+//   - heartbeats "h|<instance>|<seq>|<want ack>|<acks>|<sessions>|<users>|
+//     <event users>", each sent by one instance in a transaction of its
+//     own, never durably (synchronous_commit off), at most one in flight
+//     per instance. A heartbeat also carries what this instance's own
+//     transactions changed since its last one: the sessions whose tokens it
+//     rotated or revoked, the users it changed or deleted, and the users
+//     for whom it recorded security events (for the other instances'
+//     securityEvents streams). So a refresh, a logout or any revocation
+//     NOTIFYs nothing in its own transaction: PostgreSQL holds one lock from
+//     a NOTIFYing transaction's commit through its WAL flush, so such
+//     commits cannot share a flush, which capped refresh under 1,000/s and
+//     logout at a few hundred, and had every heartbeat queue behind them.
+//     A heartbeat that wants acknowledgements is a marker; the others
+//     acknowledge it in their next heartbeat. (An instance of the version
+//     before this one read six fields; it drops its whole cache on the
+//     longer heartbeat, which is safe.)
 //
 // An acknowledgement with nothing else to say goes only to the instance that
 // asked, as "a|<instance>|<seq>" on that instance's own channel
@@ -56,8 +68,8 @@ import (
 // without needing the connection to fail; a watchdog then reconnects it.
 //
 // The wait. A revoking request, once its change is in the stream (the commit
-// of a trigger-notified change, or the commit of the heartbeat carrying a
-// rotation, returned at local time T), waits until every instance has applied
+// of a trigger-notified change, or the commit of the heartbeat carrying the
+// change, returned at local time T), waits until every instance has applied
 // it or stopped trusting its cache, and only then answers:
 //
 //  1. At the latest, until T + L + leaseMargin: by (I), any instance trusting
@@ -83,12 +95,13 @@ import (
 // either evicted it or bypasses its cache (and reads the database, which
 // says revoked). leaseMargin covers the rate difference of two monotonic
 // clocks (parts per million) and scheduling delay between reading the clock
-// and the comparison. A refresh whose heartbeat cannot be committed within L
-// answers SERVICE_UNAVAILABLE rather than a pair whose predecessor may still
-// be accepted elsewhere; the rotation stays queued and is announced with the
-// next heartbeat that commits, and a retried refresh announces it again. The
-// one case not covered: an instance that dies between a rotation's commit and
-// its heartbeat never answered that refresh, and the old access token stays
+// and the comparison. A request whose heartbeat cannot be committed within L
+// answers SERVICE_UNAVAILABLE (a refresh rather than a pair whose
+// predecessor may still be accepted elsewhere); the change stays queued and
+// is announced with the next heartbeat that commits, and a retry announces
+// it again (a refresh's copy, a logout of the session just ended). The one
+// case not covered: an instance that dies between a commit and its
+// heartbeat never answered that request, and the old access token stays
 // usable on other instances that cached it for at most cacheTTL.
 const (
 	invalidationChannel = "sessionauth_invalidate"
@@ -105,7 +118,7 @@ const (
 	// LISTEN connection is presumed stalled and replaced.
 	watchdogAfter = 3 * leaseDuration
 	// maxEvictionsPerHeartbeat keeps a payload well under PostgreSQL's
-	// 8,000 bytes (37 bytes a session).
+	// 8,000 bytes (37 bytes a session or user).
 	maxEvictionsPerHeartbeat = 150
 )
 
@@ -132,9 +145,12 @@ type outgoing struct {
 	ackSeq           uint64
 }
 
+// eviction is one change a heartbeat carries: a session, a user, or a
+// user's new events (exactly one of the three is set), and the request
+// waiting for it.
 type eviction struct {
-	session string
-	w       *syncWaiter
+	session, user, events string
+	w                     *syncWaiter
 }
 
 // peer is another instance as this one's listener saw it.
@@ -145,8 +161,8 @@ type peer struct {
 
 // syncWaiter is one revoking request waiting for the others.
 type syncWaiter struct {
-	since    time.Time // after the change was in the stream (trigger) or queued (rotation)
-	rotation bool      // the change travels in our heartbeat, not by trigger
+	since    time.Time // after the change was in the stream (trigger) or queued (carried)
+	carried  bool      // the change travels in our heartbeat, not by trigger
 	marker   uint64    // the heartbeat that serves as its marker; 0 until sent
 	inStream time.Time // when the change was known to be committed in the stream
 	seenBack bool      // the marker came back through our listener
@@ -241,7 +257,10 @@ func (s *Service) listenOnce(ctx context.Context, databaseURL string) error {
 			continue
 		}
 		s.watchInvalidated(n.Payload) // subscriptions' sessions (watch.go)
-		s.apply(n.Payload)
+		if users := s.apply(n.Payload); users != "" {
+			// Another instance recorded events for these users.
+			s.wakeStreams(strings.Split(users, ",")...)
+		}
 	}
 }
 
@@ -274,8 +293,9 @@ func (s *Service) watchdog(ctx context.Context, stop context.CancelCauseFunc) {
 	}
 }
 
-// apply handles one notification, in commit order.
-func (s *Service) apply(payload string) {
+// apply handles one notification, in commit order. It returns the users
+// for whom another instance's heartbeat says events were recorded.
+func (s *Service) apply(payload string) (eventUsers string) {
 	c := s.cache
 	now := time.Now()
 	c.mu.Lock()
@@ -289,19 +309,23 @@ func (s *Service) apply(payload string) {
 		c.evictUser(rest)
 		return
 	case "sync", "ack": // from an instance of the version before leases
-		return
+		return ""
 	}
 	f := strings.Split(payload, "|")
 	seq, err := strconv.ParseUint(f[min(2, len(f)-1)], 10, 64)
-	if len(f) != 6 || f[0] != "h" || err != nil {
+	if len(f) != 8 && len(f) != 6 || f[0] != "h" || err != nil {
 		c.reset() // unknown: be safe
-		return
+		return ""
 	}
-	from, wantAck, acks, evicted := f[1], f[3] == "1", f[4], f[5]
-	if evicted != "" {
-		for id := range strings.SplitSeq(evicted, ",") {
-			c.evictSession(id)
+	from, wantAck, acks := f[1], f[3] == "1", f[4]
+	for id := range listed(f[5]) {
+		c.evictSession(id)
+	}
+	if len(f) == 8 { // six fields: an instance of the version before
+		for id := range listed(f[6]) {
+			c.evictUser(id)
 		}
+		eventUsers = f[7]
 	}
 	if from == c.self {
 		if sent, ok := c.out.sentAt[seq]; ok {
@@ -317,7 +341,7 @@ func (s *Service) apply(payload string) {
 			}
 		}
 		c.markerBack(seq, now)
-		return
+		return "" // its streams were woken at its commit
 	}
 	p := c.peers[from]
 	if p == nil {
@@ -338,6 +362,15 @@ func (s *Service) apply(payload string) {
 		c.out.acks[from] = seq
 		c.nudge()
 	}
+	return eventUsers
+}
+
+// listed yields the entries of a comma-separated list, none for "".
+func listed(list string) iter.Seq[string] {
+	if list == "" {
+		return func(func(string) bool) {}
+	}
+	return strings.SplitSeq(list, ",")
 }
 
 // applyAck handles "a|<peer>|<seq>": peer has applied our marker seq.
@@ -407,9 +440,9 @@ func (w *syncWaiter) check(c *sessionCache, now time.Time) bool {
 	switch {
 	case !w.inStream.IsZero() && !now.Before(w.inStream.Add(leaseDuration+leaseMargin)):
 		w.done = true // step 1
-	case w.rotation && w.inStream.IsZero() && !now.Before(w.since.Add(leaseDuration)):
-		w.done, w.err = true, errUnavailable // the rotation never left
-	case w.seenBack && !now.Before(w.floor) && (!w.rotation || !w.inStream.IsZero()):
+	case w.carried && w.inStream.IsZero() && !now.Before(w.since.Add(leaseDuration)):
+		w.done, w.err = true, errUnavailable // the change never left
+	case w.seenBack && !now.Before(w.floor) && (!w.carried || !w.inStream.IsZero()):
 		for id, deadline := range w.pending {
 			if p := c.peers[id]; p != nil && p.acked >= w.marker || !now.Before(deadline) {
 				delete(w.pending, id)
@@ -502,8 +535,8 @@ func (c *sessionCache) compose() outgoing {
 	c.out.evict = c.out.evict[n:]
 	want := false
 	for w := range c.waiters {
-		if w.marker == 0 && !w.done && (!w.rotation || hasWaiter(taken, w)) {
-			w.marker, want = seq, true
+		if w.marker == 0 && !w.done && (!w.carried || hasWaiter(taken, w) && !hasWaiter(c.out.evict, w)) {
+			w.marker, want = seq, true // the last of w's changes leaves with it
 		}
 	}
 	var b strings.Builder
@@ -522,12 +555,22 @@ func (c *sessionCache) compose() outgoing {
 		b.WriteString(peer + "." + strconv.FormatUint(m, 10))
 	}
 	clear(c.out.acks)
-	b.WriteByte('|')
-	for i, e := range taken {
-		if i > 0 {
-			b.WriteByte(',')
+	for _, field := range []func(eviction) string{
+		func(e eviction) string { return e.session },
+		func(e eviction) string { return e.user },
+		func(e eviction) string { return e.events },
+	} {
+		b.WriteByte('|')
+		first := true
+		for _, e := range taken {
+			if v := field(e); v != "" {
+				if !first {
+					b.WriteByte(',')
+				}
+				first = false
+				b.WriteString(v)
+			}
 		}
-		b.WriteString(e.session)
 	}
 	for id, p := range c.peers {
 		if now.Sub(p.seen) > 10*leaseDuration {
@@ -639,18 +682,95 @@ func (s *Service) syncInvalidations(ctx context.Context) {
 // Errors: SERVICE_UNAVAILABLE when no heartbeat could carry it within
 // leaseDuration (it stays queued for the next).
 func (s *Service) announceRotation(ctx context.Context, session string) error {
+	return s.announce(ctx, &announcement{sessions: []string{session}})
+}
+
+// announcement is what one of the server's own transactions changed, which
+// this instance announces in its heartbeat after the commit instead of the
+// triggers (and recordEvent) NOTIFYing from inside the transaction.
+type announcement struct {
+	sessions []string // revoked, deleted or rotated
+	users    []string // changed or deleted, with all their sessions
+	events   []string // users for whom events were recorded
+	// quiet: the triggers and recordEvent are silent for the transaction
+	// (the cache runs); otherwise they announce, and the lists only say
+	// whether anything changed.
+	quiet bool
+}
+
+type announcementKey struct{}
+
+// announcing marks the transaction tx, at its start, as one whose changes
+// of sessions and users this instance announces itself (announce, after the
+// commit): it silences the triggers for tx, and returns a ctx under which
+// revokeSession, revokeOthers and recordEvent note what they change in a
+// (the caller notes what it changes with its own SQL). Without the cache
+// (SQLite, SESSION_CACHE=false) the triggers still announce, and a only
+// tells announce whether anything changed.
+func (s *Service) announcing(ctx context.Context, tx bun.Tx) (context.Context, *announcement, error) {
+	a := &announcement{quiet: s.cache != nil}
+	if a.quiet {
+		if _, err := tx.ExecContext(ctx, "SELECT set_config('sessionauth.announced', 'on', true)"); err != nil {
+			return ctx, nil, err
+		}
+	}
+	return context.WithValue(ctx, announcementKey{}, a), a, nil
+}
+
+// announcementOf returns the announcement of ctx's transaction, nil when
+// there is none.
+func announcementOf(ctx context.Context) *announcement {
+	a, _ := ctx.Value(announcementKey{}).(*announcement)
+	return a
+}
+
+// quietly returns ctx's announcement when its transaction's changes are
+// this instance's to announce, nil when the triggers and recordEvent
+// announce them from inside the transaction.
+func quietly(ctx context.Context) *announcement {
+	if a := announcementOf(ctx); a != nil && a.quiet {
+		return a
+	}
+	return nil
+}
+
+// announce, after the commit of a transaction marked by announcing, tells
+// every instance what it changed and returns when each has applied it or
+// distrusts its cache. It wakes this instance's deliverers and streams at
+// once; the others' streams hear of the events in the heartbeat, and their
+// deliverers find them in their next poll if this instance fails to deliver.
+// Without the cache it waits for nothing (the triggers announced).
+// Errors: SERVICE_UNAVAILABLE when no heartbeat could carry it within
+// leaseDuration (it stays queued for the next).
+func (s *Service) announce(ctx context.Context, a *announcement) error {
+	if len(a.sessions)+len(a.users)+len(a.events) == 0 {
+		return nil // nothing changed
+	}
 	s.changedHere() // subscriptions' sessions (watch.go)
 	if s.cache == nil {
 		return nil
 	}
-	w := &syncWaiter{since: time.Now(), rotation: true, wake: make(chan struct{}, 1)}
+	if len(a.events) > 0 {
+		s.events.signal()
+		s.wakeStreams(a.events...)
+	}
+	w := &syncWaiter{since: time.Now(), carried: true, wake: make(chan struct{}, 1)}
 	c := s.cache
 	c.mu.Lock()
 	// Queued and registered at once: a heartbeat composed in between would
-	// carry the rotation without becoming this waiter's marker.
-	c.out.evict = append(c.out.evict, eviction{session: session, w: w})
+	// carry the change without becoming this waiter's marker.
+	for _, id := range a.sessions {
+		c.out.evict = append(c.out.evict, eviction{session: id, w: w})
+		c.evictSession(id) // here at once; the heartbeat tells the others
+	}
+	for _, id := range a.users {
+		c.out.evict = append(c.out.evict, eviction{user: id, w: w})
+		c.evictUser(id)
+	}
+	for _, id := range a.events {
+		c.out.evict = append(c.out.evict, eviction{events: id, w: w})
+	}
 	c.waiters[w] = struct{}{}
-	c.evictSession(session) // here at once; the heartbeat tells the others
 	c.mu.Unlock()
 	return s.await(ctx, w)
 }
@@ -673,7 +793,7 @@ func (s *Service) await(ctx context.Context, w *syncWaiter) error {
 		c.mu.Unlock()
 		if done {
 			if err != nil {
-				s.log.WarnContext(ctx, "session cache: a rotation could not be announced in time")
+				s.log.WarnContext(ctx, "session cache: a change could not be announced in time")
 			}
 			return err
 		}

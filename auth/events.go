@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -126,6 +127,10 @@ func (s *Service) recordEvent(ctx context.Context, db bun.IDB, e Event) error {
 		if err != nil {
 			return err
 		}
+		if a := quietly(ctx); a != nil {
+			a.events = append(a.events, user) // this instance announces it
+			return nil
+		}
 		if s.dialect.CanListen() {
 			// No event for the streams to announce: wake the deliverers
 			// with the announcement's channel all the same, at commit.
@@ -153,6 +158,10 @@ func (s *Service) recordEvent(ctx context.Context, db bun.IDB, e Event) error {
 		SELECT h.name, e.id, e.user_id, e.kind, e.at, e.session_id, e.by_session_id, e.at
 		FROM security_events AS e, (`+handlers+`) AS h WHERE e.id = ?`,
 		append(handlerArgs, id.String())...)
+	if a := quietly(ctx); err == nil && a != nil && e.UserID != "" {
+		a.events = append(a.events, e.UserID) // this instance announces it
+		return nil
+	}
 	if err == nil {
 		err = s.recorded(ctx, db, id.String())
 	}
@@ -200,6 +209,14 @@ func (s *Service) recordEvents(ctx context.Context, db bun.IDB, events []Event) 
 		SELECT h.name, e.id, e.user_id, e.kind, e.at, e.session_id, e.by_session_id, e.at
 		FROM security_events AS e, (`+handlers+`) AS h WHERE e.id IN (?) ORDER BY e.id`,
 		append(handlerArgs, bun.In(ids))...)
+	if a := quietly(ctx); err == nil && a != nil {
+		for _, e := range events { // this instance announces them
+			if !slices.Contains(a.events, e.UserID) {
+				a.events = append(a.events, e.UserID)
+			}
+		}
+		return nil
+	}
 	if err == nil {
 		err = s.recorded(ctx, db, ids...)
 	}

@@ -436,5 +436,8 @@ func (s *Service) createSession(ctx context.Context, db bun.IDB, user *models.Us
 func (s *Service) revokeSession(ctx context.Context, db bun.IDB, id string) error {
 	_, err := db.NewUpdate().Model((*models.Session)(nil)).
 		Set("revoked_at = "+s.dialect.Now).Where("id = ? AND revoked_at IS NULL", id).Exec(ctx)
+	if a := announcementOf(ctx); a != nil && err == nil {
+		a.sessions = append(a.sessions, id)
+	}
 	return err
 }

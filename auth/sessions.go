@@ -127,7 +127,13 @@ func (s *Service) Logout(ctx context.Context, token string) error {
 		return errUnauthenticated
 	}
 	var outcome *Error
+	var ended *announcement
 	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		ctx, a, err := s.announcing(ctx, tx)
+		if err != nil {
+			return err
+		}
+		ended = a
 		row, role, old, err := s.lockByToken(ctx, tx, hashToken(token), true)
 		if err != nil {
 			return err
@@ -142,6 +148,11 @@ func (s *Service) Logout(ctx context.Context, token string) error {
 			outcome = s.judgeRefresh(row, old)
 		case sess.RevokedAt != nil:
 			outcome = errUnauthenticated
+			if a.quiet && row.DBNow.Sub(*sess.RevokedAt) < cacheTTL {
+				// Perhaps a retry of a logout whose instance died
+				// before it announced the end: announce it again.
+				a.sessions = append(a.sessions, sess.ID)
+			}
 		case !row.DBNow.Before(sess.AccessExpiresAt):
 			outcome = errAccessExpired
 		}
@@ -162,10 +173,9 @@ func (s *Service) Logout(ctx context.Context, token string) error {
 	if err != nil {
 		return dbError(err)
 	}
-	if outcome != nil && outcome != errRefreshReused {
-		return outcome
+	if err := s.announce(ctx, ended); err != nil {
+		return err
 	}
-	s.syncInvalidations(ctx)
 	if outcome != nil {
 		return outcome // REFRESH_TOKEN_REUSED: the session is over all the same
 	}
@@ -201,9 +211,15 @@ func (s *Service) RevokeSession(ctx context.Context, who *Identity, id string) e
 	if !ok {
 		return errSessionNotFound
 	}
+	var changed *announcement
 	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		ctx, a, err := s.announcing(ctx, tx)
+		if err != nil {
+			return err
+		}
+		changed = a
 		ended := new(models.Session)
-		err := tx.NewUpdate().Model(ended).
+		err = tx.NewUpdate().Model(ended).
 			Set("revoked_at = "+s.dialect.Now).
 			Where("id = ? AND user_id = ?", id, who.User.ID).
 			Where(s.isLive()).
@@ -215,13 +231,13 @@ func (s *Service) RevokeSession(ctx context.Context, who *Identity, id string) e
 		if err != nil {
 			return err
 		}
+		a.sessions = append(a.sessions, ended.ID)
 		return s.recordEvent(ctx, tx, sessionEvent(EventSessionRevoked, ended, &who.Session.ID))
 	})
 	if err != nil {
 		return dbError(err)
 	}
-	s.syncInvalidations(ctx)
-	return nil
+	return s.announce(ctx, changed)
 }
 
 // RevokeOtherSessions ends every live session of who's user but the current
@@ -230,7 +246,13 @@ func (s *Service) RevokeSession(ctx context.Context, who *Identity, id string) e
 // Errors: SERVICE_UNAVAILABLE.
 func (s *Service) RevokeOtherSessions(ctx context.Context, who *Identity) (int, error) {
 	var n int
+	var changed *announcement
 	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		ctx, a, err := s.announcing(ctx, tx)
+		if err != nil {
+			return err
+		}
+		changed = a
 		// The user's row first, as every change of several sessions does
 		// (see lockUser).
 		q := tx.NewSelect().Model((*models.User)(nil)).Column("id").Where("id = ?", who.User.ID)
@@ -251,8 +273,7 @@ func (s *Service) RevokeOtherSessions(ctx context.Context, who *Identity) (int, 
 	if err != nil {
 		return 0, dbError(err)
 	}
-	s.syncInvalidations(ctx)
-	return n, nil
+	return n, s.announce(ctx, changed)
 }
 
 // revokeOthers ends every live session of who's user but the current one
@@ -265,6 +286,11 @@ func (s *Service) revokeOthers(ctx context.Context, db bun.IDB, who *Identity) (
 		Where(s.isLive()).
 		Returning(endedColumns).
 		Exec(ctx, &ended)
+	if a := announcementOf(ctx); a != nil && err == nil {
+		for _, e := range ended {
+			a.sessions = append(a.sessions, e.ID)
+		}
+	}
 	return ended, err
 }
 
@@ -295,7 +321,13 @@ func (s *Service) ChangePassword(ctx context.Context, who *Identity, current, ne
 		s.release(ctx, held)
 		return dbError(err)
 	}
+	var changed *announcement
 	err = s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		ctx, a, err := s.announcing(ctx, tx)
+		if err != nil {
+			return err
+		}
+		changed = a
 		// Compare-and-set on the old hash: of two concurrent changes made
 		// with the same current password, one wins and the other is told
 		// its current password is wrong (it is, by then). The update locks
@@ -310,6 +342,7 @@ func (s *Service) ChangePassword(ctx context.Context, who *Identity, current, ne
 		if n, _ := res.RowsAffected(); n == 0 {
 			return errInvalidCredentials
 		}
+		a.users = append(a.users, who.User.ID)
 		ended, err := s.revokeOthers(ctx, tx, who)
 		if err != nil {
 			return err
@@ -329,8 +362,7 @@ func (s *Service) ChangePassword(ctx context.Context, who *Identity, current, ne
 		return dbError(err)
 	}
 	s.release(ctx, held)
-	s.syncInvalidations(ctx)
-	return nil
+	return s.announce(ctx, changed)
 }
 
 // RevokeUserSessions ends every session of the user with email, for incident
@@ -339,9 +371,15 @@ func (s *Service) ChangePassword(ctx context.Context, who *Identity, current, ne
 // Errors: NOT_FOUND when no user has that email, SERVICE_UNAVAILABLE.
 func (s *Service) RevokeUserSessions(ctx context.Context, email string) (int, error) {
 	var n int
+	var changed *announcement
 	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		ctx, a, err := s.announcing(ctx, tx)
+		if err != nil {
+			return err
+		}
+		changed = a
 		user := new(models.User)
-		err := s.lockUser(tx.NewSelect().Model(user).Column("id").Where("email_key = ?", emailKey(email)), "NO KEY UPDATE").Scan(ctx)
+		err = s.lockUser(tx.NewSelect().Model(user).Column("id").Where("email_key = ?", emailKey(email)), "NO KEY UPDATE").Scan(ctx)
 		if isNoRows(err) {
 			return &Error{Code: CodeNotFound, Message: "no user has that email"}
 		}
@@ -358,11 +396,13 @@ func (s *Service) RevokeUserSessions(ctx context.Context, email string) (int, er
 			return err
 		}
 		n = len(ended)
+		for _, e := range ended {
+			a.sessions = append(a.sessions, e.ID)
+		}
 		return s.recordEvents(ctx, tx, endedEvents(EventSessionRevoked, user.ID, ended, nil))
 	})
 	if err != nil {
 		return 0, dbError(err)
 	}
-	s.syncInvalidations(ctx)
-	return n, nil
+	return n, s.announce(ctx, changed)
 }

@@ -179,20 +179,30 @@ func (h *watchHub) nudge() {
 // watchInvalidated is the invalidation stream's hook (auth/coherence.go),
 // given each notification payload after its change committed: "s:<session>"
 // or "u:<user>" (the trigger's), or a heartbeat
-// "h|<instance>|<seq>|<want ack>|<acks>|<rotated sessions>" whose last field
-// names the sessions whose tokens a refresh rotated. Anything else re-reads
-// every watched session.
+// "h|<instance>|<seq>|<want ack>|<acks>|<sessions>|<users>|<event users>"
+// naming the sessions an instance rotated or ended and the users it changed
+// (six fields from an instance of the version before: sessions only).
+// Anything else re-reads every watched session.
 func (s *Service) watchInvalidated(payload string) {
 	h := &s.watch
-	if f := strings.Split(payload, "|"); len(f) == 6 && f[0] == "h" {
-		if f[5] == "" {
-			return // a bare heartbeat: nothing changed
+	if f := strings.Split(payload, "|"); (len(f) == 6 || len(f) == 8) && f[0] == "h" {
+		users := ""
+		if len(f) == 8 {
+			users = f[6]
+		}
+		if f[5] == "" && users == "" {
+			return // nothing ended or changed
 		}
 		h.mu.Lock()
 		if h.bySession != nil {
-			for id := range strings.SplitSeq(f[5], ",") {
+			for id := range listed(f[5]) {
 				if _, ok := h.bySession[id]; ok {
 					h.dirty[id] = struct{}{}
+				}
+			}
+			for id := range listed(users) {
+				for w := range h.byUser[id] {
+					h.dirty[w.session] = struct{}{}
 				}
 			}
 		}

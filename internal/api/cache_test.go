@@ -85,6 +85,13 @@ func TestCacheRevocationIsInstantOnEveryInstance(t *testing.T) {
 		testkit.WantCode(t, b.Post(t, p.Refresh(), testkit.RefreshMutation, nil), "REFRESH_TOKEN_REUSED")
 		testkit.WantCode(t, a.Post(t, n.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
 	})
+	t.Run("DeleteMyAccount", func(t *testing.T) {
+		p := a.SignUp(t, "gone@example.com")
+		q := a.Login(t, "gone@example.com", testkit.Password)
+		warm(t, q.AccessToken, a, b)
+		testkit.WantOK(t, a.Post(t, p.AccessToken, deleteMutation, map[string]any{"pw": testkit.Password}))
+		testkit.WantCode(t, b.Post(t, q.AccessToken, testkit.MeQuery, nil), "UNAUTHENTICATED")
+	})
 	t.Run("OperatorCommand", func(t *testing.T) {
 		p := a.SignUp(t, "incident@example.com")
 		warm(t, p.AccessToken, a, b)

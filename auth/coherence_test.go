@@ -1,0 +1,129 @@
+package auth
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"github.com/example/sessionauth/internal/database"
+	"github.com/example/sessionauth/internal/pgtest"
+	"github.com/example/sessionauth/internal/testkit"
+)
+
+// TestOwnRevocationsAnnouncedAfterCommit: with the cache on, a logout (and
+// every revocation the server makes) NOTIFYs nothing from its transaction,
+// so its commit can share a WAL flush with others; the instance's heartbeat
+// carries the ended session and the user whose events were recorded. A
+// revocation by anyone else (an operator's SQL) is still NOTIFYed by the
+// trigger.
+func TestOwnRevocationsAnnouncedAfterCommit(t *testing.T) {
+	pgtest.PostgresOnly(t, "LISTEN/NOTIFY and the session cache exist on PostgreSQL only")
+	url := pgtest.New(t)
+	s := newTestServiceOn(t, url, nil)
+	s.EnableCache(t.Context(), url)
+	testkit.Eventually(t, "cache live", s.CacheLive)
+	ctx := t.Context()
+	l, err := database.Listen(ctx, url, invalidationChannel, eventStreamChannel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	// next returns the notifications up to the first for which stop is
+	// true, which it includes.
+	next := func(what string, stop func(database.Notification) bool) []database.Notification {
+		t.Helper()
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		var seen []database.Notification
+		for {
+			n, err := l.WaitForNotification(wctx)
+			if err != nil {
+				t.Fatalf("waiting for %s: %v (seen %v)", what, err, seen)
+			}
+			seen = append(seen, n)
+			if stop(n) {
+				return seen
+			}
+		}
+	}
+	fence := func() {
+		t.Helper()
+		if _, err := s.db.ExecContext(ctx, "SELECT pg_notify(?, 'fence')", invalidationChannel); err != nil {
+			t.Fatal(err)
+		}
+		next("the fence", func(n database.Notification) bool { return n.Payload == "fence" })
+	}
+
+	p := signUp(t, s, "quiet@example.com")
+	other := signUp(t, s, "loud@example.com")
+	fence()
+	if err := s.Logout(ctx, p.AccessToken); err != nil {
+		t.Fatal(err)
+	}
+	seen := next("a heartbeat carrying the logout", func(n database.Notification) bool {
+		f := strings.Split(n.Payload, "|")
+		return len(f) == 8 && f[0] == "h" && strings.Contains(f[5], p.Session.ID)
+	})
+	for _, n := range seen[:len(seen)-1] {
+		if n.Channel == eventStreamChannel || strings.HasPrefix(n.Payload, "s:") || strings.HasPrefix(n.Payload, "u:") {
+			t.Fatalf("the logout's transaction NOTIFYed %s %q", n.Channel, n.Payload)
+		}
+	}
+	if f := strings.Split(seen[len(seen)-1].Payload, "|"); f[7] != p.User.ID {
+		t.Fatalf("heartbeat %q does not name the user whose SIGNED_OUT was recorded", seen[len(seen)-1].Payload)
+	}
+
+	_, err = s.db.ExecContext(ctx, "UPDATE sessions SET revoked_at = now() WHERE id = ?", other.Session.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next("the trigger's notification of an operator's revocation", func(n database.Notification) bool {
+		return n.Payload == "s:"+other.Session.ID
+	})
+}
+
+// TestRetriedLogoutAnnouncesAgain: a logout of a session ended moments ago
+// (a retry whose first attempt's instance may have died between its commit
+// and its heartbeat) answers UNAUTHENTICATED and announces the end again.
+func TestRetriedLogoutAnnouncesAgain(t *testing.T) {
+	pgtest.PostgresOnly(t, "the session cache exists on PostgreSQL only")
+	url := pgtest.New(t)
+	s := newTestServiceOn(t, url, nil)
+	s.EnableCache(t.Context(), url)
+	testkit.Eventually(t, "cache live", s.CacheLive)
+	ctx := t.Context()
+	p := signUp(t, s, "retry@example.com")
+	// Ended as by an instance that died before its heartbeat.
+	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		ctx, _, err := s.announcing(ctx, tx)
+		if err != nil {
+			return err
+		}
+		return s.revokeSession(ctx, tx, p.Session.ID)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := database.Listen(ctx, url, invalidationChannel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if err := s.Logout(ctx, p.AccessToken); ErrorCode(err) != CodeUnauthenticated {
+		t.Fatalf("logout of an ended session: %v, want UNAUTHENTICATED", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for {
+		n, err := l.WaitForNotification(wctx)
+		if err != nil {
+			t.Fatalf("no heartbeat announced the ended session again: %v", err)
+		}
+		if f := strings.Split(n.Payload, "|"); len(f) == 8 && strings.Contains(f[5], p.Session.ID) {
+			return
+		}
+	}
+}
