@@ -148,7 +148,7 @@ func BenchmarkClaimBehindFailingHandler(b *testing.B) {
 			break
 		}
 		for _, r := range claimed {
-			s.settleDelivery(ctx, r, false, time.Hour)
+			s.settleRetry(ctx, r, time.Hour)
 		}
 	}
 	if !s.isSQLite() {

@@ -289,7 +289,7 @@ func (s *Service) deliverBatch(ctx context.Context, h namedHandler, t deliveryTu
 		Where("id IN (?)", bun.In(ids)).Scan(ctx)
 	if err != nil {
 		for _, r := range rows {
-			s.settleDelivery(ctx, r, false, 0)
+			s.settleRetry(ctx, r, 0)
 		}
 		return 0, err
 	}
@@ -298,15 +298,40 @@ func (s *Service) deliverBatch(ctx context.Context, h namedHandler, t deliveryTu
 		byID[details[i].ID] = &details[i]
 	}
 	var wg sync.WaitGroup
-	for _, r := range rows {
+	took := make([]bool, len(rows))
+	for i, r := range rows {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.deliverRow(ctx, h, t, r, byID[r.EventID])
+			took[i] = s.deliverRow(ctx, h, t, r, byID[r.EventID])
 		}()
 	}
 	wg.Wait()
+	var done []int64
+	for i, r := range rows {
+		if took[i] {
+			done = append(done, r.ID)
+		}
+	}
+	s.settleDelivered(ctx, rows[0].Claim, done)
 	return len(rows), nil
+}
+
+// settleDelivered deletes the rows ids of one claim that their handler took,
+// in one statement. A row whose claim has meanwhile passed to another
+// instance (the lease ran out) is left to it; when the delete fails, the
+// lease runs out and the rows are delivered again.
+func (s *Service) settleDelivered(ctx context.Context, claim *string, ids []int64) {
+	if len(ids) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_, err := s.db.NewDelete().Model((*models.SecurityEventOutbox)(nil)).
+		Where("claim = ? AND id IN (?)", claim, bun.In(ids)).Exec(ctx)
+	if err != nil {
+		s.log.WarnContext(ctx, "security events: settling deliveries", "rows", len(ids), "err", err)
+	}
 }
 
 // claimOutbox leases up to t.batch due rows of handler, each the oldest
@@ -330,7 +355,9 @@ func (s *Service) claimOutbox(ctx context.Context, db bun.IDB, handler string, t
 	return rows, err
 }
 
-func (s *Service) deliverRow(ctx context.Context, h namedHandler, t deliveryTuning, r models.SecurityEventOutbox, ev *models.SecurityEvent) {
+// deliverRow runs h on r and reports whether h took it; a row h did not
+// take it settles for a later retry.
+func (s *Service) deliverRow(ctx context.Context, h namedHandler, t deliveryTuning, r models.SecurityEventOutbox, ev *models.SecurityEvent) bool {
 	e := DeliveredEvent{
 		ID: r.EventID, Kind: EventKind(r.Kind), UserID: r.UserID, At: r.At.UTC(),
 		SessionID: r.SessionID, BySessionID: r.BySessionID, Attempt: r.Attempts,
@@ -342,12 +369,11 @@ func (s *Service) deliverRow(ctx context.Context, h namedHandler, t deliveryTuni
 	err := callHandler(hctx, h.fn, e)
 	cancel()
 	if err == nil {
-		s.settleDelivery(ctx, r, true, 0)
-		return
+		return true
 	}
 	if ctx.Err() != nil { // shutting down: not the handler's fault
-		s.settleDelivery(ctx, r, false, 0)
-		return
+		s.settleRetry(ctx, r, 0)
+		return false
 	}
 	wait := t.backoff
 	for i := 1; i < r.Attempts && wait < t.maxBackoff; i++ {
@@ -356,7 +382,8 @@ func (s *Service) deliverRow(ctx context.Context, h namedHandler, t deliveryTuni
 	wait = min(wait, t.maxBackoff)
 	s.log.WarnContext(ctx, "security events: handler failed; will retry", "handler", h.name,
 		"event_id", e.ID, "kind", r.Kind, "user_id", r.UserID, "attempt", r.Attempts, "retry_in", wait, "err", err)
-	s.settleDelivery(ctx, r, false, wait)
+	s.settleRetry(ctx, r, wait)
+	return false
 }
 
 // callHandler runs fn, turning a panic into an error.
@@ -369,44 +396,38 @@ func callHandler(ctx context.Context, fn EventHandler, e DeliveredEvent) (err er
 	return fn(ctx, e)
 }
 
-// settleDelivery ends r's claim: done deletes the row; otherwise it becomes due
-// again after wait. A claim that has meanwhile passed to another instance
-// (the lease ran out) is left to it. When settling fails, the lease runs
-// out and the row is delivered again.
-func (s *Service) settleDelivery(ctx context.Context, r models.SecurityEventOutbox, done bool, wait time.Duration) {
+// settleRetry ends r's claim, which its handler did not take: the row
+// becomes due again after wait. A claim that has meanwhile passed to another
+// instance (the lease ran out) is left to it. When settling fails, the lease
+// runs out and the row is delivered again.
+func (s *Service) settleRetry(ctx context.Context, r models.SecurityEventOutbox, wait time.Duration) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	var err error
-	if done {
-		_, err = s.db.NewDelete().Model((*models.SecurityEventOutbox)(nil)).
-			Where("id = ? AND claim = ?", r.ID, r.Claim).Exec(ctx)
-	} else {
-		err = s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-			next, arg := s.dialect.NowPlus(wait)
-			res, err := tx.NewUpdate().Model((*models.SecurityEventOutbox)(nil)).
-				Set("claim = NULL").Set("available_at = "+next, arg).
-				Where("id = ? AND claim = ?", r.ID, r.Claim).
-				Returning("available_at").Exec(ctx, &r.AvailableAt)
-			if isNoRows(err) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			if n, _ := res.RowsAffected(); n == 0 {
-				return nil
-			}
-			// The user's later rows wait for this one anyway: make them not
-			// due until then, so that polls do not read them meanwhile (a
-			// handler failing for everyone would otherwise have each poll
-			// read its whole backlog).
-			_, err = tx.NewUpdate().Model((*models.SecurityEventOutbox)(nil)).
-				Set("available_at = ?", r.AvailableAt).
-				Where("handler = ? AND user_id = ? AND id > ? AND available_at < ?", r.Handler, r.UserID, r.ID, r.AvailableAt).
-				Exec(ctx)
+	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		next, arg := s.dialect.NowPlus(wait)
+		res, err := tx.NewUpdate().Model((*models.SecurityEventOutbox)(nil)).
+			Set("claim = NULL").Set("available_at = "+next, arg).
+			Where("id = ? AND claim = ?", r.ID, r.Claim).
+			Returning("available_at").Exec(ctx, &r.AvailableAt)
+		if isNoRows(err) {
+			return nil
+		}
+		if err != nil {
 			return err
-		})
-	}
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return nil
+		}
+		// The user's later rows wait for this one anyway: make them not
+		// due until then, so that polls do not read them meanwhile (a
+		// handler failing for everyone would otherwise have each poll
+		// read its whole backlog).
+		_, err = tx.NewUpdate().Model((*models.SecurityEventOutbox)(nil)).
+			Set("available_at = ?", r.AvailableAt).
+			Where("handler = ? AND user_id = ? AND id > ? AND available_at < ?", r.Handler, r.UserID, r.ID, r.AvailableAt).
+			Exec(ctx)
+		return err
+	})
 	if err != nil {
 		s.log.WarnContext(ctx, "security events: settling a delivery", "event_id", r.EventID, "handler", r.Handler, "err", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -441,7 +442,7 @@ func TestFailureHoldsBackTheUsersLaterRows(t *testing.T) {
 	}
 	for _, r := range claimed {
 		if r.UserID == a.ID {
-			s.settleDelivery(ctx, r, false, time.Hour)
+			s.settleRetry(ctx, r, time.Hour)
 		}
 	}
 	var rows []models.SecurityEventOutbox
@@ -501,5 +502,68 @@ func TestCacheListenerWakesDeliverers(t *testing.T) {
 	}
 	if listening != 1 {
 		t.Fatalf("%d listening connections, want the cache's alone", listening)
+	}
+}
+
+// TestAnnouncedEventsWakeTheirOwnDeliverers: a revocation the instance
+// announces itself (no NOTIFY in its transaction) wakes that instance's
+// deliverers at once. Polling is off here, so a delivery proves the wake.
+func TestAnnouncedEventsWakeTheirOwnDeliverers(t *testing.T) {
+	t.Parallel()
+	pgtest.PostgresOnly(t, "the session cache exists on PostgreSQL only")
+	url := pgtest.New(t)
+	s := newTestServiceOn(t, url, nil)
+	s.events.tuning = deliveryTuning{poll: time.Hour}
+	mail := &recorder{}
+	s.OnEvent("mail", mail.handler("s"))
+	s.EnableCache(t.Context(), url)
+	testkit.Eventually(t, "the cache listening", s.CacheLive)
+	runDeliverer(t, s)
+	p := signUpQuiet(t, s, "announced@example.com")
+	if err := s.Logout(t.Context(), p.AccessToken); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, "the logout's event delivered on a wake", func() bool {
+		got := mail.snapshot()
+		return len(got) == 1 && got[0].event.Kind == EventSignedOut
+	})
+	testkit.Eventually(t, "the outbox emptied", func() bool { return outboxLeft(t, s) == 0 })
+}
+
+// TestSettleDeliveredLeavesOtherClaims: rows whose claim has passed to
+// another deliverer (the first one's lease ran out) are not deleted by the
+// first one's late settlement; its own are, in one statement.
+func TestSettleDeliveredLeavesOtherClaims(t *testing.T) {
+	t.Parallel()
+	s := newTestService(t, testConfig)
+	s.OnEvent("mail", func(context.Context, DeliveredEvent) error { return nil })
+	user := signUpQuiet(t, s, "claims@example.com").User
+	for range 3 {
+		record(t, s, s.db, Event{Kind: EventSessionRenamed, UserID: user.ID})
+	}
+	tune := s.events.tune()
+	tune.batch = 1
+	mine, err := s.claimOutbox(t.Context(), s.db, "mail", tune)
+	if err != nil || len(mine) != 1 {
+		t.Fatalf("claim: %v, %v", mine, err)
+	}
+	other := uuid.NewString() // another deliverer's claim
+	if _, err := s.db.NewUpdate().Model((*models.SecurityEventOutbox)(nil)).Set("claim = ?", other).
+		Where("handler = 'mail' AND id <> ?", mine[0].ID).Exec(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var theirs []int64
+	if err := s.db.NewSelect().Model((*models.SecurityEventOutbox)(nil)).Column("id").
+		Where("claim = ?", other).Scan(t.Context(), &theirs); err != nil || len(theirs) != 2 {
+		t.Fatalf("rows of the other claim: %v, %v", theirs, err)
+	}
+	s.settleDelivered(t.Context(), mine[0].Claim, append(theirs, mine[0].ID))
+	var left []int64
+	if err := s.db.NewSelect().Model((*models.SecurityEventOutbox)(nil)).Column("id").
+		Where("handler = 'mail'").Scan(t.Context(), &left); err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 2 || slices.Contains(left, mine[0].ID) {
+		t.Fatalf("left %v: want the other claim's 2 rows and not %d", left, mine[0].ID)
 	}
 }
