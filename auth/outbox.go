@@ -35,11 +35,14 @@ import (
 //     see the event again;
 //   - every instance at once: claims are one UPDATE over rows chosen FOR
 //     UPDATE SKIP LOCKED (on SQLite the statement holds the write lock);
-//   - promptly: on PostgreSQL the notification that announces a commit's
-//     events to the streams (eventstream.go) wakes the deliverers of every
-//     instance too (one NOTIFY per user and commit, not one more for the
-//     outbox), on SQLite recordEvent wakes the local deliverer; either way
-//     deliverers also poll every pollInterval.
+//   - promptly: events of a transaction whose instance announces its changes
+//     itself (a revocation with the session cache on: announce in
+//     coherence.go) wake that instance's deliverers after the commit;
+//     other events on PostgreSQL (a sign-in, a command's) are announced to
+//     the streams (eventstream.go) by a NOTIFY at commit that wakes every
+//     instance's deliverers too; on SQLite recordEvent wakes the local
+//     deliverer; and every deliverer polls every pollInterval, which also
+//     picks up the events of an instance that died before delivering them.
 //
 // Handlers are registered per process, before DeliverEvents starts, and an
 // event is queued for the handlers registered in the process that records
