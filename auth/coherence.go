@@ -43,14 +43,16 @@ import (
 //     before this one read six fields; it drops its whole cache on the
 //     longer heartbeat, which is safe.)
 //
-// An acknowledgement with nothing else to say goes only to the instance that
-// asked, as "a|<instance>|<seq>" on that instance's own channel
-// (ackChannel), never durably either: it is for the asker alone, and
-// broadcast it would cost every listener a notification, so that a marker
-// answered by n-1 others cost n*n deliveries instead of 2n-1. It renews
+// An acknowledgement goes only to the instance that asked, as
+// "a|<instance>|<seq>" on that instance's own channel (ackChannel), never
+// durably either, and is sent on the listening connection itself as soon as
+// the marker has been applied: no pooled connection, no hand-over to another
+// goroutine (acknowledgements are what each further instance costs a write:
+// a marker wakes every other instance, and each answers). It renews
 // nobody's lease (its sender does not hear it back); an instance still
-// broadcasts a heartbeat at least every heartbeatEvery, and those alone
-// make leases (below).
+// broadcasts a heartbeat at least every heartbeatEvery, and those alone make
+// leases (below). Heartbeats keep an acks field, always empty now, in which
+// an instance of an older version acknowledged.
 //
 // The lease. An instance trusts its cache at local time t only while it is
 // connected and t < s + L, where s is when it began sending a heartbeat of
@@ -129,20 +131,15 @@ func ackChannel(id string) string { return "sessionauth_ack_" + id }
 type outbox struct {
 	seq    uint64
 	sentAt map[uint64]time.Time // own heartbeats in flight, by seq
-	evict  []eviction           // rotated sessions not yet announced
-	acks   map[string]uint64    // peer -> its latest marker to acknowledge
-	last   time.Time            // when the last message started
-	beat   time.Time            // when the last heartbeat (broadcast) started
+	evict  []eviction           // changes not yet announced
+	last   time.Time            // when the last heartbeat started
 }
 
-// outgoing is one message of the heartbeat sender: a heartbeat (seq > 0),
-// or an acknowledgement for one peer alone.
+// outgoing is one heartbeat.
 type outgoing struct {
 	channel, payload string
 	seq              uint64
 	taken            []eviction
-	ackTo            string
-	ackSeq           uint64
 }
 
 // eviction is one change a heartbeat carries: a session, a user, or a
@@ -257,7 +254,13 @@ func (s *Service) listenOnce(ctx context.Context, databaseURL string) error {
 			continue
 		}
 		s.watchInvalidated(n.Payload) // subscriptions' sessions (watch.go)
-		if users := s.apply(n.Payload); users != "" {
+		users, ack := s.apply(n.Payload)
+		if ack.to != "" {
+			if err := s.acknowledge(connCtx, l, ack); err != nil {
+				return err
+			}
+		}
+		if users != "" {
 			// Another instance recorded events for these users.
 			s.wakeStreams(strings.Split(users, ",")...)
 		}
@@ -293,9 +296,26 @@ func (s *Service) watchdog(ctx context.Context, stop context.CancelCauseFunc) {
 	}
 }
 
+// owedAck is an acknowledgement of marker seq owed to instance to.
+type owedAck struct {
+	to  string
+	seq uint64
+}
+
+// acknowledge sends ack on the listening connection l, which has just
+// applied the marker (and, in commit order, everything before it). An
+// error ends the connection: the listener reconnects, and the asker waits
+// for this instance's lease instead.
+func (s *Service) acknowledge(ctx context.Context, l *database.Listener, ack owedAck) error {
+	ctx, cancel := context.WithTimeout(ctx, leaseDuration)
+	defer cancel()
+	return l.Notify(ctx, ackChannel(ack.to), "a|"+s.cache.self+"|"+strconv.FormatUint(ack.seq, 10))
+}
+
 // apply handles one notification, in commit order. It returns the users
-// for whom another instance's heartbeat says events were recorded.
-func (s *Service) apply(payload string) (eventUsers string) {
+// for whom another instance's heartbeat says events were recorded, and the
+// acknowledgement owed when the heartbeat is a marker.
+func (s *Service) apply(payload string) (eventUsers string, ack owedAck) {
 	c := s.cache
 	now := time.Now()
 	c.mu.Lock()
@@ -309,13 +329,13 @@ func (s *Service) apply(payload string) (eventUsers string) {
 		c.evictUser(rest)
 		return
 	case "sync", "ack": // from an instance of the version before leases
-		return ""
+		return "", ack
 	}
 	f := strings.Split(payload, "|")
 	seq, err := strconv.ParseUint(f[min(2, len(f)-1)], 10, 64)
 	if len(f) != 8 && len(f) != 6 || f[0] != "h" || err != nil {
 		c.reset() // unknown: be safe
-		return ""
+		return "", ack
 	}
 	from, wantAck, acks := f[1], f[3] == "1", f[4]
 	for id := range listed(f[5]) {
@@ -341,7 +361,7 @@ func (s *Service) apply(payload string) (eventUsers string) {
 			}
 		}
 		c.markerBack(seq, now)
-		return "" // its streams were woken at its commit
+		return "", ack // its streams were woken at its commit
 	}
 	p := c.peers[from]
 	if p == nil {
@@ -359,10 +379,9 @@ func (s *Service) apply(payload string) (eventUsers string) {
 		c.settle(now)
 	}
 	if wantAck {
-		c.out.acks[from] = seq
-		c.nudge()
+		ack = owedAck{to: from, seq: seq}
 	}
-	return eventUsers
+	return eventUsers, ack
 }
 
 // listed yields the entries of a comma-separated list, none for "".
@@ -480,8 +499,8 @@ func (c *sessionCache) nudge() {
 
 // heartbeats sends this instance's heartbeats: every heartbeatEvery when
 // idle, and as soon as (but no sooner than heartbeatSpacing after the last)
-// a waiter, an acknowledgement or a rotation needs one. One is in flight at
-// a time, so a burst shares it.
+// a waiter or a change needs one. One is in flight at a time, so a burst
+// shares it.
 func (s *Service) heartbeats(ctx context.Context) {
 	c := s.cache
 	idle := time.NewTimer(0)
@@ -508,25 +527,19 @@ func (s *Service) heartbeats(ctx context.Context) {
 			s.log.WarnContext(ctx, "session cache: sending a heartbeat", "err", err)
 		}
 		c.mu.Lock()
-		due := time.Until(c.out.beat.Add(heartbeatEvery))
+		due := time.Until(c.out.last.Add(heartbeatEvery))
 		c.mu.Unlock()
 		idle.Reset(max(due, heartbeatSpacing))
 	}
 }
 
-// compose builds the next message: an acknowledgement for one peer alone
-// when that is all there is to say, else a heartbeat, which it assigns as
-// marker to the waiters that need one.
+// compose builds the next heartbeat, and assigns it as marker to the
+// waiters that need one.
 func (c *sessionCache) compose() outgoing {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := time.Now()
 	c.out.last = now
-	if peer, m, ok := c.ackOnly(now); ok {
-		delete(c.out.acks, peer)
-		return outgoing{channel: ackChannel(peer), payload: "a|" + c.self + "|" + strconv.FormatUint(m, 10), ackTo: peer, ackSeq: m}
-	}
-	c.out.beat = now
 	c.out.seq++
 	seq := c.out.seq
 	c.out.sentAt[seq] = now // before the NOTIFY is sent: never later than it
@@ -542,19 +555,10 @@ func (c *sessionCache) compose() outgoing {
 	var b strings.Builder
 	b.WriteString("h|" + c.self + "|" + strconv.FormatUint(seq, 10) + "|")
 	if want {
-		b.WriteString("1|")
+		b.WriteString("1|") // and no acks: see acknowledge
 	} else {
 		b.WriteString("0|")
 	}
-	first := true
-	for peer, m := range c.out.acks {
-		if !first {
-			b.WriteByte(',')
-		}
-		first = false
-		b.WriteString(peer + "." + strconv.FormatUint(m, 10))
-	}
-	clear(c.out.acks)
 	for _, field := range []func(eviction) string{
 		func(e eviction) string { return e.session },
 		func(e eviction) string { return e.user },
@@ -580,24 +584,6 @@ func (c *sessionCache) compose() outgoing {
 	return outgoing{channel: invalidationChannel, payload: b.String(), seq: seq, taken: taken}
 }
 
-// ackOnly returns the acknowledgement to send alone: when it is the only one
-// owed, nothing else waits to be said, and no heartbeat is due; c.mu is
-// held.
-func (c *sessionCache) ackOnly(now time.Time) (string, uint64, bool) {
-	if len(c.out.acks) != 1 || len(c.out.evict) > 0 || now.Sub(c.out.beat) >= heartbeatEvery {
-		return "", 0, false
-	}
-	for w := range c.waiters {
-		if w.marker == 0 && !w.done {
-			return "", 0, false // it needs a heartbeat as its marker
-		}
-	}
-	for peer, m := range c.out.acks {
-		return peer, m, true
-	}
-	return "", 0, false
-}
-
 func hasWaiter(evs []eviction, w *syncWaiter) bool {
 	for _, e := range evs {
 		if e.w == w {
@@ -614,15 +600,6 @@ func (c *sessionCache) sent(msg outgoing, err error, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	seq, taken := msg.seq, msg.taken
-	if msg.seq == 0 { // an acknowledgement alone
-		if m, ok := c.out.acks[msg.ackTo]; err != nil && (!ok || m < msg.ackSeq) {
-			c.out.acks[msg.ackTo] = msg.ackSeq // owed still
-		}
-		if len(c.out.acks) > 0 || len(c.out.evict) > 0 {
-			c.nudge()
-		}
-		return
-	}
 	if err != nil {
 		delete(c.out.sentAt, seq)
 		c.out.evict = append(taken, c.out.evict...)
@@ -639,7 +616,7 @@ func (c *sessionCache) sent(msg outgoing, err error, now time.Time) {
 			w.inStream = now
 		}
 	}
-	if len(c.out.evict) > 0 || len(c.out.acks) > 0 {
+	if len(c.out.evict) > 0 {
 		c.nudge()
 	}
 	for w := range c.waiters {
