@@ -172,6 +172,21 @@ func TestSecurityEventStream(t *testing.T) {
 		t.Fatal("no event within 2s")
 	}
 
+	// A logout on the other instance: with the cache on, its event is
+	// announced by that instance's heartbeat, not by its transaction.
+	other := newSession(t, a, ann.User)
+	if err := a.Logout(ctx, other.AccessToken); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e := <-events:
+		if e.Kind != string(EventSignedOut) || e.SessionID == nil || *e.SessionID != other.Session.ID {
+			t.Fatalf("got %+v, want the other session's SIGNED_OUT", e)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("no SIGNED_OUT within 2s")
+	}
+
 	// A rolled-back change announces nothing that exists.
 	_ = a.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		if err := a.recordEvent(ctx, tx, Event{Kind: EventPasswordChanged, UserID: ann.User.ID}); err != nil {
