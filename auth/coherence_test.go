@@ -13,6 +13,19 @@ import (
 	"github.com/example/sessionauth/internal/testkit"
 )
 
+// listeningService is a Service with its session cache on (so its
+// listener) over a fresh database, once the cache is trusted, and the
+// database's URL.
+func listeningService(t *testing.T) (*Service, string) {
+	t.Helper()
+	pgtest.PostgresOnly(t, "LISTEN/NOTIFY and the session cache exist on PostgreSQL only")
+	url := pgtest.New(t)
+	s := newTestServiceOn(t, url, nil)
+	s.EnableCache(t.Context(), url)
+	testkit.Eventually(t, "cache live", s.CacheLive)
+	return s, url
+}
+
 // TestOwnRevocationsAnnouncedAfterCommit: with the cache on, a logout (and
 // every revocation the server makes) NOTIFYs nothing from its transaction,
 // so its commit can share a WAL flush with others; the instance's heartbeat
@@ -20,11 +33,7 @@ import (
 // revocation by anyone else (an operator's SQL) is still NOTIFYed by the
 // trigger.
 func TestOwnRevocationsAnnouncedAfterCommit(t *testing.T) {
-	pgtest.PostgresOnly(t, "LISTEN/NOTIFY and the session cache exist on PostgreSQL only")
-	url := pgtest.New(t)
-	s := newTestServiceOn(t, url, nil)
-	s.EnableCache(t.Context(), url)
-	testkit.Eventually(t, "cache live", s.CacheLive)
+	s, url := listeningService(t)
 	ctx := t.Context()
 	l, err := database.Listen(ctx, url, invalidationChannel, eventStreamChannel)
 	if err != nil {
@@ -89,11 +98,7 @@ func TestOwnRevocationsAnnouncedAfterCommit(t *testing.T) {
 // (a retry whose first attempt's instance may have died between its commit
 // and its heartbeat) answers UNAUTHENTICATED and announces the end again.
 func TestRetriedLogoutAnnouncesAgain(t *testing.T) {
-	pgtest.PostgresOnly(t, "the session cache exists on PostgreSQL only")
-	url := pgtest.New(t)
-	s := newTestServiceOn(t, url, nil)
-	s.EnableCache(t.Context(), url)
-	testkit.Eventually(t, "cache live", s.CacheLive)
+	s, url := listeningService(t)
 	ctx := t.Context()
 	p := signUp(t, s, "retry@example.com")
 	// Ended as by an instance that died before its heartbeat.
@@ -131,11 +136,7 @@ func TestRetriedLogoutAnnouncesAgain(t *testing.T) {
 // TestMarkerAcknowledgedByTheListener: an instance that hears another's
 // marker answers on the asker's own channel, from its listening connection.
 func TestMarkerAcknowledgedByTheListener(t *testing.T) {
-	pgtest.PostgresOnly(t, "LISTEN/NOTIFY and the session cache exist on PostgreSQL only")
-	url := pgtest.New(t)
-	s := newTestServiceOn(t, url, nil)
-	s.EnableCache(t.Context(), url)
-	testkit.Eventually(t, "cache live", s.CacheLive)
+	s, url := listeningService(t)
 	ctx := t.Context()
 	asker, err := database.Listen(ctx, url, ackChannel("asker"))
 	if err != nil {
