@@ -440,3 +440,40 @@ func TestHeartbeatFormats(t *testing.T) {
 		t.Fatal("a heartbeat of an unknown shape left the cache")
 	}
 }
+
+// TestAnnouncementNeverSent: when no heartbeat carrying a change commits
+// within the lease, the request that made it answers SERVICE_UNAVAILABLE
+// (another instance may still accept what it ended), and the change stays
+// queued for the next heartbeat.
+func TestAnnouncementNeverSent(t *testing.T) {
+	c := liveCache(10)
+	s := &Service{cache: c, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	done := make(chan error, 1)
+	go func() {
+		done <- s.announce(context.Background(), &announcement{sessions: []string{"s1"}, users: []string{"u1"}, events: []string{"u1"}})
+	}()
+	for {
+		c.mu.Lock()
+		queued := len(c.out.evict)
+		c.mu.Unlock()
+		if queued == 3 {
+			break
+		}
+		runtime.Gosched()
+	}
+	msg := c.compose()
+	c.sent(msg, fmt.Errorf("connection refused"), time.Now())
+	select {
+	case err := <-done:
+		if ErrorCode(err) != CodeServiceUnavailable {
+			t.Fatalf("announce: %v, want SERVICE_UNAVAILABLE", err)
+		}
+	case <-time.After(leaseDuration + 2*time.Second):
+		t.Fatal("announce still waiting past the lease")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.out.evict) != 3 || c.out.evict[0].session != "s1" || c.out.evict[1].user != "u1" || c.out.evict[2].events != "u1" {
+		t.Fatalf("queued after the failure: %+v, want the three changes back", c.out.evict)
+	}
+}
