@@ -94,7 +94,7 @@ func newSessionCache(capacity int) *sessionCache {
 		bySession: map[string]string{},
 		users:     map[string]*sharedUser{},
 		evictedAt: map[string]uint64{}, userEvictedAt: map[string]uint64{},
-		out:     outbox{sentAt: map[uint64]time.Time{}},
+		out:     outbox{sentAt: map[uint64]time.Time{}, acks: map[string]uint64{}},
 		peers:   map[string]*peer{},
 		waiters: map[*syncWaiter]struct{}{},
 		kick:    make(chan struct{}, 1),

@@ -333,14 +333,17 @@ func TestRotationQueuedWithItsWaiter(t *testing.T) {
 }
 
 // TestAcknowledgementOwed: a marker from another instance owes it an
-// acknowledgement (sent by the listener, see acknowledge); a heartbeat that
-// is no marker, and this instance's own marker, owe none; this instance's
-// heartbeats carry no acknowledgement any more.
+// acknowledgement. With nothing else to say, the listener sends it itself
+// (acknowledge); with changes of its own queued, it rides in the next
+// heartbeat, and the heartbeat sender sends one alone, on the asker's
+// channel, when by then nothing else is left to say. A failed send keeps it
+// owed. A heartbeat that is no marker, and this instance's own marker, owe
+// none.
 func TestAcknowledgementOwed(t *testing.T) {
 	c := liveCache(10)
 	s := &Service{cache: c, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	if _, ack := s.apply("h|asker|7|1||||"); ack != (owedAck{to: "asker", seq: 7}) {
-		t.Fatalf("a marker owes %+v, want 7 to asker", ack)
+	if _, ack := s.apply("h|asker|7|1||||"); ack != (owedAck{to: "asker", seq: 7}) || len(c.out.acks) != 0 {
+		t.Fatalf("idle: a marker owes %+v (queued %v), want 7 to asker from the listener", ack, c.out.acks)
 	}
 	if _, ack := s.apply("h|asker|8|0||||"); ack.to != "" {
 		t.Fatalf("a heartbeat that is no marker owes %+v", ack)
@@ -348,9 +351,27 @@ func TestAcknowledgementOwed(t *testing.T) {
 	if _, ack := s.apply("h|" + c.self + "|1|1||||"); ack.to != "" {
 		t.Fatalf("our own marker owes %+v", ack)
 	}
+
 	c.out.evict = append(c.out.evict, eviction{session: "s1"})
-	if msg := c.compose(); !strings.HasPrefix(msg.payload, "h|"+c.self+"|") || strings.Split(msg.payload, "|")[4] != "" {
-		t.Fatalf("heartbeat %q: want an empty acks field", msg.payload)
+	if _, ack := s.apply("h|asker|9|1||||"); ack.to != "" || c.out.acks["asker"] != 9 {
+		t.Fatalf("writing: the listener owes %+v, queued %v; want 9 queued for the heartbeat", ack, c.out.acks)
+	}
+	if msg := c.compose(); msg.seq == 0 || msg.channel != invalidationChannel || !strings.Contains(msg.payload, "|asker.9|s1|") {
+		t.Fatalf("with a change to announce: %+v, want one heartbeat carrying both", msg)
+	}
+	c.out.beat = time.Now() // a heartbeat just went out
+	c.out.acks["asker"] = 10
+	msg := c.compose()
+	if msg.seq != 0 || msg.channel != ackChannel("asker") || msg.payload != "a|"+c.self+"|10" {
+		t.Fatalf("alone: %+v, want an acknowledgement of 10 on the asker's channel", msg)
+	}
+	c.sent(msg, fmt.Errorf("connection refused"), time.Now())
+	if c.out.acks["asker"] != 10 {
+		t.Fatalf("after a failed send %d is owed, want 10", c.out.acks["asker"])
+	}
+	c.out.beat = time.Now().Add(-heartbeatEvery)
+	if msg := c.compose(); msg.seq == 0 || !strings.Contains(msg.payload, "|asker.10|") {
+		t.Fatalf("with a heartbeat due: %+v, want the heartbeat, carrying the acknowledgement", msg)
 	}
 
 	// The asker's side: malformed payloads prove nothing; a well-formed

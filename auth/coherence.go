@@ -43,16 +43,18 @@ import (
 //     before this one read six fields; it drops its whole cache on the
 //     longer heartbeat, which is safe.)
 //
-// An acknowledgement goes only to the instance that asked, as
+// An acknowledgement rides in the acknowledging instance's next heartbeat
+// when that instance has something of its own to announce anyway (it is
+// writing too). Otherwise it goes only to the instance that asked, as
 // "a|<instance>|<seq>" on that instance's own channel (ackChannel), never
-// durably either, and is sent on the listening connection itself as soon as
-// the marker has been applied: no pooled connection, no hand-over to another
-// goroutine (acknowledgements are what each further instance costs a write:
-// a marker wakes every other instance, and each answers). It renews
-// nobody's lease (its sender does not hear it back); an instance still
-// broadcasts a heartbeat at least every heartbeatEvery, and those alone make
-// leases (below). Heartbeats keep an acks field, always empty now, in which
-// an instance of an older version acknowledged.
+// durably either: broadcast it would cost every listener a notification, so
+// that a marker answered by n-1 others cost n*n deliveries instead of 2n-1.
+// An idle instance sends it on its listening connection itself, as soon as
+// the marker is applied (acknowledge): no pooled connection, no hand-over
+// to another goroutine; acknowledgements are what each further instance
+// costs a write. An acknowledgement renews nobody's lease (its sender does
+// not hear it back); an instance still broadcasts a heartbeat at least
+// every heartbeatEvery, and those alone make leases (below).
 //
 // The lease. An instance trusts its cache at local time t only while it is
 // connected and t < s + L, where s is when it began sending a heartbeat of
@@ -131,15 +133,20 @@ func ackChannel(id string) string { return "sessionauth_ack_" + id }
 type outbox struct {
 	seq    uint64
 	sentAt map[uint64]time.Time // own heartbeats in flight, by seq
-	evict  []eviction           // changes not yet announced
-	last   time.Time            // when the last heartbeat started
+	evict  []eviction           // rotated sessions not yet announced
+	acks   map[string]uint64    // peer -> its latest marker to acknowledge
+	last   time.Time            // when the last message started
+	beat   time.Time            // when the last heartbeat (broadcast) started
 }
 
-// outgoing is one heartbeat.
+// outgoing is one message of the heartbeat sender: a heartbeat (seq > 0),
+// or an acknowledgement for one peer alone.
 type outgoing struct {
 	channel, payload string
 	seq              uint64
 	taken            []eviction
+	ackTo            string
+	ackSeq           uint64
 }
 
 // eviction is one change a heartbeat carries: a session, a user, or a
@@ -314,7 +321,9 @@ func (s *Service) acknowledge(ctx context.Context, l *database.Listener, ack owe
 
 // apply handles one notification, in commit order. It returns the users
 // for whom another instance's heartbeat says events were recorded, and the
-// acknowledgement owed when the heartbeat is a marker.
+// acknowledgement for the listener to send itself when the heartbeat is a
+// marker and this instance has nothing else to say (else the acknowledgement
+// rides in its next heartbeat).
 func (s *Service) apply(payload string) (eventUsers string, ack owedAck) {
 	c := s.cache
 	now := time.Now()
@@ -379,9 +388,29 @@ func (s *Service) apply(payload string) (eventUsers string, ack owedAck) {
 		c.settle(now)
 	}
 	if wantAck {
-		ack = owedAck{to: from, seq: seq}
+		if c.hasToSay() {
+			c.out.acks[from] = seq
+			c.nudge()
+		} else {
+			ack = owedAck{to: from, seq: seq}
+		}
 	}
 	return eventUsers, ack
+}
+
+// hasToSay reports whether this instance's next heartbeat is due at once
+// anyway: changes or acknowledgements queued, or a waiter without a
+// marker; c.mu is held.
+func (c *sessionCache) hasToSay() bool {
+	if len(c.out.evict) > 0 || len(c.out.acks) > 0 {
+		return true
+	}
+	for w := range c.waiters {
+		if w.marker == 0 && !w.done {
+			return true
+		}
+	}
+	return false
 }
 
 // listed yields the entries of a comma-separated list, none for "".
@@ -499,8 +528,8 @@ func (c *sessionCache) nudge() {
 
 // heartbeats sends this instance's heartbeats: every heartbeatEvery when
 // idle, and as soon as (but no sooner than heartbeatSpacing after the last)
-// a waiter or a change needs one. One is in flight at a time, so a burst
-// shares it.
+// a waiter, an acknowledgement or a rotation needs one. One is in flight at
+// a time, so a burst shares it.
 func (s *Service) heartbeats(ctx context.Context) {
 	c := s.cache
 	idle := time.NewTimer(0)
@@ -527,19 +556,25 @@ func (s *Service) heartbeats(ctx context.Context) {
 			s.log.WarnContext(ctx, "session cache: sending a heartbeat", "err", err)
 		}
 		c.mu.Lock()
-		due := time.Until(c.out.last.Add(heartbeatEvery))
+		due := time.Until(c.out.beat.Add(heartbeatEvery))
 		c.mu.Unlock()
 		idle.Reset(max(due, heartbeatSpacing))
 	}
 }
 
-// compose builds the next heartbeat, and assigns it as marker to the
-// waiters that need one.
+// compose builds the next message: an acknowledgement for one peer alone
+// when that is all there is to say, else a heartbeat, which it assigns as
+// marker to the waiters that need one.
 func (c *sessionCache) compose() outgoing {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := time.Now()
 	c.out.last = now
+	if peer, m, ok := c.ackOnly(now); ok {
+		delete(c.out.acks, peer)
+		return outgoing{channel: ackChannel(peer), payload: "a|" + c.self + "|" + strconv.FormatUint(m, 10), ackTo: peer, ackSeq: m}
+	}
+	c.out.beat = now
 	c.out.seq++
 	seq := c.out.seq
 	c.out.sentAt[seq] = now // before the NOTIFY is sent: never later than it
@@ -555,10 +590,19 @@ func (c *sessionCache) compose() outgoing {
 	var b strings.Builder
 	b.WriteString("h|" + c.self + "|" + strconv.FormatUint(seq, 10) + "|")
 	if want {
-		b.WriteString("1|") // and no acks: see acknowledge
+		b.WriteString("1|")
 	} else {
 		b.WriteString("0|")
 	}
+	first := true
+	for peer, m := range c.out.acks {
+		if !first {
+			b.WriteByte(',')
+		}
+		first = false
+		b.WriteString(peer + "." + strconv.FormatUint(m, 10))
+	}
+	clear(c.out.acks)
 	for _, field := range []func(eviction) string{
 		func(e eviction) string { return e.session },
 		func(e eviction) string { return e.user },
@@ -584,6 +628,24 @@ func (c *sessionCache) compose() outgoing {
 	return outgoing{channel: invalidationChannel, payload: b.String(), seq: seq, taken: taken}
 }
 
+// ackOnly returns the acknowledgement to send alone: when it is the only one
+// owed, nothing else waits to be said, and no heartbeat is due; c.mu is
+// held.
+func (c *sessionCache) ackOnly(now time.Time) (string, uint64, bool) {
+	if len(c.out.acks) != 1 || len(c.out.evict) > 0 || now.Sub(c.out.beat) >= heartbeatEvery {
+		return "", 0, false
+	}
+	for w := range c.waiters {
+		if w.marker == 0 && !w.done {
+			return "", 0, false // it needs a heartbeat as its marker
+		}
+	}
+	for peer, m := range c.out.acks {
+		return peer, m, true
+	}
+	return "", 0, false
+}
+
 func hasWaiter(evs []eviction, w *syncWaiter) bool {
 	for _, e := range evs {
 		if e.w == w {
@@ -600,6 +662,15 @@ func (c *sessionCache) sent(msg outgoing, err error, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	seq, taken := msg.seq, msg.taken
+	if msg.seq == 0 { // an acknowledgement alone
+		if m, ok := c.out.acks[msg.ackTo]; err != nil && (!ok || m < msg.ackSeq) {
+			c.out.acks[msg.ackTo] = msg.ackSeq // owed still
+		}
+		if len(c.out.acks) > 0 || len(c.out.evict) > 0 {
+			c.nudge()
+		}
+		return
+	}
 	if err != nil {
 		delete(c.out.sentAt, seq)
 		c.out.evict = append(taken, c.out.evict...)
@@ -616,7 +687,7 @@ func (c *sessionCache) sent(msg outgoing, err error, now time.Time) {
 			w.inStream = now
 		}
 	}
-	if len(c.out.evict) > 0 {
+	if len(c.out.evict) > 0 || len(c.out.acks) > 0 {
 		c.nudge()
 	}
 	for w := range c.waiters {
