@@ -332,51 +332,38 @@ func TestRotationQueuedWithItsWaiter(t *testing.T) {
 	<-done
 }
 
-// TestAcknowledgementOwed: a marker from another instance owes it an
-// acknowledgement. With nothing else to say, the listener sends it itself
-// (acknowledge); with changes of its own queued, it rides in the next
-// heartbeat, and the heartbeat sender sends one alone, on the asker's
-// channel, when by then nothing else is left to say. A failed send keeps it
-// owed. A heartbeat that is no marker, and this instance's own marker, owe
-// none.
-func TestAcknowledgementOwed(t *testing.T) {
+// TestAcknowledgementAloneGoesToTheAsker: an acknowledgement with nothing
+// else to say goes to the asking instance's channel only; with anything else
+// to say, or a heartbeat due, it rides in a broadcast heartbeat. A failed
+// send keeps it owed, and the asker counts it when it arrives.
+func TestAcknowledgementAloneGoesToTheAsker(t *testing.T) {
 	c := liveCache(10)
-	s := &Service{cache: c, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	if _, ack := s.apply("h|asker|7|1||||"); ack != (owedAck{to: "asker", seq: 7}) || len(c.out.acks) != 0 {
-		t.Fatalf("idle: a marker owes %+v (queued %v), want 7 to asker from the listener", ack, c.out.acks)
+	c.out.beat = time.Now() // a heartbeat just went out
+	c.out.acks["asker"] = 7
+	msg := c.compose()
+	if msg.seq != 0 || msg.channel != ackChannel("asker") || msg.payload != "a|"+c.self+"|7" {
+		t.Fatalf("alone: %+v, want an acknowledgement of 7 on the asker's channel", msg)
 	}
-	if _, ack := s.apply("h|asker|8|0||||"); ack.to != "" {
-		t.Fatalf("a heartbeat that is no marker owes %+v", ack)
+	if len(c.out.acks) != 0 {
+		t.Fatal("the acknowledgement is still owed after it was composed")
 	}
-	if _, ack := s.apply("h|" + c.self + "|1|1||||"); ack.to != "" {
-		t.Fatalf("our own marker owes %+v", ack)
+	c.sent(msg, fmt.Errorf("connection refused"), time.Now())
+	if c.out.acks["asker"] != 7 {
+		t.Fatalf("after a failed send %d is owed, want 7", c.out.acks["asker"])
 	}
 
 	c.out.evict = append(c.out.evict, eviction{session: "s1"})
-	if _, ack := s.apply("h|asker|9|1||||"); ack.to != "" || c.out.acks["asker"] != 9 {
-		t.Fatalf("writing: the listener owes %+v, queued %v; want 9 queued for the heartbeat", ack, c.out.acks)
+	if msg := c.compose(); msg.seq == 0 || msg.channel != invalidationChannel || !strings.Contains(msg.payload, "|asker.7|s1") {
+		t.Fatalf("with a rotation to announce: %+v, want one heartbeat carrying both", msg)
 	}
-	if msg := c.compose(); msg.seq == 0 || msg.channel != invalidationChannel || !strings.Contains(msg.payload, "|asker.9|s1|") {
-		t.Fatalf("with a change to announce: %+v, want one heartbeat carrying both", msg)
-	}
-	c.out.beat = time.Now() // a heartbeat just went out
-	c.out.acks["asker"] = 10
-	msg := c.compose()
-	if msg.seq != 0 || msg.channel != ackChannel("asker") || msg.payload != "a|"+c.self+"|10" {
-		t.Fatalf("alone: %+v, want an acknowledgement of 10 on the asker's channel", msg)
-	}
-	c.sent(msg, fmt.Errorf("connection refused"), time.Now())
-	if c.out.acks["asker"] != 10 {
-		t.Fatalf("after a failed send %d is owed, want 10", c.out.acks["asker"])
-	}
+	c.out.acks["asker"] = 8
 	c.out.beat = time.Now().Add(-heartbeatEvery)
-	if msg := c.compose(); msg.seq == 0 || !strings.Contains(msg.payload, "|asker.10|") {
+	if msg := c.compose(); msg.seq == 0 || !strings.Contains(msg.payload, "|asker.8|") {
 		t.Fatalf("with a heartbeat due: %+v, want the heartbeat, carrying the acknowledgement", msg)
 	}
 
 	// The asker's side: malformed payloads prove nothing; a well-formed
 	// one counts for that peer.
-	c = liveCache(10)
 	for _, bad := range []string{"", "a|x", "a|x|y", "h|x|1", "a|x|1|2"} {
 		c.applyAck(bad)
 	}
@@ -448,11 +435,11 @@ func TestHeartbeatFormats(t *testing.T) {
 	}
 	cached := func(id string) bool { _, ok := c.get("h" + id); return ok }
 	fill()
-	if got, _ := s.apply("h|peer|1|0||s1|us2|ux,uy"); got != "ux,uy" || cached("s1") || cached("s2") || !cached("s3") {
+	if got := s.apply("h|peer|1|0||s1|us2|ux,uy"); got != "ux,uy" || cached("s1") || cached("s2") || !cached("s3") {
 		t.Fatalf("eight fields: events %q, s1 %v s2 %v s3 %v; want ux,uy and only s3 left", got, cached("s1"), cached("s2"), cached("s3"))
 	}
 	fill()
-	if got, _ := s.apply("h|peer|2|0||s1"); got != "" || cached("s1") || !cached("s2") {
+	if got := s.apply("h|peer|2|0||s1"); got != "" || cached("s1") || !cached("s2") {
 		t.Fatalf("six fields: events %q, s1 %v s2 %v", got, cached("s1"), cached("s2"))
 	}
 	fill()

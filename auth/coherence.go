@@ -43,18 +43,14 @@ import (
 //     before this one read six fields; it drops its whole cache on the
 //     longer heartbeat, which is safe.)
 //
-// An acknowledgement rides in the acknowledging instance's next heartbeat
-// when that instance has something of its own to announce anyway (it is
-// writing too). Otherwise it goes only to the instance that asked, as
-// "a|<instance>|<seq>" on that instance's own channel (ackChannel), never
-// durably either: broadcast it would cost every listener a notification, so
-// that a marker answered by n-1 others cost n*n deliveries instead of 2n-1.
-// An idle instance sends it on its listening connection itself, as soon as
-// the marker is applied (acknowledge): no pooled connection, no hand-over
-// to another goroutine; acknowledgements are what each further instance
-// costs a write. An acknowledgement renews nobody's lease (its sender does
-// not hear it back); an instance still broadcasts a heartbeat at least
-// every heartbeatEvery, and those alone make leases (below).
+// An acknowledgement with nothing else to say goes only to the instance that
+// asked, as "a|<instance>|<seq>" on that instance's own channel
+// (ackChannel), never durably either: it is for the asker alone, and
+// broadcast it would cost every listener a notification, so that a marker
+// answered by n-1 others cost n*n deliveries instead of 2n-1. It renews
+// nobody's lease (its sender does not hear it back); an instance still
+// broadcasts a heartbeat at least every heartbeatEvery, and those alone
+// make leases (below).
 //
 // The lease. An instance trusts its cache at local time t only while it is
 // connected and t < s + L, where s is when it began sending a heartbeat of
@@ -261,13 +257,7 @@ func (s *Service) listenOnce(ctx context.Context, databaseURL string) error {
 			continue
 		}
 		s.watchInvalidated(n.Payload) // subscriptions' sessions (watch.go)
-		users, ack := s.apply(n.Payload)
-		if ack.to != "" {
-			if err := s.acknowledge(connCtx, l, ack); err != nil {
-				return err
-			}
-		}
-		if users != "" {
+		if users := s.apply(n.Payload); users != "" {
 			// Another instance recorded events for these users.
 			s.wakeStreams(strings.Split(users, ",")...)
 		}
@@ -303,28 +293,9 @@ func (s *Service) watchdog(ctx context.Context, stop context.CancelCauseFunc) {
 	}
 }
 
-// owedAck is an acknowledgement of marker seq owed to instance to.
-type owedAck struct {
-	to  string
-	seq uint64
-}
-
-// acknowledge sends ack on the listening connection l, which has just
-// applied the marker (and, in commit order, everything before it). An
-// error ends the connection: the listener reconnects, and the asker waits
-// for this instance's lease instead.
-func (s *Service) acknowledge(ctx context.Context, l *database.Listener, ack owedAck) error {
-	ctx, cancel := context.WithTimeout(ctx, leaseDuration)
-	defer cancel()
-	return l.Notify(ctx, ackChannel(ack.to), "a|"+s.cache.self+"|"+strconv.FormatUint(ack.seq, 10))
-}
-
 // apply handles one notification, in commit order. It returns the users
-// for whom another instance's heartbeat says events were recorded, and the
-// acknowledgement for the listener to send itself when the heartbeat is a
-// marker and this instance has nothing else to say (else the acknowledgement
-// rides in its next heartbeat).
-func (s *Service) apply(payload string) (eventUsers string, ack owedAck) {
+// for whom another instance's heartbeat says events were recorded.
+func (s *Service) apply(payload string) (eventUsers string) {
 	c := s.cache
 	now := time.Now()
 	c.mu.Lock()
@@ -338,13 +309,13 @@ func (s *Service) apply(payload string) (eventUsers string, ack owedAck) {
 		c.evictUser(rest)
 		return
 	case "sync", "ack": // from an instance of the version before leases
-		return "", ack
+		return ""
 	}
 	f := strings.Split(payload, "|")
 	seq, err := strconv.ParseUint(f[min(2, len(f)-1)], 10, 64)
 	if len(f) != 8 && len(f) != 6 || f[0] != "h" || err != nil {
 		c.reset() // unknown: be safe
-		return "", ack
+		return ""
 	}
 	from, wantAck, acks := f[1], f[3] == "1", f[4]
 	for id := range listed(f[5]) {
@@ -370,7 +341,7 @@ func (s *Service) apply(payload string) (eventUsers string, ack owedAck) {
 			}
 		}
 		c.markerBack(seq, now)
-		return "", ack // its streams were woken at its commit
+		return "" // its streams were woken at its commit
 	}
 	p := c.peers[from]
 	if p == nil {
@@ -388,29 +359,10 @@ func (s *Service) apply(payload string) (eventUsers string, ack owedAck) {
 		c.settle(now)
 	}
 	if wantAck {
-		if c.hasToSay() {
-			c.out.acks[from] = seq
-			c.nudge()
-		} else {
-			ack = owedAck{to: from, seq: seq}
-		}
+		c.out.acks[from] = seq
+		c.nudge()
 	}
-	return eventUsers, ack
-}
-
-// hasToSay reports whether this instance's next heartbeat is due at once
-// anyway: changes or acknowledgements queued, or a waiter without a
-// marker; c.mu is held.
-func (c *sessionCache) hasToSay() bool {
-	if len(c.out.evict) > 0 || len(c.out.acks) > 0 {
-		return true
-	}
-	for w := range c.waiters {
-		if w.marker == 0 && !w.done {
-			return true
-		}
-	}
-	return false
+	return eventUsers
 }
 
 // listed yields the entries of a comma-separated list, none for "".

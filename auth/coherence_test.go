@@ -132,27 +132,3 @@ func TestRetriedLogoutAnnouncesAgain(t *testing.T) {
 		}
 	}
 }
-
-// TestMarkerAcknowledgedByTheListener: an instance that hears another's
-// marker answers on the asker's own channel, from its listening connection.
-func TestMarkerAcknowledgedByTheListener(t *testing.T) {
-	s, url := listeningService(t)
-	ctx := t.Context()
-	asker, err := database.Listen(ctx, url, ackChannel("asker"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer asker.Close()
-	if err := asker.Notify(ctx, invalidationChannel, "h|asker|41|1||||"); err != nil {
-		t.Fatal(err)
-	}
-	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	n, err := asker.WaitForNotification(wctx)
-	if err != nil {
-		t.Fatalf("no acknowledgement: %v", err)
-	}
-	if want := "a|" + s.cache.self + "|41"; n.Payload != want {
-		t.Fatalf("acknowledgement %q, want %q", n.Payload, want)
-	}
-}

@@ -165,17 +165,6 @@ func (l *Listener) WaitForNotification(ctx context.Context) (Notification, error
 	return Notification{Channel: n.Channel, Payload: n.Payload}, nil
 }
 
-// Notify sends payload on channel over the listening connection itself, in
-// a transaction of its own that commits without waiting for its WAL flush
-// (synchronous_commit off: what it says is worth nothing after a crash
-// anyway). It is for a reply to what was just received, which then costs no
-// pooled connection and no hand-over between goroutines. Errors: ctx's, or
-// the connection's (the listener is then spent).
-func (l *Listener) Notify(ctx context.Context, channel, payload string) error {
-	_, err := l.conn.Exec(ctx, "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)", channel, payload)
-	return err
-}
-
 // Close closes a listener from Listen, giving up on a polite goodbye after
 // 1 s (the connection may be stalled). A listener lent by ListenPooled is
 // discarded when fn returns; closing it does nothing.

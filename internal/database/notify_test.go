@@ -33,7 +33,6 @@ func TestNotifications(t *testing.T) {
 		"Pooled":            testPooled,
 		"CutConnection":     testCut,
 		"StalledConnection": testStall,
-		"ReplyOnListener":   testReply,
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -269,49 +268,4 @@ func proxied(t *testing.T, dbURL string) (string, *tcpproxy.Proxy) {
 	t.Cleanup(func() { proxy.Close() })
 	u.Host = proxy.Addr()
 	return u.String(), proxy
-}
-
-// testReply: a listener sends on its own connection, and keeps receiving
-// in order, its reply included when it listens on the reply's channel; on
-// a cut connection the reply fails plainly.
-func testReply(t *testing.T, dbURL string, db *bun.DB) {
-	ctx := t.Context()
-	l, err := database.Listen(ctx, dbURL, "reply_in", "reply_out")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	if err := database.DialectOf(db).Notify(ctx, db, "reply_in", "ask", true); err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for len(got) < 2 {
-		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		n, err := l.WaitForNotification(wctx)
-		cancel()
-		if err != nil {
-			t.Fatalf("after %v: %v", got, err)
-		}
-		got = append(got, n.Channel+":"+n.Payload)
-		if n.Payload == "ask" {
-			if err := l.Notify(ctx, "reply_out", "answer"); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if !slices.Equal(got, []string{"reply_in:ask", "reply_out:answer"}) {
-		t.Fatalf("received %v", got)
-	}
-	viaProxy, proxy := proxied(t, dbURL)
-	cut, err := database.Listen(ctx, viaProxy, "reply_in")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cut.Close()
-	if proxy.Cut() != 1 {
-		t.Fatal("the proxy cut no connection: the listener's is not through it")
-	}
-	if err := cut.Notify(ctx, "reply_out", "lost"); err == nil {
-		t.Fatal("a reply on a cut connection reported no error")
-	}
 }
