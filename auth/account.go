@@ -131,13 +131,7 @@ func (s *Service) DeleteMyAccount(ctx context.Context, who *Identity, password s
 		return err
 	}
 	id := who.User.ID
-	var changed *announcement
-	err = s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		ctx, a, err := s.announcing(ctx, tx)
-		if err != nil {
-			return err
-		}
-		changed = a
+	changed, err := s.runAnnounced(ctx, func(ctx context.Context, tx bun.Tx, a *announcement) error {
 		a.users = append(a.users, id) // its sessions and record go
 		// NO KEY UPDATE, not UPDATE: a logout or revocation holding one of
 		// the user's sessions takes a key-share lock on the user to insert

@@ -717,6 +717,21 @@ func (s *Service) announcing(ctx context.Context, tx bun.Tx) (context.Context, *
 	return context.WithValue(ctx, announcementKey{}, a), a, nil
 }
 
+// runAnnounced runs fn in a transaction that announcing marks, and returns
+// the announcement fn's changes filled, for announce after the commit.
+func (s *Service) runAnnounced(ctx context.Context, fn func(ctx context.Context, tx bun.Tx, a *announcement) error) (*announcement, error) {
+	var a *announcement
+	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		ctx, marked, err := s.announcing(ctx, tx)
+		if err != nil {
+			return err
+		}
+		a = marked
+		return fn(ctx, tx, a)
+	})
+	return a, err
+}
+
 // announcementOf returns the announcement of ctx's transaction, nil when
 // there is none.
 func announcementOf(ctx context.Context) *announcement {

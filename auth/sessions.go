@@ -127,13 +127,7 @@ func (s *Service) Logout(ctx context.Context, token string) error {
 		return errUnauthenticated
 	}
 	var outcome *Error
-	var ended *announcement
-	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		ctx, a, err := s.announcing(ctx, tx)
-		if err != nil {
-			return err
-		}
-		ended = a
+	ended, err := s.runAnnounced(ctx, func(ctx context.Context, tx bun.Tx, a *announcement) error {
 		row, role, old, err := s.lockByToken(ctx, tx, hashToken(token), true)
 		if err != nil {
 			return err
@@ -211,15 +205,9 @@ func (s *Service) RevokeSession(ctx context.Context, who *Identity, id string) e
 	if !ok {
 		return errSessionNotFound
 	}
-	var changed *announcement
-	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		ctx, a, err := s.announcing(ctx, tx)
-		if err != nil {
-			return err
-		}
-		changed = a
+	changed, err := s.runAnnounced(ctx, func(ctx context.Context, tx bun.Tx, a *announcement) error {
 		ended := new(models.Session)
-		err = tx.NewUpdate().Model(ended).
+		err := tx.NewUpdate().Model(ended).
 			Set("revoked_at = "+s.dialect.Now).
 			Where("id = ? AND user_id = ?", id, who.User.ID).
 			Where(s.isLive()).
@@ -246,13 +234,7 @@ func (s *Service) RevokeSession(ctx context.Context, who *Identity, id string) e
 // Errors: SERVICE_UNAVAILABLE.
 func (s *Service) RevokeOtherSessions(ctx context.Context, who *Identity) (int, error) {
 	var n int
-	var changed *announcement
-	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		ctx, a, err := s.announcing(ctx, tx)
-		if err != nil {
-			return err
-		}
-		changed = a
+	changed, err := s.runAnnounced(ctx, func(ctx context.Context, tx bun.Tx, a *announcement) error {
 		// The user's row first, as every change of several sessions does
 		// (see lockUser).
 		q := tx.NewSelect().Model((*models.User)(nil)).Column("id").Where("id = ?", who.User.ID)
@@ -321,13 +303,7 @@ func (s *Service) ChangePassword(ctx context.Context, who *Identity, current, ne
 		s.release(ctx, held)
 		return dbError(err)
 	}
-	var changed *announcement
-	err = s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		ctx, a, err := s.announcing(ctx, tx)
-		if err != nil {
-			return err
-		}
-		changed = a
+	changed, err := s.runAnnounced(ctx, func(ctx context.Context, tx bun.Tx, a *announcement) error {
 		// Compare-and-set on the old hash: of two concurrent changes made
 		// with the same current password, one wins and the other is told
 		// its current password is wrong (it is, by then). The update locks
@@ -371,15 +347,9 @@ func (s *Service) ChangePassword(ctx context.Context, who *Identity, current, ne
 // Errors: NOT_FOUND when no user has that email, SERVICE_UNAVAILABLE.
 func (s *Service) RevokeUserSessions(ctx context.Context, email string) (int, error) {
 	var n int
-	var changed *announcement
-	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		ctx, a, err := s.announcing(ctx, tx)
-		if err != nil {
-			return err
-		}
-		changed = a
+	changed, err := s.runAnnounced(ctx, func(ctx context.Context, tx bun.Tx, a *announcement) error {
 		user := new(models.User)
-		err = s.lockUser(tx.NewSelect().Model(user).Column("id").Where("email_key = ?", emailKey(email)), "NO KEY UPDATE").Scan(ctx)
+		err := s.lockUser(tx.NewSelect().Model(user).Column("id").Where("email_key = ?", emailKey(email)), "NO KEY UPDATE").Scan(ctx)
 		if isNoRows(err) {
 			return &Error{Code: CodeNotFound, Message: "no user has that email"}
 		}
