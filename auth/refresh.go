@@ -232,17 +232,6 @@ func (s *Service) refreshInTx(ctx context.Context, tx bun.Tx, token string) (*Is
 // be sealed with the pair.
 func (s *Service) rotate(ctx context.Context, tx bun.Tx, row *sessionRow, refreshToken string) (*Issued, error) {
 	sess := &row.Session
-	if sess.PrevRefreshHash != nil {
-		retired := &models.RetiredRefreshToken{
-			TokenHash: sess.PrevRefreshHash, SessionID: sess.ID, RotatedAt: sess.PrevRotatedAt,
-		}
-		if sess.PrevRotatedAt != nil && row.DBNow.Before(sess.PrevRotatedAt.Add(s.cfg.ReuseWindow)) {
-			retired.Sealed = sess.PrevSealed
-		}
-		if _, err := tx.NewInsert().Model(retired).Value("retired_at", s.dialect.Now).Exec(ctx); err != nil {
-			return nil, err
-		}
-	}
 	accessTTL, refreshTTL := s.lifetimes()
 	refreshExp := row.DBNow.Add(refreshTTL)
 	if m := s.cfg.SessionMaxLifetime; m > 0 {
@@ -255,7 +244,7 @@ func (s *Service) rotate(ctx context.Context, tx bun.Tx, row *sessionRow, refres
 		RefreshExpiresAt: refreshExp.Truncate(time.Microsecond).UTC(),
 		AccessExpiresAt:  minTime(row.DBNow.Add(accessTTL), refreshExp).Truncate(time.Microsecond).UTC(),
 	}
-	_, err := tx.NewUpdate().Model(row).
+	update := tx.NewUpdate().Model(row).
 		Set("access_hash = ?", hashToken(pair.Access)).
 		Set("refresh_hash = ?", hashToken(pair.Refresh)).
 		Set("access_expires_at = ?", pair.AccessExpiresAt).
@@ -266,9 +255,22 @@ func (s *Service) rotate(ctx context.Context, tx bun.Tx, row *sessionRow, refres
 		Set("successor_used = false").
 		Set("last_used_at = ?", row.DBNow).
 		WherePK().
-		Returning("*").
-		Exec(ctx)
-	if err != nil {
+		Returning("*")
+	if sess.PrevRefreshHash != nil {
+		retired := &models.RetiredRefreshToken{
+			TokenHash: sess.PrevRefreshHash, SessionID: sess.ID, RotatedAt: sess.PrevRotatedAt,
+		}
+		if sess.PrevRotatedAt != nil && row.DBNow.Before(sess.PrevRotatedAt.Add(s.cfg.ReuseWindow)) {
+			retired.Sealed = sess.PrevSealed
+		}
+		// One statement with the update on PostgreSQL: a round trip less.
+		var err error
+		insert := tx.NewInsert().Model(retired).Value("retired_at", s.dialect.Now)
+		if update, err = s.dialect.After(ctx, insert, update); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := update.Exec(ctx); err != nil {
 		return nil, err
 	}
 	return &Issued{AccessToken: pair.Access, RefreshToken: pair.Refresh, Session: sess, Now: row.DBNow, rotated: true}, nil

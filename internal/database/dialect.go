@@ -140,6 +140,19 @@ func (d Dialect) QueryPrepared(ctx context.Context, db *bun.DB, query string, ar
 	return db.DB.QueryContext(ctx, query, args...)
 }
 
+// After returns u preceded by ins in one statement where the backend
+// allows it (PostgreSQL: a data-modifying WITH, which runs exactly once
+// whether or not u refers to it), so that the pair costs one round trip;
+// on SQLite, whose WITH takes only a SELECT, it executes ins and returns u
+// unchanged. Errors: ins's, on SQLite.
+func (d Dialect) After(ctx context.Context, ins *bun.InsertQuery, u *bun.UpdateQuery) (*bun.UpdateQuery, error) {
+	if !d.sqlite {
+		return u.With("_before", ins), nil
+	}
+	_, err := ins.Exec(ctx)
+	return u, err
+}
+
 // QueryPreparedTx is QueryPrepared inside tx.
 func (d Dialect) QueryPreparedTx(ctx context.Context, tx bun.Tx, query string, args ...any) (*sql.Rows, error) {
 	if !d.sqlite {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -195,6 +196,56 @@ func testDialect(t *testing.T, db *bun.DB) {
 		})
 		if err != nil {
 			t.Fatal(err)
+		}
+	})
+	t.Run("After", func(t *testing.T) {
+		if _, err := db.ExecContext(ctx, "CREATE TABLE log (n integer PRIMARY KEY); CREATE TABLE cur (id integer PRIMARY KEY, n integer)"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.ExecContext(ctx, "INSERT INTO cur (id, n) VALUES (1, 0)"); err != nil {
+			t.Fatal(err)
+		}
+		step := func(n int) error {
+			return db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+				ins := tx.NewInsert().Model(&map[string]any{"n": n}).TableExpr("log")
+				u := tx.NewUpdate().Table("cur").Set("n = ?", n).Where("id = 1")
+				u, err := d.After(ctx, ins, u)
+				if err != nil {
+					return err
+				}
+				if one := strings.HasPrefix(u.String(), "WITH"); one != d.CanListen() {
+					return fmt.Errorf("one statement: %v, on PostgreSQL: %v (%s)", one, d.CanListen(), u)
+				}
+				_, err = u.Exec(ctx)
+				return err
+			})
+		}
+		var logged, cur []int
+		read := func() {
+			logged, cur = nil, nil
+			if err := db.NewSelect().Table("log").Column("n").Order("n").Scan(ctx, &logged); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.NewSelect().Table("cur").Column("n").Scan(ctx, &cur); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, n := range []int{1, 2} {
+			if err := step(n); err != nil {
+				t.Fatal(err)
+			}
+		}
+		read()
+		if !slices.Equal(logged, []int{1, 2}) || !slices.Equal(cur, []int{2}) {
+			t.Fatalf("after two steps: log %v, cur %v; want [1 2], [2]", logged, cur)
+		}
+		// The insert fails: the update must not happen either.
+		if err := step(1); !database.IsUniqueViolation(err) {
+			t.Fatalf("a step whose insert collides: %v, want a unique violation", err)
+		}
+		read()
+		if !slices.Equal(logged, []int{1, 2}) || !slices.Equal(cur, []int{2}) {
+			t.Fatalf("after a failed step: log %v, cur %v; want [1 2], [2]", logged, cur)
 		}
 	})
 	t.Run("PreparedQuery", func(t *testing.T) {
