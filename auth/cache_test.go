@@ -381,6 +381,32 @@ func TestAcknowledgementAloneGoesToTheAsker(t *testing.T) {
 // heartbeat carries makes its waiter's marker the heartbeat that carries the
 // last of them, not the first: until that one commits, some instance may
 // not have heard of the rest.
+// TestMarkersSpacedOnlyForOthers: heartbeats are spaced by markerSpacing
+// only while another instance would have to acknowledge them; a single
+// instance, and an acknowledgement alone, go out at once.
+func TestMarkersSpacedOnlyForOthers(t *testing.T) {
+	c := liveCache(10)
+	now := time.Now()
+	c.out.beat = now
+	c.out.evict = append(c.out.evict, eviction{session: "s1"})
+	if c.othersAcknowledge(now) {
+		t.Fatal("spaced with no other instance listening")
+	}
+	c.peers["gone"] = &peer{seen: now.Add(-leaseDuration - leaseMargin)}
+	if c.othersAcknowledge(now) {
+		t.Fatal("spaced for an instance not heard from within the lease")
+	}
+	c.peers["other"] = &peer{seen: now.Add(-leaseDuration / 2)}
+	if !c.othersAcknowledge(now) {
+		t.Fatal("a heartbeat with a change to announce is not spaced while another instance listens")
+	}
+	c.out.evict = nil
+	c.out.acks["other"] = 3
+	if c.othersAcknowledge(now) {
+		t.Fatal("an acknowledgement alone is spaced")
+	}
+}
+
 func TestAnnouncementSpanningHeartbeats(t *testing.T) {
 	c := liveCache(10)
 	s := &Service{cache: c, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
