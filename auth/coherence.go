@@ -99,9 +99,10 @@ import (
 // answers SERVICE_UNAVAILABLE (a refresh rather than a pair whose
 // predecessor may still be accepted elsewhere); the change stays queued and
 // is announced with the next heartbeat that commits, and a retry announces
-// it again (a refresh's copy, a logout of the session just ended). The one
-// case not covered: an instance that dies between a commit and its
-// heartbeat never answered that request, and the old access token stays
+// it again (a refresh's copy; a logout or revokeSession of a session that
+// ended within cacheTTL). The one case not covered: an instance that dies
+// between a commit and its heartbeat never answered that request, and
+// unless the client retries it, the old access token stays
 // usable on other instances that cached it for at most cacheTTL.
 const (
 	invalidationChannel = "sessionauth_invalidate"

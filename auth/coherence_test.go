@@ -101,17 +101,7 @@ func TestRetriedLogoutAnnouncesAgain(t *testing.T) {
 	s, url := listeningService(t)
 	ctx := t.Context()
 	p := signUp(t, s, "retry@example.com")
-	// Ended as by an instance that died before its heartbeat.
-	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		ctx, _, err := s.announcing(ctx, tx)
-		if err != nil {
-			return err
-		}
-		return s.revokeSession(ctx, tx, p.Session.ID)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	endUnannounced(t, s, p.Session.ID)
 	l, err := database.Listen(ctx, url, invalidationChannel)
 	if err != nil {
 		t.Fatal(err)
@@ -120,14 +110,67 @@ func TestRetriedLogoutAnnouncesAgain(t *testing.T) {
 	if err := s.Logout(ctx, p.AccessToken); ErrorCode(err) != CodeUnauthenticated {
 		t.Fatalf("logout of an ended session: %v, want UNAUTHENTICATED", err)
 	}
-	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	awaitAnnounced(t, l, p.Session.ID)
+}
+
+// TestRetriedRevokeSessionAnnouncesAgain: revokeSession of a session that
+// ended recently (as by an instance that died before its heartbeat) still
+// answers NOT_FOUND, and announces the end again; one that never
+// existed, or belongs to another user, announces nothing.
+func TestRetriedRevokeSessionAnnouncesAgain(t *testing.T) {
+	s, url := listeningService(t)
+	ctx := t.Context()
+	me := signUp(t, s, "revoker@example.com")
+	device := newSession(t, s, me.User)
+	other := signUp(t, s, "other@example.com")
+	endUnannounced(t, s, device.Session.ID)
+	endUnannounced(t, s, other.Session.ID)
+	who := authenticate(t, s, me.AccessToken)
+	l, err := database.Listen(ctx, url, invalidationChannel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for _, id := range []string{other.Session.ID, "00000000-0000-4000-8000-000000000000", device.Session.ID} {
+		if err := s.RevokeSession(ctx, who, id); ErrorCode(err) != CodeNotFound {
+			t.Fatalf("revokeSession(%s): %v, want NOT_FOUND", id, err)
+		}
+	}
+	// In commit order: the first heartbeat naming a session names ours.
+	awaitAnnounced(t, l, device.Session.ID)
+}
+
+// endUnannounced ends session id as an instance would that died before the
+// heartbeat announcing it.
+func endUnannounced(t *testing.T, s *Service, id string) {
+	t.Helper()
+	err := s.db.RunInTx(t.Context(), nil, func(ctx context.Context, tx bun.Tx) error {
+		ctx, _, err := s.announcing(ctx, tx)
+		if err != nil {
+			return err
+		}
+		return s.revokeSession(ctx, tx, id)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// awaitAnnounced waits on l for the first heartbeat that names an ended
+// session, and fails unless it names session.
+func awaitAnnounced(t *testing.T, l *database.Listener, session string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	for {
-		n, err := l.WaitForNotification(wctx)
+		n, err := l.WaitForNotification(ctx)
 		if err != nil {
 			t.Fatalf("no heartbeat announced the ended session again: %v", err)
 		}
-		if f := strings.Split(n.Payload, "|"); len(f) == 8 && strings.Contains(f[5], p.Session.ID) {
+		if f := strings.Split(n.Payload, "|"); len(f) == 8 && f[5] != "" {
+			if f[5] != session {
+				t.Fatalf("the heartbeat announced %q, want %q", f[5], session)
+			}
 			return
 		}
 	}

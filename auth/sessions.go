@@ -205,6 +205,7 @@ func (s *Service) RevokeSession(ctx context.Context, who *Identity, id string) e
 	if !ok {
 		return errSessionNotFound
 	}
+	var outcome *Error
 	changed, err := s.runAnnounced(ctx, func(ctx context.Context, tx bun.Tx, a *announcement) error {
 		ended := new(models.Session)
 		err := tx.NewUpdate().Model(ended).
@@ -214,7 +215,21 @@ func (s *Service) RevokeSession(ctx context.Context, who *Identity, id string) e
 			Returning("id, user_id, device_name").
 			Scan(ctx)
 		if isNoRows(err) {
-			return errSessionNotFound
+			outcome = errSessionNotFound
+			if !a.quiet {
+				return nil
+			}
+			// Perhaps a retry of a revocation whose instance died before
+			// it announced the end: announce it again.
+			since, arg := s.dialect.NowMinus(cacheTTL)
+			n, err := tx.NewSelect().Model((*models.Session)(nil)).
+				Where("id = ? AND user_id = ?", id, who.User.ID).
+				Where("revoked_at > "+since, arg).
+				Count(ctx)
+			if n > 0 {
+				a.sessions = append(a.sessions, id)
+			}
+			return err
 		}
 		if err != nil {
 			return err
@@ -225,7 +240,13 @@ func (s *Service) RevokeSession(ctx context.Context, who *Identity, id string) e
 	if err != nil {
 		return dbError(err)
 	}
-	return s.announce(ctx, changed)
+	if err := s.announce(ctx, changed); err != nil {
+		return err
+	}
+	if outcome != nil {
+		return outcome
+	}
+	return nil
 }
 
 // RevokeOtherSessions ends every live session of who's user but the current
