@@ -88,7 +88,8 @@ import (
 //     the wait never ends before that. An instance never seen has, if it
 //     trusts its cache, a lease on a heartbeat committed after the marker:
 //     it has applied the change. With one instance the wait is one
-//     heartbeat's round trip; with healthy others, two; with a stalled one,
+//     heartbeat's round trip; with healthy others, two (plus up to
+//     markerSpacing under a stream of writes); with a stalled one,
 //     at most L (plus margin); in an instance's first L, until C + L.
 //
 // So when a revoking request returns, no instance accepts the token: each has
