@@ -92,9 +92,10 @@ type Event struct {
 
 // recordEvent writes e, and its outbox row for each handler, in db, which
 // is the transaction of the change it records: if that rolls back, so does
-// the event, and no handler ever hears of it. Two statements; a failure
-// kind is skipped (without error) once its account has reached
-// maxFailureEventsPerWindow in the window, and for an unknown account.
+// the event, and no handler ever hears of it. One statement on PostgreSQL,
+// two on SQLite; a failure kind is skipped (without error) once its
+// account has reached maxFailureEventsPerWindow in the window, and for an
+// unknown account.
 // Given the pool itself (an event without a change, such as a refused
 // sign-in), it runs them in a transaction of their own.
 func (s *Service) recordEvent(ctx context.Context, db bun.IDB, e Event) error {
@@ -148,16 +149,19 @@ func (s *Service) recordEvent(ctx context.Context, db bun.IDB, e Event) error {
 			WHERE e.user_id = u.id AND e.kind IN (?, ?) AND e.at > ` + cutoff + `) < ?`
 		args = append(args, string(EventSignInFailed), string(EventSignInRateLimited), arg, maxFailureEventsPerWindow)
 	}
-	if _, err := db.ExecContext(ctx, query, args...); err != nil {
-		return err
-	}
-	// Copied from the row just written, if it was: a skipped failure event
-	// queues nothing.
-	_, err = db.ExecContext(ctx, `INSERT INTO security_event_outbox
+	// The outbox copies the row just written, if it was: a skipped failure
+	// event queues nothing. On PostgreSQL both in one statement.
+	queue := `INSERT INTO security_event_outbox
 		(handler, event_id, user_id, kind, at, session_id, by_session_id, available_at)
 		SELECT h.name, e.id, e.user_id, e.kind, e.at, e.session_id, e.by_session_id, e.at
-		FROM security_events AS e, (`+handlers+`) AS h WHERE e.id = ?`,
-		append(handlerArgs, id.String())...)
+		FROM `
+	if s.dialect.WritesInWith() {
+		_, err = db.ExecContext(ctx, `WITH e AS (`+query+` RETURNING *) `+queue+`e, (`+handlers+`) AS h`,
+			append(args, handlerArgs...)...)
+	} else if _, err = db.ExecContext(ctx, query, args...); err == nil {
+		_, err = db.ExecContext(ctx, queue+`security_events AS e, (`+handlers+`) AS h WHERE e.id = ?`,
+			append(handlerArgs, id.String())...)
+	}
 	if a := quietly(ctx); err == nil && a != nil && e.UserID != "" {
 		a.events = append(a.events, e.UserID) // this instance announces it
 		return nil

@@ -140,13 +140,18 @@ func (d Dialect) QueryPrepared(ctx context.Context, db *bun.DB, query string, ar
 	return db.DB.QueryContext(ctx, query, args...)
 }
 
+// WritesInWith reports whether a WITH may hold an INSERT, UPDATE or
+// DELETE (PostgreSQL), so that two writes can share one statement and one
+// round trip; SQLite's WITH takes only a SELECT.
+func (d Dialect) WritesInWith() bool { return !d.sqlite }
+
 // After returns u preceded by ins in one statement where the backend
-// allows it (PostgreSQL: a data-modifying WITH, which runs exactly once
-// whether or not u refers to it), so that the pair costs one round trip;
-// on SQLite, whose WITH takes only a SELECT, it executes ins and returns u
-// unchanged. Errors: ins's, on SQLite.
+// allows it (a data-modifying WITH, which runs exactly once whether or not
+// u refers to it, see WritesInWith), so that the pair costs one round
+// trip; otherwise it executes ins and returns u unchanged. Errors: ins's,
+// when executed.
 func (d Dialect) After(ctx context.Context, ins *bun.InsertQuery, u *bun.UpdateQuery) (*bun.UpdateQuery, error) {
-	if !d.sqlite {
+	if d.WritesInWith() {
 		return u.With("_before", ins), nil
 	}
 	_, err := ins.Exec(ctx)
