@@ -122,7 +122,8 @@ const (
 	// wake-up and an acknowledgement (a NOTIFY, which PostgreSQL signals to
 	// every listener), so under a stream of writes the writes of one
 	// spacing share a marker: with 32 clients writing through one of four
-	// instances, 20 ms took refresh from 730 to 890 req/s (BENCHMARKS.md).
+	// instances, 20 ms took refresh from about 730 to 790-890 req/s
+	// (BENCHMARKS.md).
 	// A lone write never waits for it (the last heartbeat is older), and a
 	// single instance, with nobody to acknowledge, does not space them.
 	markerSpacing = 20 * time.Millisecond
