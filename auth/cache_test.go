@@ -377,10 +377,6 @@ func TestAcknowledgementAloneGoesToTheAsker(t *testing.T) {
 	}
 }
 
-// TestAnnouncementSpanningHeartbeats: a change of more sessions than one
-// heartbeat carries makes its waiter's marker the heartbeat that carries the
-// last of them, not the first: until that one commits, some instance may
-// not have heard of the rest.
 // TestMarkersSpacedOnlyForOthers: heartbeats are spaced by markerSpacing
 // only while another instance would have to acknowledge them; a single
 // instance, and an acknowledgement alone, go out at once.
@@ -407,6 +403,10 @@ func TestMarkersSpacedOnlyForOthers(t *testing.T) {
 	}
 }
 
+// TestAnnouncementSpanningHeartbeats: a change of more sessions than one
+// heartbeat carries makes its waiter's marker the heartbeat that carries the
+// last of them, not the first: until that one commits, some instance may
+// not have heard of the rest.
 func TestAnnouncementSpanningHeartbeats(t *testing.T) {
 	c := liveCache(10)
 	s := &Service{cache: c, log: slog.New(slog.NewTextHandler(io.Discard, nil))}

@@ -121,12 +121,17 @@ const (
 	// acknowledgement to send. Every marker costs each other instance a
 	// wake-up and an acknowledgement (a NOTIFY, which PostgreSQL signals to
 	// every listener), so under a stream of writes the writes of one
-	// spacing share a marker: with 32 clients writing through one of four
-	// instances, 20 ms took refresh from about 730 to 790-890 req/s
-	// (BENCHMARKS.md).
+	// spacing share a marker. Too short, and the acknowledgements take the
+	// CPU the writes need; too long, and the writes wait for it with the
+	// CPU idle. With 32 clients writing through one of four instances
+	// (BENCHMARKS.md, "Issue 10, fifth pass"): on a machine where one
+	// instance refreshed about 950 times a second, 10 and 20 ms gave
+	// 750-895 req/s and 1 ms 666-788; on one twice as fast, 10 ms gave
+	// 1,640-1,820, 20 ms 1,515-1,543 (a quarter of the CPU idle) and 1 or 5 ms
+	// 1,440-1,620 (the CPU saturated by the acknowledgements).
 	// A lone write never waits for it (the last heartbeat is older), and a
 	// single instance, with nobody to acknowledge, does not space them.
-	markerSpacing = 20 * time.Millisecond
+	markerSpacing = 10 * time.Millisecond
 	// watchdogAfter is how long without an own heartbeat back before the
 	// LISTEN connection is presumed stalled and replaced.
 	watchdogAfter = 3 * leaseDuration
