@@ -109,26 +109,23 @@ func BenchmarkSecurityEventsPage(b *testing.B) {
 	}
 }
 
-// BenchmarkClaimBehindFailingHandler measures a deliverer's poll while a
-// handler fails for everyone (its mail server is down): 500 users with 40
-// queued events each, every user's oldest in backoff. Nothing is due; the
-// poll should not have to read the 19,500 rows queued behind the failures.
-func BenchmarkClaimBehindFailingHandler(b *testing.B) {
-	s := newTestService(b, testConfig)
+// queueOutbox inserts perUser queued events of handler "mail" for each of
+// users, oldest first round the users, and analyses the table as
+// production's autovacuum would.
+func queueOutbox(b testing.TB, s *Service, users []string, perUser int) {
 	ctx := context.Background()
 	rows := make([]models.SecurityEventOutbox, 0, 1000)
 	start := time.Now().Add(-time.Hour).UTC()
 	flush := func() {
+		if len(rows) == 0 {
+			return
+		}
 		if _, err := s.db.NewInsert().Model(&rows).ExcludeColumn("id").Exec(ctx); err != nil {
 			b.Fatal(err)
 		}
 		rows = rows[:0]
 	}
-	users := make([]string, 500)
-	for u := range users {
-		users[u] = uuid.NewString()
-	}
-	for range 40 {
+	for range perUser {
 		for _, u := range users {
 			rows = append(rows, models.SecurityEventOutbox{Handler: "mail", EventID: uuid.NewString(), UserID: u,
 				Kind: string(EventSignedIn), At: start, AvailableAt: start})
@@ -137,6 +134,30 @@ func BenchmarkClaimBehindFailingHandler(b *testing.B) {
 			}
 		}
 	}
+	flush()
+	if !s.isSQLite() {
+		if _, err := s.db.ExecContext(ctx, "ANALYZE security_event_outbox"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func newUsers(n int) []string {
+	users := make([]string, n)
+	for u := range users {
+		users[u] = uuid.NewString()
+	}
+	return users
+}
+
+// BenchmarkClaimBehindFailingHandler measures a deliverer's poll while a
+// handler fails for everyone (its mail server is down): 500 users with 40
+// queued events each, every user's oldest in backoff. Nothing is due; the
+// poll should not have to read the 19,500 rows queued behind the failures.
+func BenchmarkClaimBehindFailingHandler(b *testing.B) {
+	s := newTestService(b, testConfig)
+	ctx := context.Background()
+	queueOutbox(b, s, newUsers(500), 40)
 	t := s.events.tune()
 	t.batch = 100
 	for {
@@ -151,16 +172,31 @@ func BenchmarkClaimBehindFailingHandler(b *testing.B) {
 			s.settleRetry(ctx, r, time.Hour)
 		}
 	}
-	if !s.isSQLite() {
-		if _, err := s.db.ExecContext(ctx, "ANALYZE security_event_outbox"); err != nil {
-			b.Fatal(err)
-		}
-	}
 	b.ReportAllocs()
 	for b.Loop() {
 		claimed, err := s.claimOutbox(ctx, s.db, "mail", t)
 		if err != nil || len(claimed) != 0 {
 			b.Fatal(len(claimed), err)
 		}
+	}
+}
+
+// BenchmarkClaimOneUsersBacklog measures a delivery round (claim, then
+// delete) while one user has 10,000 events queued (a revokeOtherSessions of
+// that many sessions, a handler that was down): only the oldest is ever
+// claimable, so draining takes 10,000 rounds, and a round must not read the
+// whole queue, or draining costs the square of it.
+func BenchmarkClaimOneUsersBacklog(b *testing.B) {
+	s := newTestService(b, testConfig)
+	ctx := context.Background()
+	queueOutbox(b, s, newUsers(1), 10_000)
+	t := s.events.tune()
+	b.ReportAllocs()
+	for b.Loop() {
+		claimed, err := s.claimOutbox(ctx, s.db, "mail", t)
+		if err != nil || len(claimed) != 1 {
+			b.Fatal(len(claimed), err)
+		}
+		s.settleDelivered(ctx, claimed[0].Claim, []int64{claimed[0].ID})
 	}
 }

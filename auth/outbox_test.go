@@ -567,3 +567,65 @@ func TestSettleDeliveredLeavesOtherClaims(t *testing.T) {
 		t.Fatalf("left %v: want the other claim's 2 rows and not %d", left, mine[0].ID)
 	}
 }
+
+// TestClaimTakesTheOldestHeads: a claim takes only the oldest row of each
+// user, the oldest of those first, up to the batch; a user with nothing
+// due, or whose head another claim holds, yields nothing, and its later rows
+// never jump the queue. On PostgreSQL a concurrent claim passes over the
+// heads a transaction has locked.
+func TestClaimTakesTheOldestHeads(t *testing.T) {
+	t.Parallel()
+	s := newTestService(t, testConfig)
+	ctx := context.Background()
+	users := newUsers(4)
+	queueOutbox(t, s, users[:3], 3) // ids interleave: u0, u1, u2, u0, …
+	tune := s.events.tune()
+	tune.batch = 2
+	heads := func(n int) []models.SecurityEventOutbox {
+		t.Helper()
+		var rows []models.SecurityEventOutbox
+		if err := s.db.NewSelect().Model(&rows).Order("id").Limit(int64(n)).Scan(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return rows
+	}
+	first := heads(3)
+	claimed, err := s.claimOutbox(ctx, s.db, "mail", tune)
+	if err != nil || len(claimed) != 2 {
+		t.Fatalf("claimed %+v (%v); want the heads of %s and %s", claimed, err, first[0].UserID, first[1].UserID)
+	}
+	for _, r := range claimed {
+		if r.ID != first[0].ID && r.ID != first[1].ID {
+			t.Fatalf("claimed row %d of %s; the oldest heads are %d and %d", r.ID, r.UserID, first[0].ID, first[1].ID)
+		}
+	}
+	// Two heads leased: only the third user's is left.
+	tune.batch = 10
+	rest, err := s.claimOutbox(ctx, s.db, "mail", tune)
+	if err != nil || len(rest) != 1 || rest[0].ID != first[2].ID {
+		t.Fatalf("claimed %+v (%v); want only row %d", rest, err, first[2].ID)
+	}
+	if again, err := s.claimOutbox(ctx, s.db, "mail", tune); err != nil || len(again) != 0 {
+		t.Fatalf("claimed %d rows behind leased heads: %v", len(again), err)
+	}
+	// Delivered: each user's next row is its head now.
+	for _, r := range append(claimed, rest...) {
+		s.settleDelivered(ctx, r.Claim, []int64{r.ID})
+	}
+	if s.isSQLite() {
+		return
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	mine, err := s.claimOutbox(ctx, tx, "mail", tune)
+	if err != nil || len(mine) != 3 {
+		t.Fatalf("claimed %d (%v), want the three users' next rows", len(mine), err)
+	}
+	other, err := s.claimOutbox(ctx, s.db, "mail", tune)
+	if err != nil || len(other) != 0 {
+		t.Fatalf("a concurrent claim took %d rows held by an open claim: %v", len(other), err)
+	}
+}
