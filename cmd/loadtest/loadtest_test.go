@@ -321,7 +321,7 @@ func TestReportTable(t *testing.T) {
 	rep.finish()
 	var out bytes.Buffer
 	rep.writeTable(&out)
-	for _, want := range []string{"800µs", "1.50ms", "(b)/(a) = 0.600", "missed by 29.4%", "errors of b: TIMEOUT x1, UNAUTHENTICATED x1"} {
+	for _, want := range []string{"800µs", "1.50ms", "(b)/(a) = 0.600", "missed by 33.3%", "errors of b: TIMEOUT x1, UNAUTHENTICATED x1"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, out.String())
 		}

@@ -26,14 +26,15 @@ type report struct {
 	SessionsAfter  int64         `json:"sessionsAfter,omitempty"`
 	Results        []result      `json:"results"`
 	// RatioBA is (b)/(a) throughput: the share of baseline throughput left
-	// once every request is authenticated (target >= 0.85). With -rounds,
+	// once every request is authenticated (target >= 0.9). With -rounds,
 	// it is the median of the rounds' ratios, RoundRatiosBA.
 	RatioBA       *float64  `json:"ratioBA,omitempty"`
 	RoundRatiosBA []float64 `json:"roundRatiosBA,omitempty"`
 }
 
-// ratioBATarget is issue 6's target for (b)/(a).
-const ratioBATarget = 0.85
+// ratioBATarget is the target for (b)/(a): issue 10's, with 10,000
+// sessions (-sessions), which raised issue 6's 0.85.
+const ratioBATarget = 0.9
 
 func (r *report) finish() {
 	rounds := 0
