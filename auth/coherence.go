@@ -127,8 +127,8 @@ const (
 	// (BENCHMARKS.md, "Issue 10, fifth pass"): on a machine where one
 	// instance refreshed about 950 times a second, 10 and 20 ms gave
 	// 750-895 req/s and 1 ms 666-788; on one twice as fast, 10 ms gave
-	// 1,640-1,820, 20 ms 1,515-1,543 (a quarter of the CPU idle) and 1 or 5 ms
-	// 1,440-1,620 (the CPU saturated by the acknowledgements).
+	// 1,637-1,820, 20 ms 1,515-1,543 (a quarter of the CPU idle) and 1 or 5 ms
+	// 1,438-1,623 (the CPU saturated by the acknowledgements).
 	// A lone write never waits for it (the last heartbeat is older), and a
 	// single instance, with nobody to acknowledge, does not space them.
 	markerSpacing = 10 * time.Millisecond

@@ -112,7 +112,7 @@ func BenchmarkSecurityEventsPage(b *testing.B) {
 // queueOutbox inserts perUser queued events of handler "mail" for each of
 // users, oldest first round the users, and analyses the table as
 // production's autovacuum would.
-func queueOutbox(b testing.TB, s *Service, users []string, perUser int) {
+func queueOutbox(tb testing.TB, s *Service, users []string, perUser int) {
 	ctx := context.Background()
 	rows := make([]models.SecurityEventOutbox, 0, 1000)
 	start := time.Now().Add(-time.Hour).UTC()
@@ -121,7 +121,7 @@ func queueOutbox(b testing.TB, s *Service, users []string, perUser int) {
 			return
 		}
 		if _, err := s.db.NewInsert().Model(&rows).ExcludeColumn("id").Exec(ctx); err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 		rows = rows[:0]
 	}
@@ -137,7 +137,7 @@ func queueOutbox(b testing.TB, s *Service, users []string, perUser int) {
 	flush()
 	if !s.isSQLite() {
 		if _, err := s.db.ExecContext(ctx, "ANALYZE security_event_outbox"); err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 	}
 }
