@@ -3,6 +3,7 @@ package auth
 import (
 	"bytes"
 	"crypto/sha256"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -90,6 +91,20 @@ func TestWellFormed(t *testing.T) {
 		{"NUL", tok[:10] + "\x00" + tok[11:], false},
 		{"MultiByteRune", tok[:10] + "é" + tok[12:], false}, // 256 bytes, 255 runes
 		{"HighByte", tok[:10] + "\xff" + tok[11:], false},
+	}
+	// Every byte value, in the middle and at both ends, against the
+	// alphabet spelled out independently of wellFormed's table.
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	for c := 0; c < 256; c++ {
+		want := strings.IndexByte(alphabet, byte(c)) >= 0
+		for _, at := range []int{0, 128, TokenLength - 1} {
+			in := tok[:at] + string([]byte{byte(c)}) + tok[at+1:]
+			tests = append(tests, struct {
+				name string
+				in   string
+				want bool
+			}{fmt.Sprintf("Byte%#02xAt%d", c, at), in, want})
+		}
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
