@@ -135,9 +135,15 @@ func (c *sessionCache) begin() uint64 {
 func (c *sessionCache) put(epoch uint64, hash string, id *Identity) {
 	now := time.Now()
 	sess := *id.Session
-	// What a lookup never needs: the sealed pair (0.5 KiB) and the
-	// refresh token's hash (refresh and logout read the row itself).
-	sess.PrevSealed, sess.RefreshHash = nil, nil
+	// What a lookup never needs: the sealed pair (0.5 KiB), the refresh
+	// token's hash and when the pair was rotated (refresh and logout read
+	// the row itself), and once the pair has been used, the hash of the
+	// refresh token it replaced (checkAccess looks at it only until then).
+	// Each is a heap object the collector would mark on every cycle.
+	sess.PrevSealed, sess.RefreshHash, sess.PrevRotatedAt = nil, nil, nil
+	if sess.SuccessorUsed {
+		sess.PrevRefreshHash = nil
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.connected || epoch < c.floor || c.evictedAt[sess.ID] > epoch || c.userEvictedAt[sess.UserID] > epoch {
@@ -154,7 +160,11 @@ func (c *sessionCache) put(epoch uint64, hash string, id *Identity) {
 			break
 		}
 	}
-	c.entries[hash] = &cachedIdentity{session: sess, user: c.share(id.User), offset: id.Now.Sub(now), cachedAt: now}
+	user := c.share(id.User)
+	if user != nil && user.ID == sess.UserID {
+		sess.UserID = user.ID // one copy of the user's id for all its sessions
+	}
+	c.entries[hash] = &cachedIdentity{session: sess, user: user, offset: id.Now.Sub(now), cachedAt: now}
 	c.bySession[sess.ID] = hash
 }
 
