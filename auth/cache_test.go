@@ -511,3 +511,33 @@ func TestAnnouncementNeverSent(t *testing.T) {
 		t.Fatalf("queued after the failure: %+v, want the three changes back", c.out.evict)
 	}
 }
+
+// TestForgetSilent: an instance heard from within peerSilence stays; one
+// silent for longer is forgotten and the cache dropped; one known only from
+// an acknowledgement is forgotten without a drop.
+func TestForgetSilent(t *testing.T) {
+	c := liveCache(10)
+	now := time.Now()
+	c.put(c.begin(), "h1", identity("s1", "u1"))
+	c.peers["acked"] = &peer{acked: 3}
+	c.peers["live"] = &peer{seen: now.Add(-peerSilence / 2)}
+	if gone := c.forgetSilent(now); len(gone) != 0 || len(c.entries) != 1 {
+		t.Fatalf("gone %v, %d entries: want none gone and the entry kept", gone, len(c.entries))
+	}
+	if _, ok := c.peers["acked"]; ok {
+		t.Fatal("a peer known only from an acknowledgement is still listed")
+	}
+	c.peers["dead"] = &peer{seen: now.Add(-peerSilence - time.Millisecond)}
+	epoch := c.begin()
+	gone := c.forgetSilent(now)
+	if len(gone) != 1 || gone[0] != "dead" || len(c.entries) != 0 {
+		t.Fatalf("gone %v, %d entries: want dead gone and the cache dropped", gone, len(c.entries))
+	}
+	if _, ok := c.peers["live"]; !ok {
+		t.Fatal("the live peer was forgotten")
+	}
+	c.put(epoch, "h2", identity("s2", "u2"))
+	if _, ok := c.get("h2"); ok {
+		t.Fatal("a read begun before the drop was cached")
+	}
+}

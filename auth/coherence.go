@@ -101,10 +101,18 @@ import (
 // predecessor may still be accepted elsewhere); the change stays queued and
 // is announced with the next heartbeat that commits, and a retry announces
 // it again (a refresh's copy; a logout or revokeSession of a session that
-// ended within cacheTTL). The one case not covered: an instance that dies
-// between a commit and its heartbeat never answered that request, and
-// unless the client retries it, the old access token stays
-// usable on other instances that cached it for at most cacheTTL.
+// ended within cacheTTL).
+//
+// The one case the wait cannot cover: an instance that dies between a
+// commit and its heartbeat never answers that request, and nothing will
+// announce the change. But a dead instance also stops heartbeating: every
+// instance that saw its heartbeats drops its whole cache once they have
+// stopped for peerSilence (forgetSilent, checked every heartbeatEvery), and
+// reads the database from then on. So the old access token stays usable
+// elsewhere for at most about peerSilence + heartbeatEvery after the
+// instance died, not cacheTTL. An instance that stops on purpose, or whose
+// heartbeats stall, costs the others the same: caches refilled from the
+// database, never a token accepted that should not be.
 const (
 	invalidationChannel = "sessionauth_invalidate"
 	// leaseDuration is L: how long a heartbeat's round trip keeps an
@@ -135,6 +143,12 @@ const (
 	// watchdogAfter is how long without an own heartbeat back before the
 	// LISTEN connection is presumed stalled and replaced.
 	watchdogAfter = 3 * leaseDuration
+	// peerSilence is how long another instance's heartbeats may stop
+	// before it is presumed gone, perhaps with changes it committed and
+	// never announced: the cache is then dropped (see "The one case" above).
+	// A live instance renews every heartbeatEvery; one whose heartbeats
+	// cannot commit for this long has long stopped trusting its own cache.
+	peerSilence = 2 * leaseDuration
 	// maxEvictionsPerHeartbeat keeps a payload well under PostgreSQL's
 	// 8,000 bytes (37 bytes a session or user).
 	maxEvictionsPerHeartbeat = 150
@@ -295,6 +309,7 @@ func (s *Service) watchdog(ctx context.Context, stop context.CancelCauseFunc) {
 			c := s.cache
 			c.mu.Lock()
 			stale := now.Sub(c.lastOwn) > watchdogAfter
+			gone := c.forgetSilent(now)
 			lapsed := !c.lapsed && !now.Before(c.leaseUntil) && now.Sub(c.connectedAt) > leaseDuration
 			if lapsed {
 				c.lapsed = true // said once per lapse
@@ -302,6 +317,9 @@ func (s *Service) watchdog(ctx context.Context, stop context.CancelCauseFunc) {
 			c.mu.Unlock()
 			if lapsed {
 				s.log.WarnContext(ctx, "session cache distrusted: no heartbeat came back within the lease", "lease", leaseDuration)
+			}
+			if len(gone) > 0 {
+				s.log.WarnContext(ctx, "session cache dropped: other instances fell silent and may have died before announcing their last changes", "instances", gone, "silent_for", peerSilence)
 			}
 			if stale {
 				stop(errStalled)
@@ -389,6 +407,29 @@ func listed(list string) iter.Seq[string] {
 		return func(func(string) bool) {}
 	}
 	return strings.SplitSeq(list, ",")
+}
+
+// forgetSilent forgets the instances whose heartbeats went by once and then
+// stopped for peerSilence, and when there were any, drops every entry and
+// fails the reads in flight: a change such an instance committed may never
+// be announced (see "The one case" above). It returns their ids; c.mu is
+// held.
+func (c *sessionCache) forgetSilent(now time.Time) (gone []string) {
+	for id, p := range c.peers {
+		switch {
+		case p.seen.IsZero():
+			// Known only from an acknowledgement: no waiter counts on
+			// it (see markerBack), and its next heartbeat dates it.
+			delete(c.peers, id)
+		case now.Sub(p.seen) > peerSilence:
+			delete(c.peers, id)
+			gone = append(gone, id)
+		}
+	}
+	if len(gone) > 0 {
+		c.reset()
+	}
+	return gone
 }
 
 // applyAck handles "a|<peer>|<seq>": peer has applied our marker seq.
@@ -607,11 +648,6 @@ func (c *sessionCache) compose() outgoing {
 				first = false
 				b.WriteString(v)
 			}
-		}
-	}
-	for id, p := range c.peers {
-		if now.Sub(p.seen) > 10*leaseDuration {
-			delete(c.peers, id)
 		}
 	}
 	return outgoing{channel: invalidationChannel, payload: b.String(), seq: seq, taken: taken}

@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -173,5 +174,77 @@ func awaitAnnounced(t *testing.T, l *database.Listener, session string) {
 			}
 			return
 		}
+	}
+}
+
+// TestSilentInstanceDropsCache: an instance that dies between a revocation's
+// commit and its heartbeat announces nothing, and no client retries. Once
+// its heartbeats have stopped for peerSilence, the instances that saw them
+// drop their caches, so the ended session's token is refused there too,
+// within seconds rather than cacheTTL. While it heartbeats, nothing is
+// dropped.
+func TestSilentInstanceDropsCache(t *testing.T) {
+	s, _ := listeningService(t)
+	ctx := t.Context()
+	c := s.cache
+	cached := func(token string) bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		_, ok := c.entries[string(hashToken(token))]
+		return ok
+	}
+	kept := signUp(t, s, "kept@example.com")
+	ended := signUp(t, s, "ended@example.com")
+
+	// "ghost": another instance's heartbeats, with nothing to announce.
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for seq := 1; ; seq++ {
+			payload := fmt.Sprintf("h|ghost|%d|0||||", seq)
+			if _, err := s.db.ExecContext(ctx, "SELECT pg_notify(?, ?)", invalidationChannel, payload); err != nil {
+				t.Errorf("ghost's heartbeat: %v", err)
+				return
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(heartbeatEvery):
+			}
+		}
+	}()
+	testkit.Eventually(t, "the ghost's heartbeats seen", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.peers["ghost"] != nil
+	})
+	authenticate(t, s, kept.AccessToken)
+	authenticate(t, s, ended.AccessToken)
+	time.Sleep(peerSilence + 2*heartbeatEvery)
+	if !cached(kept.AccessToken) || !cached(ended.AccessToken) {
+		t.Fatal("entries dropped while the other instance kept heartbeating")
+	}
+
+	// The ghost ends the session, and dies before its heartbeat.
+	endUnannounced(t, s, ended.Session.ID)
+	close(stop)
+	<-stopped
+	died := time.Now()
+	if _, err := s.authenticateAccess(ctx, ended.AccessToken); err != nil {
+		t.Fatalf("the token of the unannounced end was refused at once (%v): the test shows nothing", err)
+	}
+	testkit.Eventually(t, "the ended session's token refused", func() bool {
+		_, err := s.authenticateAccess(ctx, ended.AccessToken)
+		return ErrorCode(err) == CodeUnauthenticated
+	})
+	t.Logf("refused %v after the ghost's last heartbeat (peerSilence %v)", time.Since(died).Round(10*time.Millisecond), peerSilence)
+	c.mu.Lock()
+	_, known := c.peers["ghost"]
+	c.mu.Unlock()
+	if known {
+		t.Fatal("the silent instance is still listed as a peer")
+	}
+	if id := authenticate(t, s, kept.AccessToken); id.Session.ID != kept.Session.ID {
+		t.Fatalf("the live session authenticated as %s", id.Session.ID)
 	}
 }
