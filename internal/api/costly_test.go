@@ -113,3 +113,53 @@ func TestResultLabels(t *testing.T) {
 		}
 	}
 }
+
+// TestFieldHooksOnlyInMutations: countField and noteSubject wrap the fields
+// of mutations and of no other operation, inside nothing and around the
+// field middlewares gqlgen was given.
+func TestFieldHooksOnlyInMutations(t *testing.T) {
+	m := newMetrics()
+	hooks := mutationFieldHooks{m}
+	logouts := func() float64 {
+		t.Helper()
+		families, err := m.registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range families {
+			if f.GetName() == "sessionauth_sessions_revoked_total" {
+				for _, s := range f.GetMetric() {
+					if s.GetLabel()[0].GetValue() == "logout" {
+						return s.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+		return 0
+	}
+	for _, tc := range []struct {
+		op   ast.Operation
+		want float64 // logouts counted so far
+	}{{ast.Query, 0}, {ast.Subscription, 0}, {ast.Mutation, 1}} {
+		inner := 0
+		oc := &graphql.OperationContext{
+			Operation: &ast.OperationDefinition{Operation: tc.op},
+			ResolverMiddleware: func(ctx context.Context, next graphql.Resolver) (any, error) {
+				inner++
+				return next(ctx)
+			},
+		}
+		if err := hooks.MutateOperationContext(context.Background(), oc); err != nil {
+			t.Fatal(err)
+		}
+		// A field context no query has, to see whether countField ran.
+		ctx := graphql.WithFieldContext(context.Background(), &graphql.FieldContext{Object: "Mutation", Field: graphql.CollectedField{Field: &ast.Field{Name: "logout"}}})
+		res, err := oc.ResolverMiddleware(ctx, func(context.Context) (any, error) { return true, nil })
+		if res != true || err != nil || inner != 1 {
+			t.Fatalf("%s: got %v, %v with the inner middleware run %d times", tc.op, res, err, inner)
+		}
+		if got := logouts(); got != tc.want {
+			t.Errorf("after a %s: %v logouts counted, want %v", tc.op, got, tc.want)
+		}
+	}
+}

@@ -87,9 +87,9 @@ func withRequestLog(logger *slog.Logger, trusted []netip.Prefix, next http.Handl
 	})
 }
 
-// noteSubject is a gqlgen field middleware that notes the user and session
-// of an AuthPayload a root field returns (signUp, login, refresh) for the
-// request's log line.
+// noteSubject is a field middleware (of mutations, see mutationFieldHooks)
+// that notes the user and session of an AuthPayload a root field returns
+// (signUp, login, refresh) for the request's log line.
 func noteSubject(ctx context.Context, next graphql.Resolver) (any, error) {
 	res, err := next(ctx)
 	if p, ok := res.(*graph.AuthPayload); ok && p != nil && p.User != nil && p.Session != nil {
