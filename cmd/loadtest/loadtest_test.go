@@ -331,3 +331,24 @@ func TestReportTable(t *testing.T) {
 		t.Errorf("JSON: %v\n%s", err, out.String())
 	}
 }
+
+func TestSessionScenario(t *testing.T) {
+	for _, tt := range []struct {
+		sessions int
+		keys     []string
+		want     string
+	}{
+		{0, []string{"a", "b"}, ""},
+		{10000, []string{"a", "d", "f"}, ""},
+		{10000, []string{"a", "b"}, "b"},
+		{10000, []string{"a", "c", "b"}, "c"},
+	} {
+		got := ""
+		if sc := sessionScenario(tt.sessions, tt.keys); sc != nil {
+			got = sc.Key
+		}
+		if got != tt.want {
+			t.Errorf("sessionScenario(%d, %v) = %q, want %q", tt.sessions, tt.keys, got, tt.want)
+		}
+	}
+}

@@ -238,6 +238,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		rep.SessionsBefore = countSessions(ctx, e.db)
 	}
 
+	if err := warmSessions(ctx, e, o.Scenarios); err != nil {
+		return err
+	}
 	for round := 1; round <= o.Rounds; round++ {
 		for i, key := range o.Scenarios {
 			if (round > 1 || i > 0) && o.Pause > 0 {
@@ -282,4 +285,36 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
+}
+
+// warmSessions presents the -sessions tokens once before the first round
+// when a scenario that uses them is selected (see sessionScenario).
+func warmSessions(ctx context.Context, e *env, keys []string) error {
+	sc := sessionScenario(e.opts.Sessions, keys)
+	if sc == nil {
+		return nil
+	}
+	e.logf("scenario %s: filling the server's cache before the first round", sc.Key)
+	if _, err := sc.prepare(ctx, e); err != nil {
+		return fmt.Errorf("scenario %s: %w", sc.Key, err)
+	}
+	return nil
+}
+
+// sessionScenario returns the first selected scenario that presents the
+// -sessions tokens, (b) or (c), or nil. Either fills the server's session
+// cache as it starts; without a warm-up, a scenario run before the first of
+// them, such as (a) in -scenarios a,b, would measure a server with an empty
+// cache (a smaller heap, collected far more often) where every later round
+// measures a full one.
+func sessionScenario(sessions int, keys []string) *scenario {
+	if sessions == 0 {
+		return nil
+	}
+	for _, key := range keys {
+		if key == "b" || key == "c" {
+			return scenarioByKey(key)
+		}
+	}
+	return nil
 }
