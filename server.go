@@ -99,7 +99,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// svc.OnEvent, before the first request, and likewise in every command
 	// that records events (docs/EXTENDING.md, "Acting on security events");
 	// the built-in one logs.
-	if cfg.SessionCache && cfg.Database.Backend == database.Postgres {
+	cacheOn := cfg.SessionCache && cfg.Database.Backend == database.Postgres
+	if cacheOn {
 		// One SQLite process needs no cache: its lookups are local reads.
 		// Before the deliverers start: its listener wakes them too.
 		svc.EnableCache(bg, cfg.Database.URL)
@@ -188,6 +189,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			failed = cmp.Or(failed, err)
 		}
 	}
+	if cacheOn {
+		leaveCache(ctx, svc, logger)
+	}
 	stopBackground()
 	<-housekeeping
 	if err := cmp.Or(failed, shutdownErr); err != nil {
@@ -195,6 +199,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// leaveTimeout bounds the goodbye: the changes still in flight (none once
+// the requests have drained) and one heartbeat's commit.
+const leaveTimeout = 2 * time.Second
+
+// leaveCache says goodbye to the other instances, once no request runs, so
+// that they keep their session caches when this one's heartbeats stop (a
+// rolling deploy would otherwise empty every cache once per instance).
+func leaveCache(ctx context.Context, svc *auth.Service, logger *slog.Logger) {
+	leaveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), leaveTimeout)
+	defer cancel()
+	if svc.LeaveCache(leaveCtx) {
+		logger.Info("session cache: said goodbye to the other instances")
+		return
+	}
+	logger.Warn("session cache: the goodbye did not commit; the other instances will drop their caches once this one's heartbeats stop", "timeout", leaveTimeout)
 }
 
 // logDatabase says first thing where the data lives; for the embedded SQLite

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/example/sessionauth/internal/pgtest"
 	"github.com/example/sessionauth/internal/tcpproxy"
 	"github.com/example/sessionauth/internal/testkit"
 )
@@ -119,5 +120,28 @@ func TestSIGTERM(t *testing.T) {
 	}
 	if out := prog.Logs.String(); !strings.Contains(out, `"msg":"stopped"`) || strings.Contains(out, "DATA RACE") {
 		t.Errorf("want a clean stop in the output:\n%s", out)
+	}
+}
+
+// TestStopSaysGoodbye: an instance stopped on purpose says goodbye to the
+// others, so they keep their session caches; only an instance that falls
+// silent without one (a crash) makes them drop theirs (see
+// auth/coherence.go, "says goodbye").
+func TestStopSaysGoodbye(t *testing.T) {
+	pgtest.PostgresOnly(t, "the session cache and its heartbeats exist on PostgreSQL only")
+	t.Parallel()
+	url := pgtest.New(t)
+	stays := testkit.StartRun(t, run, map[string]string{"DATABASE_URL": url})
+	goes := testkit.StartRun(t, run, map[string]string{"DATABASE_URL": url})
+	time.Sleep(time.Second) // each hears the other's heartbeats, every 250 ms
+	if err := goes.Stop(); err != nil {
+		t.Fatalf("run returned %v", err)
+	}
+	if !strings.Contains(goes.Logs.String(), "said goodbye") {
+		t.Fatalf("the stopped instance did not say goodbye:\n%s", goes.Logs.String())
+	}
+	time.Sleep(3 * time.Second) // past the 2 s after which silence counts as a death
+	if out := stays.Logs.String(); strings.Contains(out, "session cache dropped") {
+		t.Fatalf("the other instance dropped its cache although the stopped one said goodbye:\n%s", out)
 	}
 }

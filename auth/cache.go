@@ -75,6 +75,16 @@ type sessionCache struct {
 
 	out   outbox
 	peers map[string]*peer
+	// leaving: LeaveCache asked for a goodbye; the next heartbeat that
+	// carries everything queued says it, and bye is closed once one
+	// committed. The heartbeat sender sends nothing after it.
+	leaving bool
+	bye     chan struct{}
+
+	// gate admits this instance's own changes (admitWrite) until left,
+	// which LeaveCache sets once the changes in flight are announced.
+	gate sync.RWMutex
+	left bool
 	// waiters are revoking requests waiting until every instance has
 	// applied their change or stopped trusting its cache.
 	waiters map[*syncWaiter]struct{}
@@ -98,12 +108,13 @@ func newSessionCache(capacity int) *sessionCache {
 		peers:   map[string]*peer{},
 		waiters: map[*syncWaiter]struct{}{},
 		kick:    make(chan struct{}, 1),
+		bye:     make(chan struct{}),
 	}
 }
 
 // trusted reports whether entries may be served at now; c.mu is held.
 func (c *sessionCache) trusted(now time.Time) bool {
-	return c.connected && now.Before(c.leaseUntil)
+	return c.connected && !c.leaving && now.Before(c.leaseUntil)
 }
 
 // get returns a copy of the identity cached for hash, if it may be trusted.

@@ -110,9 +110,24 @@ import (
 // stopped for peerSilence (forgetSilent, checked every heartbeatEvery), and
 // reads the database from then on. So the old access token stays usable
 // elsewhere for at most about peerSilence + heartbeatEvery after the
-// instance died, not cacheTTL. An instance that stops on purpose, or whose
-// heartbeats stall, costs the others the same: caches refilled from the
-// database, never a token accepted that should not be.
+// instance died, not cacheTTL. An instance whose heartbeats stall costs the
+// others the same: caches refilled from the database, never a token
+// accepted that should not be.
+//
+// An instance that stops on purpose says goodbye instead (LeaveCache), so
+// that a rolling deploy does not empty every other cache once per instance
+// it stops. Once its HTTP server has drained and its deliverers and
+// housekeeping have stopped, it (1) refuses every change of its own from
+// then on and waits for those in flight, whose changes are then queued or
+// in the stream (admitWrite: a read lock from before the transaction to the
+// end of its announcement); (2) stops trusting its own cache, so it accepts
+// no token from memory any more; (3) sends one last heartbeat, with "b" in
+// place of the marker flag, once that heartbeat carries everything still
+// queued, and nothing after it. An instance that applies the goodbye has
+// therefore applied every change the leaver committed (commit order), and
+// forgets it without dropping anything; its waiters stop waiting for the
+// leaver, which trusts its cache no more. A goodbye that never commits is
+// silence, handled as above.
 const (
 	invalidationChannel = "sessionauth_invalidate"
 	// leaseDuration is L: how long a heartbeat's round trip keeps an
@@ -175,6 +190,7 @@ type outgoing struct {
 	taken            []eviction
 	ackTo            string
 	ackSeq           uint64
+	bye              bool // the goodbye: nothing is sent after it
 }
 
 // eviction is one change a heartbeat carries: a session, a user, or a
@@ -353,7 +369,7 @@ func (s *Service) apply(payload string) (eventUsers string) {
 		c.reset() // unknown: be safe
 		return ""
 	}
-	from, wantAck, acks := f[1], f[3] == "1", f[4]
+	from, wantAck, leaving, acks := f[1], f[3] == "1", f[3] == "b", f[4]
 	for id := range listed(f[5]) {
 		c.evictSession(id)
 	}
@@ -393,6 +409,13 @@ func (s *Service) apply(payload string) (eventUsers string) {
 			}
 		}
 		c.settle(now)
+	}
+	if leaving {
+		// Its goodbye: every change it committed is applied above, and it
+		// trusts its cache no more (see "says goodbye" above).
+		delete(c.peers, from)
+		c.settle(now)
+		return eventUsers
 	}
 	if wantAck {
 		c.out.acks[from] = seq
@@ -503,7 +526,9 @@ func (w *syncWaiter) check(c *sessionCache, now time.Time) bool {
 		w.done, w.err = true, errUnavailable // the change never left
 	case w.seenBack && !now.Before(w.floor) && (!w.carried || !w.inStream.IsZero()):
 		for id, deadline := range w.pending {
-			if p := c.peers[id]; p != nil && p.acked >= w.marker || !now.Before(deadline) {
+			// A peer no longer listed said goodbye (it trusts its
+			// cache no more) or fell silent past its deadline.
+			if p := c.peers[id]; p == nil || p.acked >= w.marker || !now.Before(deadline) {
 				delete(w.pending, id)
 			}
 		}
@@ -566,6 +591,10 @@ func (s *Service) heartbeats(ctx context.Context) {
 		err := s.dialect.Notify(sendCtx, s.db, msg.channel, msg.payload, true)
 		cancel()
 		c.sent(msg, err, time.Now())
+		if msg.bye && err == nil {
+			close(c.bye)
+			return
+		}
 		if err != nil && ctx.Err() == nil {
 			s.log.WarnContext(ctx, "session cache: sending a heartbeat", "err", err)
 		}
@@ -617,11 +646,15 @@ func (c *sessionCache) compose() outgoing {
 			w.marker, want = seq, true // the last of w's changes leaves with it
 		}
 	}
+	bye := c.leaving && !want && len(c.out.evict) == 0
 	var b strings.Builder
 	b.WriteString("h|" + c.self + "|" + strconv.FormatUint(seq, 10) + "|")
-	if want {
+	switch {
+	case want:
 		b.WriteString("1|")
-	} else {
+	case bye:
+		b.WriteString("b|")
+	default:
 		b.WriteString("0|")
 	}
 	first := true
@@ -650,14 +683,14 @@ func (c *sessionCache) compose() outgoing {
 			}
 		}
 	}
-	return outgoing{channel: invalidationChannel, payload: b.String(), seq: seq, taken: taken}
+	return outgoing{channel: invalidationChannel, payload: b.String(), seq: seq, taken: taken, bye: bye}
 }
 
 // ackOnly returns the acknowledgement to send alone: when it is the only one
 // owed, nothing else waits to be said, and no heartbeat is due; c.mu is
 // held.
 func (c *sessionCache) ackOnly(now time.Time) (string, uint64, bool) {
-	if len(c.out.acks) != 1 || len(c.out.evict) > 0 || now.Sub(c.out.beat) >= heartbeatEvery {
+	if len(c.out.acks) != 1 || len(c.out.evict) > 0 || c.leaving || now.Sub(c.out.beat) >= heartbeatEvery {
 		return "", 0, false
 	}
 	for w := range c.waiters {
@@ -769,6 +802,8 @@ type announcement struct {
 	// (the cache runs); otherwise they announce, and the lists only say
 	// whether anything changed.
 	quiet bool
+	// release ends the change's admission (admitWrite) once announced.
+	release func()
 }
 
 type announcementKey struct{}
@@ -791,10 +826,16 @@ func (s *Service) announcing(ctx context.Context, tx bun.Tx) (context.Context, *
 }
 
 // runAnnounced runs fn in a transaction that announcing marks, and returns
-// the announcement fn's changes filled, for announce after the commit.
+// the announcement fn's changes filled, for announce after the commit. The
+// change is admitted (admitWrite) until announce returns.
+// Errors: SERVICE_UNAVAILABLE once the instance has left (LeaveCache).
 func (s *Service) runAnnounced(ctx context.Context, fn func(ctx context.Context, tx bun.Tx, a *announcement) error) (*announcement, error) {
+	release, err := s.admitWrite()
+	if err != nil {
+		return nil, err
+	}
 	var a *announcement
-	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+	err = s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		ctx, marked, err := s.announcing(ctx, tx)
 		if err != nil {
 			return err
@@ -802,7 +843,68 @@ func (s *Service) runAnnounced(ctx context.Context, fn func(ctx context.Context,
 		a = marked
 		return fn(ctx, tx, a)
 	})
-	return a, err
+	if err != nil {
+		release()
+		return a, err
+	}
+	a.release = release
+	return a, nil
+}
+
+// admitWrite admits one change of this instance's own, announced in its
+// heartbeat: the caller calls release once the change is announced (or
+// abandoned). LeaveCache waits for the changes admitted, and none is
+// admitted after it (see "says goodbye" above).
+// Errors: SERVICE_UNAVAILABLE once the instance has left.
+func (s *Service) admitWrite() (release func(), err error) {
+	c := s.cache
+	if c == nil {
+		return func() {}, nil
+	}
+	c.gate.RLock()
+	if c.left {
+		c.gate.RUnlock()
+		return nil, errUnavailable
+	}
+	return c.gate.RUnlock, nil
+}
+
+// LeaveCache says goodbye to the other instances, so that they keep their
+// caches when this one's heartbeats stop (see "says goodbye" above). Call it
+// when the instance serves no request any more (its HTTP server has
+// drained) and nothing else of it changes sessions or users through the
+// service (its deliverers and housekeeping have stopped). From then on every
+// change of its own is refused (SERVICE_UNAVAILABLE) and its cache is not
+// trusted. It returns true once the goodbye has committed, false when ctx
+// ends first or the cache is off: the others then treat the silence as a
+// death, which is safe.
+func (s *Service) LeaveCache(ctx context.Context) bool {
+	c := s.cache
+	if c == nil {
+		return false
+	}
+	closed := make(chan struct{})
+	go func() { // the changes in flight end within their requests' timeouts
+		defer close(closed)
+		c.gate.Lock()
+		c.left = true
+		c.gate.Unlock()
+	}()
+	select {
+	case <-closed:
+	case <-ctx.Done():
+		return false
+	}
+	c.mu.Lock()
+	c.leaving = true
+	c.mu.Unlock()
+	c.nudge()
+	select {
+	case <-c.bye:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // announcementOf returns the announcement of ctx's transaction, nil when
@@ -831,6 +933,9 @@ func quietly(ctx context.Context) *announcement {
 // Errors: SERVICE_UNAVAILABLE when no heartbeat could carry it within
 // leaseDuration (it stays queued for the next).
 func (s *Service) announce(ctx context.Context, a *announcement) error {
+	if a.release != nil {
+		defer a.release()
+	}
 	if len(a.sessions)+len(a.users)+len(a.events) == 0 {
 		return nil // nothing changed
 	}

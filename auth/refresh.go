@@ -26,12 +26,17 @@ func (s *Service) Refresh(ctx context.Context, refreshToken string) (*Issued, er
 	if !wellFormed(refreshToken) {
 		return nil, errUnauthenticated
 	}
+	release, err := s.admitWrite() // until the rotation is announced
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	var issued *Issued
 	var outcome *Error
 	// One transaction: the decision, the rotation and the user for the
 	// payload (read with the session). It NOTIFYs nothing for a rotation
 	// (see coherence.go).
-	err := s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+	err = s.db.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		var err error
 		issued, outcome, err = s.refreshInTx(ctx, tx, refreshToken)
 		return err
