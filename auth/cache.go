@@ -117,21 +117,28 @@ func (c *sessionCache) trusted(now time.Time) bool {
 	return c.connected && !c.leaving && now.Before(c.leaseUntil)
 }
 
-// get returns a copy of the identity cached for hash, if it may be trusted.
-func (c *sessionCache) get(hash string) (*Identity, bool) {
+// get returns a copy of the identity cached for hash, if it may be trusted,
+// and the epoch for the database read that a miss makes (see begin): one
+// lock for both.
+func (c *sessionCache) get(hash string) (id *Identity, epoch uint64, ok bool) {
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.entries[hash]
 	if !ok || !c.trusted(now) {
-		return nil, false
+		return nil, c.epoch, false
 	}
 	if now.Sub(e.cachedAt) > cacheTTL {
 		c.drop(hash)
-		return nil, false
+		return nil, c.epoch, false
 	}
-	sess := e.session
-	return &Identity{Session: &sess, User: e.user, Now: now.Add(e.offset)}, true
+	// One allocation for the identity and its own copy of the session.
+	copied := &struct {
+		id   Identity
+		sess models.Session
+	}{sess: e.session}
+	copied.id = Identity{Session: &copied.sess, User: e.user, Now: now.Add(e.offset)}
+	return &copied.id, c.epoch, true
 }
 
 // begin returns the epoch before a database read; put stores its result only

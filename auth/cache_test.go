@@ -71,8 +71,8 @@ func TestCacheSharesUserRecords(t *testing.T) {
 	if len(c.users) != 2 || refs("u1") != 3 || refs("u2") != 1 {
 		t.Fatalf("users %d, refs u1 %d u2 %d; want 2 records, 3 and 1 references", len(c.users), refs("u1"), refs("u2"))
 	}
-	a, _ := c.get("h0")
-	b, _ := c.get("h2")
+	a, _, _ := c.get("h0")
+	b, _, _ := c.get("h2")
 	if a.User != b.User {
 		t.Fatal("two sessions of one user hold two records")
 	}
@@ -106,18 +106,18 @@ func TestCacheEvictions(t *testing.T) {
 	c.put(c.begin(), "new", identity("s1", "u1"))
 	c.put(c.begin(), "other", identity("s2", "u1"))
 	c.put(c.begin(), "third", identity("s3", "u2"))
-	if _, ok := c.get("old"); ok {
+	if _, _, ok := c.get("old"); ok {
 		t.Fatal("the rotated-away token is still served")
 	}
 	epoch := c.begin()
 	c.mu.Lock()
 	c.evictSession("s1")
 	c.mu.Unlock()
-	if _, ok := c.get("new"); ok {
+	if _, _, ok := c.get("new"); ok {
 		t.Fatal("an invalidated session is still served")
 	}
 	c.put(epoch, "new", identity("s1", "u1"))
-	if _, ok := c.get("new"); ok {
+	if _, _, ok := c.get("new"); ok {
 		t.Fatal("a read that raced an invalidation was cached")
 	}
 	epoch = c.begin()
@@ -125,22 +125,22 @@ func TestCacheEvictions(t *testing.T) {
 	c.evictSession("s9") // another session's rotation
 	c.mu.Unlock()
 	c.put(epoch, "fourth", identity("s4", "u2"))
-	if _, ok := c.get("fourth"); !ok {
+	if _, _, ok := c.get("fourth"); !ok {
 		t.Fatal("a read that raced another session's invalidation was not cached")
 	}
 	c.mu.Lock()
 	c.evictUser("u1")
 	c.mu.Unlock()
-	if _, ok := c.get("other"); ok {
+	if _, _, ok := c.get("other"); ok {
 		t.Fatal("an invalidated user's session is still served")
 	}
-	if _, ok := c.get("third"); !ok {
+	if _, _, ok := c.get("third"); !ok {
 		t.Fatal("another user's session was evicted")
 	}
 	c.mu.Lock()
 	c.leaseUntil = time.Now()
 	c.mu.Unlock()
-	if _, ok := c.get("third"); ok {
+	if _, _, ok := c.get("third"); ok {
 		t.Fatal("an entry is served after the lease ran out")
 	}
 }
@@ -459,7 +459,7 @@ func TestHeartbeatFormats(t *testing.T) {
 			c.put(c.begin(), "h"+id, identity(id, "u"+id))
 		}
 	}
-	cached := func(id string) bool { _, ok := c.get("h" + id); return ok }
+	cached := func(id string) bool { _, _, ok := c.get("h" + id); return ok }
 	fill()
 	if got := s.apply("h|peer|1|0||s1|us2|ux,uy"); got != "ux,uy" || cached("s1") || cached("s2") || !cached("s3") {
 		t.Fatalf("eight fields: events %q, s1 %v s2 %v s3 %v; want ux,uy and only s3 left", got, cached("s1"), cached("s2"), cached("s3"))
@@ -537,7 +537,7 @@ func TestForgetSilent(t *testing.T) {
 		t.Fatal("the live peer was forgotten")
 	}
 	c.put(epoch, "h2", identity("s2", "u2"))
-	if _, ok := c.get("h2"); ok {
+	if _, _, ok := c.get("h2"); ok {
 		t.Fatal("a read begun before the drop was cached")
 	}
 }

@@ -43,10 +43,11 @@ func (s *Service) authenticateAccess(ctx context.Context, token string) (*Identi
 	h := hashToken(token)
 	var epoch uint64
 	if s.cache != nil {
-		epoch = s.cache.begin()
-		if id, ok := s.cache.get(string(h)); ok {
-			return s.checkAccess(ctx, epoch, h, id, true)
+		id, at, ok := s.cache.get(string(h))
+		if ok {
+			return s.checkAccess(ctx, at, h, id, true)
 		}
+		epoch = at
 	}
 	row, err := s.lookupAccess(ctx, h)
 	if isNoRows(err) {
