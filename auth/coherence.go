@@ -854,7 +854,9 @@ func (s *Service) runAnnounced(ctx context.Context, fn func(ctx context.Context,
 // admitWrite admits one change of this instance's own, announced in its
 // heartbeat: the caller calls release once the change is announced (or
 // abandoned). LeaveCache waits for the changes admitted, and none is
-// admitted after it (see "says goodbye" above).
+// admitted after it (see "says goodbye" above). An admitted change never
+// asks for another admission before its release: a read lock taken again
+// while LeaveCache waits for the write lock would wait forever.
 // Errors: SERVICE_UNAVAILABLE once the instance has left.
 func (s *Service) admitWrite() (release func(), err error) {
 	c := s.cache
