@@ -118,8 +118,10 @@ func (c *sessionCache) trusted(now time.Time) bool {
 }
 
 // get returns a copy of the identity cached for hash, if it may be trusted,
-// and the epoch for the database read that a miss makes (see begin): one
-// lock for both.
+// and the current epoch, read under the same lock: on a miss, the database
+// read that follows passes it to put, which stores the result only if no
+// invalidation of its session or user arrived meanwhile, so a read that
+// raced a revocation can never be cached.
 func (c *sessionCache) get(hash string) (id *Identity, epoch uint64, ok bool) {
 	now := time.Now()
 	c.mu.Lock()
@@ -139,15 +141,6 @@ func (c *sessionCache) get(hash string) (id *Identity, epoch uint64, ok bool) {
 	}{sess: e.session}
 	copied.id = Identity{Session: &copied.sess, User: e.user, Now: now.Add(e.offset)}
 	return &copied.id, c.epoch, true
-}
-
-// begin returns the epoch before a database read; put stores its result only
-// if no invalidation of its session or user arrived meanwhile, so a read
-// that raced a revocation can never be cached.
-func (c *sessionCache) begin() uint64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.epoch
 }
 
 func (c *sessionCache) put(epoch uint64, hash string, id *Identity) {

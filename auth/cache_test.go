@@ -541,3 +541,10 @@ func TestForgetSilent(t *testing.T) {
 		t.Fatal("a read begun before the drop was cached")
 	}
 }
+
+// begin returns the cache's epoch, as get does on a miss, for a put.
+func (c *sessionCache) begin() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.epoch
+}

@@ -61,7 +61,7 @@ import (
 // has received its heartbeat sent at s has applied every invalidation
 // committed before s. (Applying means evicting; an entry read from the
 // database is stored only if no invalidation arrived while the read was in
-// flight, see sessionCache.begin, so a read that raced one is never kept.)
+// flight, see sessionCache.get, so a read that raced one is never kept.)
 // So (I) an instance trusting its cache at t has applied every invalidation
 // committed before t - L. An instance whose LISTEN
 // connection stalls hears nothing back and stops trusting its cache within L,
@@ -116,10 +116,9 @@ import (
 //
 // An instance that stops on purpose says goodbye instead (LeaveCache), so
 // that a rolling deploy does not empty every other cache once per instance
-// it stops. Once its HTTP server has drained and its deliverers and
-// housekeeping have stopped, it (1) refuses every change of its own from
-// then on and waits for those in flight, whose changes are then queued or
-// in the stream (admitWrite: a read lock from before the transaction to the
+// it stops. Once its HTTP server has drained, it (1) refuses every change
+// of its own from then on and waits for those in flight, whose changes are
+// then queued or in the stream (admitWrite: a read lock from before the transaction to the
 // end of its announcement); (2) stops trusting its own cache, so it accepts
 // no token from memory any more; (3) sends one last heartbeat, with "b" in
 // place of the marker flag, once that heartbeat carries everything still
@@ -874,10 +873,10 @@ func (s *Service) admitWrite() (release func(), err error) {
 // LeaveCache says goodbye to the other instances, so that they keep their
 // caches when this one's heartbeats stop (see "says goodbye" above). Call it
 // when the instance serves no request any more (its HTTP server has
-// drained) and nothing else of it changes sessions or users through the
-// service (its deliverers and housekeeping have stopped). From then on every
-// change of its own is refused (SERVICE_UNAVAILABLE) and its cache is not
-// trusted. It returns true once the goodbye has committed, false when ctx
+// drained), before its background work stops (the heartbeats must still
+// run). From then on every change of its own is refused
+// (SERVICE_UNAVAILABLE; an event handler's is delivered again later,
+// possibly elsewhere) and its cache is not trusted. It returns true once the goodbye has committed, false when ctx
 // ends first or the cache is off: the others then treat the silence as a
 // death, which is safe.
 func (s *Service) LeaveCache(ctx context.Context) bool {
