@@ -38,7 +38,7 @@ const (
 // with the offset of the database's clock from ours at that moment, so that
 // expiry is still judged by the database's clock.
 type cachedIdentity struct {
-	session  models.Session
+	session  *models.Session // never written once cached: lookups share it
 	user     *models.User
 	offset   time.Duration // database now - local now
 	cachedAt time.Time
@@ -117,11 +117,13 @@ func (c *sessionCache) trusted(now time.Time) bool {
 	return c.connected && !c.leaving && now.Before(c.leaseUntil)
 }
 
-// get returns a copy of the identity cached for hash, if it may be trusted,
-// and the current epoch, read under the same lock: on a miss, the database
-// read that follows passes it to put, which stores the result only if no
-// invalidation of its session or user arrived meanwhile, so a read that
-// raced a revocation can never be cached.
+// get returns the identity cached for hash, if it may be trusted, and the
+// current epoch, read under the same lock: on a miss, the database read that
+// follows passes it to put, which stores the result only if no invalidation
+// of its session or user arrived meanwhile, so a read that raced a
+// revocation can never be cached. The identity's Session and User are the
+// cache's own, shared with every lookup of the token (Identity says so):
+// nothing may write to them, and checkAccess copies before it does.
 func (c *sessionCache) get(hash string) (id *Identity, epoch uint64, ok bool) {
 	now := time.Now()
 	c.mu.Lock()
@@ -134,13 +136,7 @@ func (c *sessionCache) get(hash string) (id *Identity, epoch uint64, ok bool) {
 		c.drop(hash)
 		return nil, c.epoch, false
 	}
-	// One allocation for the identity and its own copy of the session.
-	copied := &struct {
-		id   Identity
-		sess models.Session
-	}{sess: e.session}
-	copied.id = Identity{Session: &copied.sess, User: e.user, Now: now.Add(e.offset)}
-	return &copied.id, c.epoch, true
+	return &Identity{Session: e.session, User: e.user, Now: now.Add(e.offset)}, c.epoch, true
 }
 
 func (c *sessionCache) put(epoch uint64, hash string, id *Identity) {
@@ -175,7 +171,7 @@ func (c *sessionCache) put(epoch uint64, hash string, id *Identity) {
 	if user != nil && user.ID == sess.UserID {
 		sess.UserID = user.ID // one copy of the user's id for all its sessions
 	}
-	c.entries[hash] = &cachedIdentity{session: sess, user: user, offset: id.Now.Sub(now), cachedAt: now}
+	c.entries[hash] = &cachedIdentity{session: &sess, user: user, offset: id.Now.Sub(now), cachedAt: now}
 	c.bySession[sess.ID] = hash
 }
 

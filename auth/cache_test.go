@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"reflect"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -191,7 +193,7 @@ func cachedService(tb testing.TB) *Service {
 
 // BenchmarkAuthenticateAccessCached is the per-request cost of an access
 // token answered from the session cache, cycling through 1,000 sessions
-// (hashing the token, the lookup, the copy handed to the request).
+// (hashing the token, the lookup, the identity handed to the request).
 func BenchmarkAuthenticateAccessCached(b *testing.B) {
 	s := cachedService(b)
 	user := signUp(b, s, "ann@example.com").User
@@ -547,4 +549,49 @@ func (c *sessionCache) begin() uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.epoch
+}
+
+// TestCachedSessionIsNeverWritten: a cached lookup hands out the cache's own
+// session, shared by every request of the token; when a lookup must record
+// a use (lastUsedAt due), it writes to a copy of its own, and the requests
+// holding the shared one, running at the same time, see no change (the race
+// detector watches the rest).
+func TestCachedSessionIsNeverWritten(t *testing.T) {
+	s := cachedService(t)
+	is := signUp(t, s, "shared@example.com")
+	authenticate(t, s, is.AccessToken) // cached by the first lookup
+	first := authenticate(t, s, is.AccessToken)
+	if again := authenticate(t, s, is.AccessToken); again.Session != first.Session {
+		t.Fatal("two cached lookups of one token hold two copies of the session")
+	}
+
+	// Make the cached copy due a lastUsedAt write, as a minute later.
+	h := string(hashToken(is.AccessToken))
+	s.cache.mu.Lock()
+	aged := *s.cache.entries[h].session
+	aged.LastUsedAt = aged.LastUsedAt.Add(-time.Minute)
+	s.cache.entries[h].session = &aged
+	s.cache.mu.Unlock()
+	before := aged
+
+	var wg sync.WaitGroup
+	got := make([]*Identity, 8)
+	for i := range got {
+		wg.Go(func() { got[i] = authenticate(t, s, is.AccessToken) })
+	}
+	wg.Wait()
+	if !reflect.DeepEqual(aged, before) {
+		t.Fatal("a lookup wrote to the cached session")
+	}
+	for _, id := range got {
+		if id.Session == &aged {
+			continue // served after another lookup cached the moved copy
+		}
+		if id.Now.Sub(id.Session.LastUsedAt) > time.Second {
+			t.Fatalf("lastUsedAt %v not moved to the lookup's now %v", id.Session.LastUsedAt, id.Now)
+		}
+	}
+	if next := authenticate(t, s, is.AccessToken); next.Session == &aged || next.Now.Sub(next.Session.LastUsedAt) > time.Second {
+		t.Fatal("the moved lastUsedAt was not cached")
+	}
 }

@@ -159,7 +159,7 @@ func CurrentIdentity(ctx context.Context) (*Identity, error) {
 		return nil, errUnauthenticated
 	}
 	r.once.Do(func() {
-		r.identity, r.err = r.svc.authenticateAccess(ctx, r.bearer)
+		r.identity, r.err = r.svc.authenticateWellFormed(ctx, r.bearer) // from ParseBearer
 		if r.identity != nil {
 			noteSubject(ctx, r.identity.Session)
 		}

@@ -13,7 +13,10 @@ import (
 )
 
 // Identity is who is calling: the session an access token belongs to and its
-// user, as read from the database at Now (the database's clock).
+// user, as read from the database at Now (the database's clock). Session and
+// User are read-only: with the session cache on, every request of the same
+// token (and User, of the same user) shares them, so a write would show in
+// other requests and race with them. Copy a value to change it.
 type Identity struct {
 	Session *models.Session
 	User    *models.User
@@ -40,6 +43,13 @@ func (s *Service) authenticateAccess(ctx context.Context, token string) (*Identi
 	if !wellFormed(token) {
 		return nil, errUnauthenticated
 	}
+	return s.authenticateWellFormed(ctx, token)
+}
+
+// authenticateWellFormed is authenticateAccess for a token already known
+// to be well formed: one that ParseBearer returned (a request's bearer
+// token), which checked each of its 256 bytes already.
+func (s *Service) authenticateWellFormed(ctx context.Context, token string) (*Identity, error) {
 	h := hashToken(token)
 	var epoch uint64
 	if s.cache != nil {
@@ -71,8 +81,15 @@ func (s *Service) checkAccess(ctx context.Context, epoch uint64, h []byte, id *I
 		return nil, errAccessExpired
 	}
 	changed := !cached
+	own := func() { // the cached copy is shared (see sessionCache.get): write to one of our own
+		if cached {
+			cp := *sess
+			sess, id.Session = &cp, &cp
+		}
+	}
 	switch {
 	case sess.PrevRefreshHash != nil && !sess.SuccessorUsed:
+		own()
 		// The first use of a rotated pair also marks it used, which ends
 		// the grace for its predecessor refresh token (see Refresh): in
 		// this request, never queued.
@@ -81,6 +98,7 @@ func (s *Service) checkAccess(ctx context.Context, epoch uint64, h []byte, id *I
 		}
 		changed = true
 	case id.Now.Sub(sess.LastUsedAt) >= touchInterval:
+		own()
 		if s.touches.queue(sess.ID) {
 			sess.LastUsedAt = id.Now // written within touchFlushInterval
 		} else if err := s.touch(ctx, sess); err != nil {
