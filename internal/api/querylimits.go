@@ -9,7 +9,10 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/99designs/gqlgen/complexity"
 	"github.com/99designs/gqlgen/graphql"
+	"github.com/99designs/gqlgen/graphql/errcode"
+	"github.com/99designs/gqlgen/graphql/handler/extension"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 	"github.com/vektah/gqlparser/v2/parser"
@@ -409,6 +412,9 @@ type cacheEntry struct {
 	query string
 	doc   *ast.QueryDocument
 	size  int
+	// complexity holds what complexityLimit computed for the document's
+	// operations without variables, whose complexity never changes.
+	complexity map[*ast.OperationDefinition]int
 }
 
 func newQueryCache(maxBytes, maxCount int) *queryCache {
@@ -446,6 +452,39 @@ func (c *queryCache) Add(_ context.Context, query string, doc *ast.QueryDocument
 	}
 	c.byQuery[query] = c.order.PushFront(&cacheEntry{query: query, doc: doc, size: size})
 	c.used += size
+}
+
+// complexity returns the complexity kept for op, an operation of the cached
+// document of query, by keepComplexity.
+func (c *queryCache) complexity(query string, op *ast.OperationDefinition) (int, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.byQuery[query]; ok {
+		n, ok := e.Value.(*cacheEntry).complexity[op]
+		return n, ok
+	}
+	return 0, false
+}
+
+// keepComplexity keeps n as the complexity of op, an operation without
+// variables (whose complexity is the same every time it runs), with the
+// cached document of query that op belongs to, and for as long as it stays
+// cached; it keeps nothing when the document is not (or no longer) cached.
+func (c *queryCache) keepComplexity(query string, op *ast.OperationDefinition, n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.byQuery[query]
+	if !ok {
+		return
+	}
+	entry := e.Value.(*cacheEntry)
+	if !slices.Contains(entry.doc.Operations, op) {
+		return // an older parse of the same text, evicted and parsed again
+	}
+	if entry.complexity == nil {
+		entry.complexity = map[*ast.OperationDefinition]int{}
+	}
+	entry.complexity[op] = n
 }
 
 // Bytes returns the estimated bytes the cache holds.
@@ -548,4 +587,49 @@ func (g getQueriesOnly) Do(w http.ResponseWriter, r *http.Request, exec graphql.
 		}
 	}
 	serveGET(w, r, exec)
+}
+
+// maxComplexity bounds gqlgen's complexity of an operation: a point per
+// field, its children's added.
+const maxComplexity = 1000
+
+// complexityLimit is gqlgen's extension.FixedComplexityLimit(max), answering
+// the same error and keeping the same statistics (extension.GetComplexityStats),
+// but for an operation without variables of a cached document it computes
+// the complexity once (queryCache.complexity): gqlgen walks the operation
+// and builds a string per field on every request, a sixth of what
+// { me { id email } } costs to execute.
+type complexityLimit struct {
+	max   int
+	cache *queryCache
+	es    graphql.ExecutableSchema
+}
+
+func (*complexityLimit) ExtensionName() string { return "ComplexityLimit" }
+
+func (l *complexityLimit) Validate(es graphql.ExecutableSchema) error {
+	l.es = es
+	return nil
+}
+
+func (l *complexityLimit) MutateOperationContext(ctx context.Context, oc *graphql.OperationContext) *gqlerror.Error {
+	op := oc.Operation
+	fixed := op != nil && len(op.VariableDefinitions) == 0
+	n, ok := 0, false
+	if fixed {
+		n, ok = l.cache.complexity(oc.RawQuery, op)
+	}
+	if !ok {
+		n = complexity.Calculate(ctx, l.es, op, oc.Variables)
+		if fixed {
+			l.cache.keepComplexity(oc.RawQuery, op, n)
+		}
+	}
+	oc.Stats.SetExtension("ComplexityLimit", &extension.ComplexityStats{Complexity: n, ComplexityLimit: l.max})
+	if n > l.max {
+		err := gqlerror.Errorf("operation has complexity %d, which exceeds the limit of %d", n, l.max)
+		errcode.Set(err, "COMPLEXITY_LIMIT_EXCEEDED")
+		return err
+	}
+	return nil
 }

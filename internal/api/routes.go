@@ -84,7 +84,7 @@ func New(cfg Config, db *bun.DB, svc *auth.Service, logger *slog.Logger) *Server
 	limits := defaultQueryLimits()
 	limits.validated = cache
 	gql.Use(limits)
-	gql.Use(extension.FixedComplexityLimit(1000))
+	gql.Use(&complexityLimit{max: maxComplexity, cache: cache})
 	gql.AroundOperations(ws.limitSubscriptions)
 	gql.Use(mutationFieldHooks{m})
 	gql.AroundResponses(recordOperation)
