@@ -16,7 +16,8 @@ import (
 // user, as read from the database at Now (the database's clock). Session and
 // User are read-only: with the session cache on, every request of the same
 // token (and User, of the same user) shares them, so a write would show in
-// other requests and race with them. Copy a value to change it.
+// other requests and race with them. Copy what you change (the pointers of a
+// copied Session still point at shared values).
 type Identity struct {
 	Session *models.Session
 	User    *models.User

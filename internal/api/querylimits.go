@@ -596,9 +596,9 @@ const maxComplexity = 1000
 // complexityLimit is gqlgen's extension.FixedComplexityLimit(max), answering
 // the same error and keeping the same statistics (extension.GetComplexityStats),
 // but for an operation without variables of a cached document it computes
-// the complexity once (queryCache.complexity): gqlgen walks the operation
-// and builds a string per field on every request, a sixth of what
-// { me { id email } } costs to execute.
+// the complexity once (queryCache.keepComplexity): gqlgen walks the
+// operation and builds a string per field on every request, about 1 µs of
+// { me { id email } } under load (BENCHMARKS.md, "Issue 10, eighth pass").
 type complexityLimit struct {
 	max   int
 	cache *queryCache
