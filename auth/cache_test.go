@@ -557,6 +557,7 @@ func (c *sessionCache) begin() uint64 {
 // holding the shared one, running at the same time, see no change (the race
 // detector watches the rest).
 func TestCachedSessionIsNeverWritten(t *testing.T) {
+	pgtest.PostgresOnly(t, "the session cache exists on PostgreSQL only")
 	s := cachedService(t)
 	is := signUp(t, s, "shared@example.com")
 	authenticate(t, s, is.AccessToken) // cached by the first lookup
